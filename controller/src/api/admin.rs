@@ -1,0 +1,99 @@
+//! Client management for admins: what `flotilla-controller client ...` calls
+//! while the server runs (sled allows one process per store).
+
+use super::caller::Operator;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiPath};
+use super::state::AppState;
+use crate::auth::clients::{self, ClientInfo, NewClient};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+/// A client to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    /// The user the client belongs to; created when new.
+    pub username: String,
+    /// Whether the client sees and manages everything.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+fn require_admin(operator: &Operator) -> ApiResult<()> {
+    if operator.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "client management needs an admin client",
+        ))
+    }
+}
+
+/// Creates an API client; the answer holds its secret, shown this once.
+#[utoipa::path(post, path = "/v3/admin/clients", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = CreateClient, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Client created", body = NewClient),
+        (status = 400, description = "Invalid username or malformed body", body = ErrorBody),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiJson(request): ApiJson<CreateClient>,
+) -> ApiResult<(StatusCode, Json<NewClient>)> {
+    require_admin(&operator)?;
+    clients::check_username(&request.username).map_err(|message| {
+        ApiError::bad_request("invalid_field", message).context(json!({ "path": "username" }))
+    })?;
+    let client = clients::create(&state.store, &request.username, request.admin, None)?;
+    state.store.flush().await?;
+    Ok((StatusCode::CREATED, Json(client)))
+}
+
+/// Lists API clients (never their secrets).
+#[utoipa::path(get, path = "/v3/admin/clients", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Clients", body = Vec<ClientInfo>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> ApiResult<Json<Vec<ClientInfo>>> {
+    require_admin(&operator)?;
+    Ok(Json(clients::list(&state.store)?))
+}
+
+/// Revokes a client: its tokens stop working at once.
+#[utoipa::path(delete, path = "/v3/admin/clients/{client_id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("client_id" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "Client revoked", body = ClientInfo),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such client", body = ErrorBody),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(client_id): ApiPath<String>,
+) -> ApiResult<Json<ClientInfo>> {
+    require_admin(&operator)?;
+    let revoked = clients::revoke(&state.store, &client_id)?
+        .ok_or_else(|| ApiError::not_found("client_id", &client_id))?;
+    state.store.flush().await?;
+    Ok(Json(revoked))
+}

@@ -1,0 +1,146 @@
+//! The one error shape every failure takes, from the CloudMC reference:
+//! `{"errors":[{"code","message","context"}]}`, with the HTTP status that
+//! fits. Handlers, extractors and fallbacks all return [`ApiError`], so no
+//! plain-text rejection ever reaches a client.
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorDetail>,
+}
+
+/// One error: a stable machine-readable `code`, a message for people, and
+/// `context` naming what it is about (a JSON path, an id, a limit).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub context: Value,
+}
+
+/// An error response waiting to be sent.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub errors: Vec<ErrorDetail>,
+}
+
+impl ApiError {
+    /// One error with an empty context.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            errors: vec![ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+                context: json!({}),
+            }],
+        }
+    }
+
+    /// Sets the context of the (first) error.
+    pub fn context(mut self, context: Value) -> Self {
+        if let Some(first) = self.errors.first_mut() {
+            first.context = context;
+        }
+        self
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404 for a missing (or not visible) resource of `kind` named `id`.
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{kind} {id:?} not found"),
+        )
+        .context(json!({ kind: id }))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 500 without details: the cause goes to the log, not to the client.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the controller log has the details",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                errors: self.errors,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flotilla\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "store failure");
+        ApiError::internal()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Store(err) => err.into(),
+            AuthError::BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client", err.to_string())
+            }
+            other => ApiError::unauthorized(other.to_string()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+/// What a handler returns.
+pub type ApiResult<T> = Result<T, ApiError>;

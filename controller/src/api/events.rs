@@ -1,0 +1,229 @@
+//! The agent event endpoints (spot notices, container status) for HTTP-only
+//! agents, and the event history for operators.
+
+use super::caller::{authorize_agent, Operator, RawAuthorization};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiQuery, JsonOrForm};
+use super::state::AppState;
+use crate::auth::tokens;
+use crate::clock;
+use crate::store::{EventFilter, EventRecord, InstanceStatusRecord, StackRecord};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use flotilla_common::status::ContainerStatus;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+/// A spot-termination notice from a VM.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SpotShutdown {
+    pub stack_id: String,
+    pub instance_id: String,
+}
+
+/// A container status change reported by a VM.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ContainerStatusReport {
+    pub stack_id: String,
+    pub instance_id: String,
+    /// `starting`, `updating`, `restarting`, `running`, `stopping`,
+    /// `terminated`, `start-failure`, `app-crashed` or `probe-failure`.
+    pub status: String,
+    /// The configuration's flag, when the agent knows it.
+    pub flag: Option<String>,
+    pub exit_code: Option<i64>,
+    /// Free text, at most 1024 characters.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Only events after this event id.
+    pub since: Option<u64>,
+    pub stack_id: Option<String>,
+    pub instance_id: Option<String>,
+    /// Event type, e.g. `spot.shutdown` or `container.status`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// At most this many events (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+fn check_instance_id(instance_id: &str) -> ApiResult<()> {
+    let ok = (1..=128).contains(&instance_id.len())
+        && instance_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            "instance_id must be 1-128 letters, digits, '-', '_', '.' or ':'",
+        )
+        .context(json!({ "path": "instance_id" })))
+    }
+}
+
+/// Finds the stack an agent reports for and checks the caller may report
+/// for it. An unknown stack is 404 only for an authenticated caller, so the
+/// endpoint does not reveal which stack ids exist.
+fn agent_stack(state: &AppState, auth: Option<&str>, stack_id: &str) -> ApiResult<StackRecord> {
+    match state.store.stack(stack_id)? {
+        Some(stack) => {
+            authorize_agent(state, auth, &stack)?;
+            Ok(stack)
+        }
+        None => {
+            tokens::authenticate(&state.store, tokens::bearer(auth)?)?;
+            Err(ApiError::not_found("stack_id", stack_id))
+        }
+    }
+}
+
+/// Records a spot-termination notice for an instance of a stack.
+#[utoipa::path(post, path = "/v3/event/spot/shutdown", tag = "agent",
+    security(("bearer" = [])),
+    request_body(content = SpotShutdown, content_type = "application/json",
+        description = "Also accepted form-encoded. The bearer may be the stack's auth_token."),
+    responses(
+        (status = 202, description = "Recorded"),
+        (status = 400, description = "Missing or invalid field, malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another stack or user", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
+    ))]
+pub async fn spot_shutdown(
+    State(state): State<AppState>,
+    RawAuthorization(auth): RawAuthorization,
+    JsonOrForm(notice): JsonOrForm<SpotShutdown>,
+) -> ApiResult<StatusCode> {
+    let stack = agent_stack(&state, auth.as_deref(), &notice.stack_id)?;
+    check_instance_id(&notice.instance_id)?;
+    state.store.append_event(
+        "spot.shutdown",
+        Some(&stack.stack_id),
+        Some(&notice.instance_id),
+        clock::rfc3339_ms(clock::now_ms()),
+        json!({ "source": "http" }),
+    )?;
+    state.store.flush().await?;
+    state.nudge();
+    tracing::warn!(stack_id = %stack.stack_id, instance_id = %notice.instance_id, "spot shutdown notice");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Records a container status change for an instance of a stack.
+#[utoipa::path(post, path = "/v3/event/container/status", tag = "agent",
+    security(("bearer" = [])),
+    request_body(content = ContainerStatusReport, content_type = "application/json",
+        description = "Also accepted form-encoded. The bearer may be the stack's auth_token."),
+    responses(
+        (status = 202, description = "Recorded"),
+        (status = 400, description = "Missing or invalid field (unknown status), malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another stack or user", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
+    ))]
+pub async fn container_status(
+    State(state): State<AppState>,
+    RawAuthorization(auth): RawAuthorization,
+    JsonOrForm(report): JsonOrForm<ContainerStatusReport>,
+) -> ApiResult<StatusCode> {
+    let stack = agent_stack(&state, auth.as_deref(), &report.stack_id)?;
+    check_instance_id(&report.instance_id)?;
+    let status: ContainerStatus =
+        report
+            .status
+            .parse()
+            .map_err(|err: flotilla_common::status::UnknownStatus| {
+                ApiError::bad_request("invalid_field", err.to_string())
+                    .context(json!({ "path": "status" }))
+            })?;
+    if report
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 1024)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "reason is longer than 1024 characters",
+        )
+        .context(json!({ "path": "reason" })));
+    }
+    let time = clock::rfc3339_ms(clock::now_ms());
+    state.store.put_instance_status(&InstanceStatusRecord {
+        stack_id: stack.stack_id.clone(),
+        instance_id: report.instance_id.clone(),
+        status: status.to_string(),
+        flag: report.flag.clone(),
+        exit_code: report.exit_code,
+        reason: report.reason.clone(),
+        updated: time.clone(),
+        source: "http".into(),
+    })?;
+    state.store.append_event(
+        "container.status",
+        Some(&stack.stack_id),
+        Some(&report.instance_id),
+        time,
+        json!({
+            "status": status,
+            "flag": report.flag,
+            "exit_code": report.exit_code,
+            "reason": report.reason,
+            "source": "http",
+        }),
+    )?;
+    state.store.flush().await?;
+    state.nudge();
+    tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %status, "container status");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The event history, oldest first, filtered. Operators see their own
+/// stacks' events; admins see all.
+#[utoipa::path(get, path = "/v3/events", tag = "events",
+    security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Events, oldest first", body = Vec<EventRecord>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot read events", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<Vec<EventRecord>>> {
+    let stacks = if operator.admin {
+        None
+    } else {
+        Some(
+            state
+                .store
+                .stacks()?
+                .into_iter()
+                .filter(|stack| operator.owns(stack))
+                .map(|stack| stack.stack_id)
+                .collect(),
+        )
+    };
+    let filter = EventFilter {
+        after_id: query.since,
+        stack_id: query.stack_id,
+        instance_id: query.instance_id,
+        kind: query.kind,
+        stacks,
+        limit: query.limit.unwrap_or(1000).clamp(1, 10_000),
+    };
+    Ok(Json(state.store.events(&filter)?))
+}

@@ -1,0 +1,134 @@
+//! Request extractors that fail with [`ApiError`] instead of axum's plain
+//! text: bodies (JSON, or form-encoded where the Mobingi agent sends forms),
+//! query strings and path segments.
+
+use super::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// A query string, rejected with the error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Path segments, rejected with the error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// A JSON body. 415 without a JSON content type, 413 over the body limit,
+/// 400 for malformed JSON or wrong types (with the path of the bad value).
+pub struct ApiJson<T>(pub T);
+
+/// A JSON or `application/x-www-form-urlencoded` body, for the endpoints the
+/// original alm-agent calls with forms.
+pub struct JsonOrForm<T>(pub T);
+
+#[derive(PartialEq)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = value.split(';').next()?.trim().to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Some(BodyKind::Json)
+    } else if mime == "application/x-www-form-urlencoded" {
+        Some(BodyKind::Form)
+    } else {
+        None
+    }
+}
+
+fn unsupported(expected: &str, headers: &HeaderMap) -> ApiError {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("expected Content-Type {expected}, got {got}"),
+    )
+    .context(json!({ "content_type": got }))
+}
+
+/// Reads the whole body within the router's limit.
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "request body is larger than the configured limit",
+            )
+        } else {
+            ApiError::new(status, "bad_body", rejection.body_text())
+        }
+    })
+}
+
+/// Parses JSON, naming the path of the value that did not fit.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "request body is empty; expected JSON",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_data() {
+            ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
+                .context(json!({ "path": path }))
+        } else {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))?;
+    Ok(value)
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_urlencoded::from_bytes(bytes)
+        .map_err(|err| ApiError::bad_request("invalid_form", format!("malformed form body: {err}")))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if body_kind(req.headers()) != Some(BodyKind::Json) {
+            return Err(unsupported("application/json", req.headers()));
+        }
+        let bytes = read(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(kind) = body_kind(req.headers()) else {
+            return Err(unsupported(
+                "application/json or application/x-www-form-urlencoded",
+                req.headers(),
+            ));
+        };
+        let bytes = read(req, state).await?;
+        match kind {
+            BodyKind::Json => parse_json(&bytes).map(JsonOrForm),
+            BodyKind::Form => parse_form(&bytes).map(JsonOrForm),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The REST API: the Mobingi ALM v3 routes plus Flotilla's extensions.
+//!
+//! Every route is registered through [`utoipa_axum`], so the OpenAPI
+//! document served at `/v3/openapi.json` is generated from the handlers'
+//! own annotations and cannot miss a route. Every failure, including unknown
+//! paths (404), wrong methods (405), oversized bodies (413) and wrong content
+//! types (415), answers with the one error shape in [`error`].
+
+pub mod admin;
+pub mod caller;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod stacks;
+pub mod state;
+pub mod templates;
+pub mod token;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::{Json, Router};
+use error::ApiError;
+use serde::Serialize;
+use serde_json::json;
+use state::AppState;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Flotilla controller API",
+        description = "The Mobingi ALM v3 API and Flotilla's extensions. Every error answers {\"errors\":[{\"code\",\"message\",\"context\"}]}."
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Health of the controller, for load balancers and `systemctl status`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` when the store answers.
+    pub status: String,
+    pub version: String,
+    /// Bytes the store takes on disk.
+    pub store_bytes: u64,
+}
+
+/// Liveness and store health; needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 500, description = "The store does not answer", body = error::ErrorBody),
+    ))]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        store_bytes: state.store.size_on_disk()?,
+    }))
+}
+
+/// The routes and their generated OpenAPI document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(token::issue, token::revoke))
+        .routes(routes!(templates::apply, templates::versions))
+        .routes(routes!(templates::compare))
+        .routes(routes!(templates::describe, templates::update))
+        .routes(routes!(templates::container))
+        .routes(routes!(stacks::list, stacks::list_post))
+        .routes(routes!(
+            stacks::describe,
+            stacks::describe_post,
+            stacks::delete
+        ))
+        .routes(routes!(stacks::containers))
+        .routes(routes!(events::spot_shutdown))
+        .routes(routes!(events::container_status))
+        .routes(routes!(events::list))
+        .routes(routes!(admin::create, admin::list))
+        .routes(routes!(admin::revoke))
+}
+
+/// The generated OpenAPI document (also served at `/v3/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().split_for_parts().1
+}
+
+/// This API's OpenAPI 3 document, generated from the handlers.
+#[utoipa::path(get, path = "/v3/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
+async fn openapi_json() -> Json<&'static serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default()))
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    )
+    .context(json!({ "path": uri.path() }))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .context(json!({ "method": method.as_str(), "path": uri.path() }))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("request handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::internal())
+}
+
+/// The complete REST API, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let (routes, _) = documented_routes().split_for_parts();
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route = %route)
+                })
+                .on_response(
+                    |response: &axum::response::Response,
+                     latency: Duration,
+                     _span: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "response"
+                        );
+                    },
+                ),
+        )
+        .with_state(state)
+}

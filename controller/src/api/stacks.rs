@@ -1,0 +1,246 @@
+//! Stacks: list, describe, delete, and the per-instance container view.
+
+use super::caller::{Caller, Operator};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiPath, ApiQuery};
+use super::state::AppState;
+use super::templates::{latest_version, stored_body};
+use crate::clock;
+use crate::store::{InstanceStatusRecord, StackRecord, StackStatus};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+/// A stack as Mobingi describes it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StackView {
+    pub auth_token: String,
+    pub user_id: String,
+    /// The latest template body.
+    #[schema(value_type = Object)]
+    pub configuration: Value,
+    /// Three words, easier to say than the id.
+    pub nickname: String,
+    /// RFC 3339.
+    pub create_time: String,
+    pub username: String,
+    pub stack_id: String,
+    pub stack_status: StackStatus,
+    pub version_id: String,
+    /// Why the stack is in a `*_FAILED` state, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_status_reason: Option<String>,
+}
+
+/// Answer to a delete.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResponse {
+    pub status: String,
+    pub stack_id: String,
+    pub stack_status: StackStatus,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Include stacks whose deletion completed.
+    #[serde(default)]
+    pub include_deleted: bool,
+}
+
+/// The stack if it exists and `operator` may see it; 404 otherwise (another
+/// user's stack is indistinguishable from a missing one).
+pub(super) fn load_owned_stack(
+    state: &AppState,
+    operator: &Operator,
+    stack_id: &str,
+) -> ApiResult<StackRecord> {
+    state
+        .store
+        .stack(stack_id)?
+        .filter(|stack| operator.owns(stack))
+        .ok_or_else(|| ApiError::not_found("stack_id", stack_id))
+}
+
+/// Like [`load_owned_stack`], for callers that may also be the stack itself.
+pub(super) fn load_visible_stack(
+    state: &AppState,
+    caller: &Caller,
+    stack_id: &str,
+) -> ApiResult<StackRecord> {
+    state
+        .store
+        .stack(stack_id)?
+        .filter(|stack| caller.may_use(stack))
+        .ok_or_else(|| ApiError::not_found("stack_id", stack_id))
+}
+
+fn view(state: &AppState, stack: StackRecord) -> ApiResult<StackView> {
+    let configuration = stored_body(&latest_version(state, &stack)?)?;
+    Ok(StackView {
+        auth_token: stack.auth_token,
+        user_id: stack.user_id,
+        configuration,
+        nickname: stack.nickname,
+        create_time: clock::rfc3339_secs(stack.create_time_ms),
+        username: stack.username,
+        stack_id: stack.stack_id,
+        stack_status: stack.stack_status,
+        version_id: stack.latest_version_id,
+        stack_status_reason: stack.status_reason,
+    })
+}
+
+/// Lists the caller's stacks (all stacks for an admin).
+#[utoipa::path(get, path = "/v3/alm/stack", tag = "stacks", operation_id = "list_stacks",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Stacks", body = Vec<StackView>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot list stacks", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<StackView>>> {
+    let stacks = state
+        .store
+        .stacks()?
+        .into_iter()
+        .filter(|stack| operator.owns(stack))
+        .filter(|stack| query.include_deleted || stack.stack_status != StackStatus::DeleteComplete);
+    let mut views = Vec::new();
+    for stack in stacks {
+        views.push(view(&state, stack)?);
+    }
+    views.sort_by(|a, b| {
+        a.create_time
+            .cmp(&b.create_time)
+            .then(a.stack_id.cmp(&b.stack_id))
+    });
+    Ok(Json(views))
+}
+
+/// Lists stacks (the reference's POST form of the same call).
+#[utoipa::path(post, path = "/v3/alm/stack", tag = "stacks", operation_id = "list_stacks_post",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Stacks", body = Vec<StackView>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot list stacks", body = ErrorBody),
+    ))]
+pub async fn list_post(
+    state: State<AppState>,
+    operator: Operator,
+    query: ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<StackView>>> {
+    list(state, operator, query).await
+}
+
+/// Describes one stack.
+#[utoipa::path(get, path = "/v3/alm/stack/{stack_id}", tag = "stacks", operation_id = "describe_stack",
+    security(("bearer" = [])),
+    params(("stack_id" = String, Path, description = "Stack id")),
+    responses(
+        (status = 200, description = "The stack", body = StackView),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot describe stacks", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+    ))]
+pub async fn describe(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(stack_id): ApiPath<String>,
+) -> ApiResult<Json<StackView>> {
+    let stack = load_owned_stack(&state, &operator, &stack_id)?;
+    Ok(Json(view(&state, stack)?))
+}
+
+/// Describes one stack (the reference's POST form of the same call).
+#[utoipa::path(post, path = "/v3/alm/stack/{stack_id}", tag = "stacks", operation_id = "describe_stack_post",
+    security(("bearer" = [])),
+    params(("stack_id" = String, Path, description = "Stack id")),
+    responses(
+        (status = 200, description = "The stack", body = StackView),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot describe stacks", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+    ))]
+pub async fn describe_post(
+    state: State<AppState>,
+    operator: Operator,
+    path: ApiPath<String>,
+) -> ApiResult<Json<StackView>> {
+    describe(state, operator, path).await
+}
+
+/// Deletes a stack: it goes `DELETE_IN_PROGRESS` and completes once its
+/// containers are gone (at once while nothing is placed). Repeating the
+/// call is harmless.
+#[utoipa::path(delete, path = "/v3/alm/stack/{stack_id}", tag = "stacks",
+    security(("bearer" = [])),
+    params(("stack_id" = String, Path, description = "Stack id")),
+    responses(
+        (status = 202, description = "Deletion started", body = DeleteResponse),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot delete stacks", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(stack_id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<DeleteResponse>)> {
+    let stack = load_owned_stack(&state, &operator, &stack_id)?;
+    let status = if stack.stack_status.is_deleting() {
+        stack.stack_status
+    } else {
+        let now = clock::now_ms();
+        state
+            .store
+            .set_stack_status(&stack_id, StackStatus::DeleteInProgress, None, now)?;
+        state.store.append_event(
+            "stack.deleting",
+            Some(&stack_id),
+            None,
+            clock::rfc3339_ms(now),
+            json!({}),
+        )?;
+        state.store.flush().await?;
+        state.nudge();
+        tracing::info!(stack_id = %stack_id, "stack deletion started");
+        StackStatus::DeleteInProgress
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeleteResponse {
+            status: "success".into(),
+            stack_id,
+            stack_status: status,
+        }),
+    ))
+}
+
+/// The last reported container status of each instance of a stack.
+#[utoipa::path(get, path = "/v3/alm/stack/{stack_id}/containers", tag = "stacks",
+    security(("bearer" = [])),
+    params(("stack_id" = String, Path, description = "Stack id")),
+    responses(
+        (status = 200, description = "One entry per instance", body = Vec<InstanceStatusRecord>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot read this", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+    ))]
+pub async fn containers(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(stack_id): ApiPath<String>,
+) -> ApiResult<Json<Vec<InstanceStatusRecord>>> {
+    load_owned_stack(&state, &operator, &stack_id)?;
+    Ok(Json(state.store.instance_statuses(&stack_id)?))
+}

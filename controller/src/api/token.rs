@@ -1,0 +1,94 @@
+//! `POST /v3/access_token`: OAuth client credentials, as in Mobingi; and
+//! `DELETE /v3/access_token` to revoke the token presented.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::JsonOrForm;
+use super::state::AppState;
+use crate::auth::tokens;
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Token request (JSON or form-encoded). Fields are optional here so a
+/// missing one gets the OAuth error `invalid_request`, not a parse error.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// Always `client_credentials`.
+    pub grant_type: Option<String>,
+    /// An API client id, or a stack id (then the secret is its `auth_token`).
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// An issued token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    pub access_token: String,
+}
+
+/// Exchanges client credentials for an access token.
+#[utoipa::path(post, path = "/v3/access_token", tag = "auth",
+    request_body(content = TokenRequest, content_type = "application/json",
+        description = "Also accepted form-encoded, as the alm-agent sends it"),
+    responses(
+        (status = 200, description = "Token issued", body = TokenResponse),
+        (status = 400, description = "Missing field, malformed body or `unsupported_grant_type`", body = ErrorBody),
+        (status = 401, description = "Wrong client credentials (`invalid_client`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
+    ))]
+pub async fn issue(
+    State(state): State<AppState>,
+    JsonOrForm(request): JsonOrForm<TokenRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let grant_type = request
+        .grant_type
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "grant_type is required"))?;
+    if grant_type != "client_credentials" {
+        return Err(ApiError::bad_request(
+            "unsupported_grant_type",
+            format!("grant_type {grant_type:?} is not supported; use client_credentials"),
+        ));
+    }
+    let (Some(client_id), Some(client_secret)) = (request.client_id, request.client_secret) else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "client_id and client_secret are required",
+        ));
+    };
+    let principal = tokens::check_credentials(&state.store, &client_id, &client_secret)
+        .inspect_err(
+            |_| tracing::warn!(client_id = %client_id, "token refused: bad credentials"),
+        )?;
+    let issued = tokens::issue(&state.store, principal, state.settings.token_ttl)?;
+    state.store.flush().await?;
+    tracing::info!(client_id = %client_id, "token issued");
+    Ok(Json(TokenResponse {
+        token_type: "Bearer".into(),
+        expires_in: issued.expires_in,
+        access_token: issued.access_token,
+    }))
+}
+
+/// Revokes the access token presented in `Authorization` (log out).
+#[utoipa::path(delete, path = "/v3/access_token", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Token revoked"),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+    ))]
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = tokens::bearer(header)?;
+    tokens::authenticate(&state.store, token)?;
+    tokens::revoke(&state.store, token)?;
+    state.store.flush().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

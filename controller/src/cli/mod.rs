@@ -1,0 +1,41 @@
+//! The `flotilla-controller` command line.
+
+pub mod client;
+
+use crate::config::Overrides;
+use clap::{Parser, Subcommand};
+
+/// Flotilla controller: serves the REST API (the default) or manages API
+/// clients.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-controller", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Log format: `text` (default) or `json`.
+    #[arg(
+        long,
+        env = "FLOTILLA_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (the default when no subcommand is given).
+    Serve,
+    /// Manage API clients (through the running server, or the store directly
+    /// when no server holds it).
+    Client(client::ClientArgs),
+}

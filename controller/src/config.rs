@@ -1,0 +1,189 @@
+//! Controller configuration: command line, then `FLOTILLA_*` variables, then
+//! an optional TOML file, then defaults, in that order of precedence.
+//! [`Config::load`] merges them and [`Config::validate`] refuses nonsense
+//! before anything starts listening.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the controller keeps its state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./flotilla-data";
+/// The REST API's default address.
+pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+/// Largest request body accepted by default (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Lifetime of an access token, as in the Mobingi API (`expires_in: 43200`).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 43_200;
+
+/// Settings as given on the command line or in the environment; `None` means
+/// "not given here", so the file and the defaults can fill in.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Optional TOML configuration file.
+    #[arg(long, env = "FLOTILLA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory holding the store, the admin credentials and (later) keys.
+    #[arg(long, env = "FLOTILLA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the REST API.
+    #[arg(long, env = "FLOTILLA_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "FLOTILLA_BODY_LIMIT", global = true)]
+    pub body_limit: Option<usize>,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "FLOTILLA_TOKEN_TTL", global = true)]
+    pub token_ttl: Option<u64>,
+}
+
+/// The keys a configuration file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    body_limit: Option<usize>,
+    token_ttl: Option<u64>,
+}
+
+/// The controller's effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub body_limit: usize,
+    pub token_ttl: Duration,
+    /// Bytes of page cache sled may use.
+    pub store_cache_bytes: u64,
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Merges command line and environment (`overrides`) over the optional
+    /// file over the defaults, then validates.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let config = Config {
+            data_dir: overrides
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(DEFAULT_LISTEN)),
+            body_limit: overrides
+                .body_limit
+                .or(file.body_limit)
+                .unwrap_or(DEFAULT_BODY_LIMIT),
+            token_ttl: Duration::from_secs(
+                overrides
+                    .token_ttl
+                    .or(file.token_ttl)
+                    .unwrap_or(DEFAULT_TOKEN_TTL_SECS),
+            ),
+            store_cache_bytes: 64 * 1024 * 1024,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses values the controller cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit < 1024 || self.body_limit > 64 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "body_limit",
+                reason: format!("{} bytes is outside 1 KiB..64 MiB", self.body_limit),
+            });
+        }
+        if self.token_ttl.is_zero() || self.token_ttl > Duration::from_secs(30 * 86_400) {
+            return Err(ConfigError::Invalid {
+                key: "token_ttl",
+                reason: format!("{} s is outside 1 s..30 days", self.token_ttl.as_secs()),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbody_limit = 4096\n").expect("write");
+        let overrides = Overrides {
+            config: Some(path),
+            body_limit: Some(8192),
+            ..Overrides::default()
+        };
+        let config = Config::load(&overrides).expect("load");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.body_limit, 8192);
+        assert_eq!(config.token_ttl.as_secs(), DEFAULT_TOKEN_TTL_SECS);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").expect("write");
+        let err = Config::load(&Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .expect_err("typo refused");
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::load(&Overrides {
+            body_limit: Some(10),
+            ..Overrides::default()
+        })
+        .expect_err("tiny limit refused");
+        assert!(err.to_string().contains("body_limit"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The Flotilla controller: the Mobingi ALM v3 REST API over an embedded
+//! store.
+//!
+//! # Layout
+//! - [`config`]: command line, environment and TOML file merged and checked.
+//! - [`server`]: start-up (data dir, store, bootstrap admin), background
+//!   tasks, graceful shutdown.
+//! - [`api`]: the REST routes, one module per resource, the one error shape,
+//!   extractors, and the generated OpenAPI document.
+//! - [`auth`]: clients, secrets and access tokens.
+//! - [`template`]: template validation and comparison.
+//! - [`reconcile`]: derives stack status and moves stacks along.
+//! - [`store`]: all persistent state, behind one module (sled today).
+//! - [`cli`]: the `flotilla-controller` command line, including the
+//!   `client` subcommands.
+//! - [`clock`], [`nickname`]: timestamps in the API's formats, stack nicknames.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod nickname;
+pub mod reconcile;
+pub mod server;
+pub mod store;
+pub mod template;

@@ -1,0 +1,188 @@
+//! Starting and stopping the controller: data dir, store, bootstrap admin,
+//! background tasks, and the HTTP server with graceful shutdown.
+
+use crate::api::state::{ApiSettings, AppState};
+use crate::auth::clients;
+use crate::config::Config;
+use crate::store::Store;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// File in the data dir holding the first admin client's credentials.
+pub const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
+/// Variables that fix the bootstrap admin's credentials (for automation).
+pub const BOOTSTRAP_ID_VAR: &str = "FLOTILLA_BOOTSTRAP_CLIENT_ID";
+pub const BOOTSTRAP_SECRET_VAR: &str = "FLOTILLA_BOOTSTRAP_CLIENT_SECRET";
+
+/// Client credentials as written to (and read from) a 0600 file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CredentialsFile {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// Writes `contents` to `path` readable by the owner only (0600 from the
+/// moment the file exists, not chmod-ed afterwards).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates the data dir (0700) if needed.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens the store of `config`.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    prepare_data_dir(&config.data_dir)?;
+    Store::open(&config.data_dir.join("store"), config.store_cache_bytes)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+}
+
+/// On the very first start, creates the admin client and writes its
+/// credentials to a 0600 file (the log says where, never the secret).
+fn bootstrap_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    if store.has_admin_client()? {
+        return Ok(());
+    }
+    let fixed = match (std::env::var(BOOTSTRAP_ID_VAR), std::env::var(BOOTSTRAP_SECRET_VAR)) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && secret.len() >= 16 => Some((id, secret)),
+        (Ok(_), Ok(_)) => anyhow::bail!(
+            "{BOOTSTRAP_ID_VAR} must not be empty and {BOOTSTRAP_SECRET_VAR} must be at least 16 characters"
+        ),
+        _ => None,
+    };
+    let from_env = fixed.is_some();
+    let client = clients::create(store, "admin", true, fixed)?;
+    let path = data_dir.join(ADMIN_CREDENTIALS_FILE);
+    let file = CredentialsFile {
+        client_id: client.client_id.clone(),
+        client_secret: client.client_secret,
+    };
+    write_private(&path, &serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(
+        client_id = %client.client_id,
+        credentials_file = %path.display(),
+        from_env,
+        "created the admin client; its secret is in the credentials file"
+    );
+    Ok(())
+}
+
+/// A running controller.
+pub struct Server {
+    /// Where the REST API listens (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Where its state lives.
+    pub data_dir: PathBuf,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens the store, binds the listener and starts serving in the
+    /// background.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = start_inner(config.clone(), async {
+            let _ = rx.await;
+        })
+        .await?;
+        Ok(Server {
+            addr,
+            data_dir: config.data_dir,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("server task failed")?
+    }
+}
+
+async fn start_inner(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let store = open_store(&config)?;
+    bootstrap_admin(&store, &config.data_dir)?;
+    store.flush().await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let reconcile = Arc::new(Notify::new());
+    let state = AppState {
+        store: store.clone(),
+        settings: Arc::new(ApiSettings {
+            body_limit: config.body_limit,
+            token_ttl: config.token_ttl,
+        }),
+        reconcile: reconcile.clone(),
+    };
+    let reconciler = tokio::spawn(crate::reconcile::run(store.clone(), reconcile));
+    let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let app = crate::api::router(state);
+    tracing::info!(listen = %addr, data_dir = %config.data_dir.display(), "controller ready");
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reconciler.abort();
+        housekeeping.abort();
+        store.flush().await.context("final store flush failed")?;
+        tracing::info!("controller stopped; store flushed");
+        served.context("HTTP server failed")
+    });
+    Ok((addr, task))
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (_, task) = start_inner(config, shutdown).await?;
+    task.await.context("server task failed")?
+}
+
+/// Hourly removal of expired tokens.
+async fn housekeeping(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match store.purge_expired_tokens(crate::clock::now_ms()) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "expired tokens purged"),
+            Err(err) => tracing::error!(error = %err, "token purge failed"),
+        }
+    }
+}

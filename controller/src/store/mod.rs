@@ -1,0 +1,207 @@
+//! The controller's persistent state, in one sled database under the data dir.
+//!
+//! Every other module goes through [`Store`]: no sled type leaks out, so the
+//! embedded store can be swapped for a distributed one without touching the
+//! API or the fleet link. Values are JSON (serde), which keeps the files
+//! inspectable and lets records gain fields without a migration.
+//!
+//! Durability: sled only fsyncs every 500 ms on its own, so every write that
+//! is acknowledged to a client is followed by [`Store::flush`] first.
+
+mod clients;
+mod events;
+mod records;
+mod stacks;
+mod tokens;
+
+pub use events::EventFilter;
+pub use records::*;
+pub use stacks::VersionOutcome;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// What can go wrong with the store. Messages name the tree and key involved,
+/// never a value (values may hold secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually a running controller) holds the database lock.
+    #[error("the store at {path} is in use by another process (is the controller running?)")]
+    Locked { path: String },
+    /// The database could not be opened, read or written.
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded; the store was written by an
+    /// incompatible version or damaged.
+    #[error("stored record {tree}/{key} is unreadable: {source}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded (a bug, not an input problem).
+    #[error("could not encode a {tree} record: {source}")]
+    Encode {
+        tree: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A conditional write found the record changed or gone.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle on the controller's database; cheap to clone (sled handles are `Arc`s).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    users: sled::Tree,
+    clients: sled::Tree,
+    tokens: sled::Tree,
+    stacks: sled::Tree,
+    versions: sled::Tree,
+    version_ids: sled::Tree,
+    events: sled::Tree,
+    instances: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// `cache_bytes` bounds sled's page cache; its 1 GiB default is far more
+    /// than a controller's working set.
+    pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
+        let started = Instant::now();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|err| match err {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let store = Store {
+            users: db.open_tree("users")?,
+            clients: db.open_tree("clients")?,
+            tokens: db.open_tree("tokens")?,
+            stacks: db.open_tree("stacks")?,
+            versions: db.open_tree("versions")?,
+            version_ids: db.open_tree("version_ids")?,
+            events: db.open_tree("events")?,
+            instances: db.open_tree("instances")?,
+            db,
+        };
+        tracing::info!(
+            path = %dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            recovered = store.db.was_recovered(),
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    /// Forces everything written so far to disk. Call before acknowledging a
+    /// write to anyone.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk, for metrics and the health check.
+    pub fn size_on_disk(&self) -> StoreResult<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Encodes a record for `tree`.
+fn encode<T: Serialize>(tree: &'static str, value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode { tree, source })
+}
+
+/// Decodes a record read from `tree` at `key`.
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+/// Reads and decodes one record, `None` when absent.
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> StoreResult<Option<T>> {
+    tree.get(key)?
+        .map(|bytes| decode(name, key, &bytes))
+        .transpose()
+}
+
+/// Decodes every record under `prefix`, in key order.
+fn scan<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    prefix: &[u8],
+) -> StoreResult<Vec<T>> {
+    tree.scan_prefix(prefix)
+        .map(|entry| {
+            let (key, value) = entry?;
+            decode(name, &key, &value)
+        })
+        .collect()
+}
+
+/// `a \0 b`: composite keys whose parts never contain NUL (ids are ASCII).
+fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + b.len() + 1);
+    key.extend_from_slice(a.as_bytes());
+    key.push(0);
+    key.extend_from_slice(b.as_bytes());
+    key
+}
+
+/// The prefix of every [`pair_key`] whose first part is `a`.
+fn pair_prefix(a: &str) -> Vec<u8> {
+    let mut key = a.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// Read-modify-write of one record with compare-and-swap, retried when a
+/// concurrent writer got there first. Returns the new record, or `None` when
+/// the key is absent (nothing is written then). A record that fails to decode
+/// is an error and is left untouched.
+fn update<T, F>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+    mut change: F,
+) -> StoreResult<Option<T>>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(&mut T),
+{
+    loop {
+        let Some(old) = tree.get(key)? else {
+            return Ok(None);
+        };
+        let mut record: T = decode(name, key, &old)?;
+        change(&mut record);
+        let new = encode(name, &record)?;
+        if tree.compare_and_swap(key, Some(&old), Some(new))?.is_ok() {
+            return Ok(Some(record));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The records the store keeps. They are the controller's model: the API
+//! layer turns them into the Mobingi response shapes.
+
+use serde::{Deserialize, Serialize};
+
+/// A person or team that owns clients, stacks and templates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub username: String,
+    pub created_ms: i64,
+}
+
+/// API credentials (OAuth client credentials). The secret is kept only as a
+/// SHA-256 digest: secrets are 30 random characters, so a plain digest is
+/// enough to make a stolen database useless for logging in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub secret_sha256: String,
+    pub user_id: String,
+    pub username: String,
+    pub admin: bool,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
+}
+
+/// Who a token (or request) acts for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    /// An operator's API client.
+    Client {
+        client_id: String,
+        user_id: String,
+        username: String,
+        admin: bool,
+    },
+    /// A VM agent holding a stack's own `auth_token`: may only read that
+    /// stack's container config and report events for it.
+    Stack { stack_id: String },
+}
+
+/// An issued access token, keyed by the SHA-256 of the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub principal: Principal,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
+}
+
+/// The Mobingi stack statuses.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StackStatus {
+    CreateInProgress,
+    CreateComplete,
+    CreateFailed,
+    UpdateInProgress,
+    UpdateComplete,
+    UpdateFailed,
+    DeleteInProgress,
+    DeleteComplete,
+    DeleteFailed,
+}
+
+impl StackStatus {
+    /// Whether the stack is being, or has been, deleted: such a stack takes
+    /// no more updates.
+    pub fn is_deleting(self) -> bool {
+        matches!(
+            self,
+            Self::DeleteInProgress | Self::DeleteComplete | Self::DeleteFailed
+        )
+    }
+}
+
+/// A stack: what applying a template created. `stack_id` equals the
+/// template id, as in Mobingi.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StackRecord {
+    pub stack_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub nickname: String,
+    /// Handed to the stack's VMs so they can call the agent endpoints without
+    /// operator credentials. Shown to the owner in describe, so kept as is.
+    pub auth_token: String,
+    pub create_time_ms: i64,
+    pub stack_status: StackStatus,
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// The `vendor` section of the first version; updates cannot change it.
+    #[serde(default)]
+    pub vendor: Option<serde_json::Value>,
+    /// Number of the newest version (versions are numbered from 1).
+    pub latest_seq: u64,
+    pub latest_version_id: String,
+    pub updated_ms: i64,
+}
+
+/// One immutable template version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub stack_id: String,
+    pub seq: u64,
+    pub version_id: String,
+    pub created_ms: i64,
+    /// The body exactly as stored (compact JSON), so `size` is its length.
+    pub body: String,
+}
+
+/// Something that happened, as recorded for operators and fleet tooling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct EventRecord {
+    /// Monotonic, so clients can resume after the last one they saw.
+    pub id: u64,
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    /// `spot.shutdown`, `container.status`, `stack.created`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Type-specific details.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// The last status an instance reported for a stack's container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct InstanceStatusRecord {
+    pub stack_id: String,
+    pub instance_id: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339 with milliseconds.
+    pub updated: String,
+    /// `http` for the REST event endpoint, `quic` for the fleet link.
+    pub source: String,
+}

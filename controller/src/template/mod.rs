@@ -1,0 +1,37 @@
+//! The ALM template: validation, lookups, and comparison.
+//!
+//! Templates are kept as JSON values, not parsed into fixed structs, because
+//! unknown fields must survive a round trip: operators put their own keys in
+//! templates and expect to read them back.
+
+pub mod diff;
+pub mod validate;
+
+use serde_json::{Map, Value};
+
+/// The placeholder Mobingi uses for values the platform fills in.
+pub const COMPUTED: &str = "${computed}";
+
+/// The configuration with this `flag`, if any.
+pub fn configuration<'a>(body: &'a Value, flag: &str) -> Option<&'a Map<String, Value>> {
+    body.get("configurations")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|config| config.get("flag").and_then(Value::as_str) == Some(flag))
+}
+
+/// Replaces the `vendor` section of an update with the stack's own: a
+/// stack's cloud vendor cannot change after creation.
+pub fn keep_vendor(body: &mut Value, vendor: Option<&Value>) {
+    if let Some(object) = body.as_object_mut() {
+        match vendor {
+            Some(vendor) => {
+                object.insert("vendor".into(), vendor.clone());
+            }
+            None => {
+                object.shift_remove("vendor");
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Template validation: every problem found, each with its JSON pointer, so
+//! an operator fixes a template in one round trip instead of one per error.
+
+use super::COMPUTED;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// One thing wrong with a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON pointer (RFC 6901) to the offending value, `""` for the root.
+    pub path: String,
+    pub message: String,
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn report(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// A string field: `required` says whether absence is a problem.
+    fn string(
+        &mut self,
+        object: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<String> {
+        let field = format!("{path}/{key}");
+        match object.get(key) {
+            None | Some(Value::Null) if required => {
+                self.report(&field, format!("{key} is required"));
+                None
+            }
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if required && s.trim().is_empty() => {
+                self.report(&field, format!("{key} must not be empty"));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.report(
+                    &field,
+                    format!("{key} must be a string, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn object<'a>(
+        &mut self,
+        parent: &'a Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'a Map<String, Value>> {
+        let field = format!("{path}/{key}");
+        match parent.get(key) {
+            None if required => {
+                self.report(&field, format!("{key} is required"));
+                None
+            }
+            None => None,
+            Some(Value::Object(object)) => Some(object),
+            Some(other) => {
+                self.report(
+                    &field,
+                    format!("{key} must be an object, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The JSON type name of a value, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_flag(flag: &str) -> bool {
+    let mut chars = flag.chars();
+    (1..=63).contains(&flag.len())
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 256
+}
+
+/// Checks a template body. Unknown fields are allowed and left alone.
+pub fn validate(body: &Value) -> Result<(), Vec<Problem>> {
+    let mut check = Checker {
+        problems: Vec::new(),
+    };
+    let Some(root) = body.as_object() else {
+        check.report(
+            "",
+            format!("template body must be a JSON object, not {}", kind(body)),
+        );
+        return Err(check.problems);
+    };
+    check.string(root, "", "version", true);
+    check.string(root, "", "label", false);
+    check.string(root, "", "description", false);
+    check.object(root, "", "vendor", false);
+    match root.get("configurations") {
+        None => check.report("/configurations", "configurations is required"),
+        Some(Value::Array(configs)) if configs.is_empty() => check.report(
+            "/configurations",
+            "configurations must hold at least one configuration",
+        ),
+        Some(Value::Array(configs)) => {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for (index, config) in configs.iter().enumerate() {
+                let path = format!("/configurations/{index}");
+                if let Some(flag) = configuration(&mut check, config, &path) {
+                    if let Some(first) = seen.insert(flag.clone(), index) {
+                        check.report(
+                            &format!("{path}/flag"),
+                            format!("flag {flag:?} is already used by /configurations/{first}; flags must be unique"),
+                        );
+                    }
+                }
+            }
+        }
+        Some(other) => check.report(
+            "/configurations",
+            format!("configurations must be an array, not {}", kind(other)),
+        ),
+    }
+    if check.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(check.problems)
+    }
+}
+
+/// Checks one configuration; returns its flag when it has a usable one.
+fn configuration(check: &mut Checker, config: &Value, path: &str) -> Option<String> {
+    let Some(config) = config.as_object() else {
+        check.report(
+            path,
+            format!("a configuration must be an object, not {}", kind(config)),
+        );
+        return None;
+    };
+    check.string(config, path, "role", true);
+    let flag = check.string(config, path, "flag", true).filter(|flag| {
+        let ok = is_flag(flag);
+        if !ok {
+            check.report(
+                &format!("{path}/flag"),
+                "flag must be 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+            );
+        }
+        ok
+    });
+    if let Some(provision) = check.object(config, path, "provision", true) {
+        let provision_path = format!("{path}/provision");
+        check.string(provision, &provision_path, "instance_type", false);
+        let count_path = format!("{provision_path}/instance_count");
+        match provision.get("instance_count") {
+            None => check.report(&count_path, "instance_count is required"),
+            Some(Value::Number(n)) if n.as_u64().is_some() => {}
+            Some(other) => check.report(
+                &count_path,
+                format!("instance_count must be an integer >= 0, not {other}"),
+            ),
+        }
+    }
+    if let Some(container) = check.object(config, path, "container", false) {
+        container_section(check, container, &format!("{path}/container"));
+    }
+    flag
+}
+
+fn container_section(check: &mut Checker, container: &Map<String, Value>, path: &str) {
+    if let Some(image) = check.string(container, path, "image", true) {
+        if image != COMPUTED && image.chars().any(char::is_whitespace) {
+            check.report(
+                &format!("{path}/image"),
+                "image must not contain whitespace",
+            );
+        }
+    }
+    for key in ["gitRepo", "gitReference", "gitPrivateKey"] {
+        check.string(container, path, key, false);
+    }
+    if let Some(env) = check.object(container, path, "environment_variables", false) {
+        for (name, value) in env {
+            let var_path = format!("{path}/environment_variables/{}", escape_pointer(name));
+            if !is_env_name(name) {
+                check.report(
+                    &var_path,
+                    format!("{name:?} is not a valid environment variable name (letters, digits and '_', not starting with a digit)"),
+                );
+            }
+            if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+                check.report(
+                    &var_path,
+                    format!(
+                        "environment variable {name} must be a string, number or boolean, not {}",
+                        kind(value)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// RFC 6901 escaping of one pointer segment.
+fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "version": "2017-03-03",
+            "label": "l",
+            "configurations": [{
+                "role": "web", "flag": "Web01",
+                "provision": {"image": "${computed}", "instance_type": "t2.micro", "instance_count": 1, "keypair": true},
+                "container": {"image": "nginx", "environment_variables": {"STAGE": "dev", "PORT": 80}},
+                "x-custom": {"kept": true}
+            }]
+        })
+    }
+
+    #[test]
+    fn a_valid_template_with_placeholders_and_unknown_fields_passes() {
+        assert_eq!(validate(&valid()), Ok(()));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let body = json!({
+            "label": 3,
+            "configurations": [
+                {"role": "web", "flag": "Web01", "provision": {"instance_count": -1},
+                 "container": {"environment_variables": {"1BAD": "x", "OK": {"nested": 1}}}},
+                {"role": "", "flag": "Web01", "provision": {"instance_count": "2"}},
+                "nonsense"
+            ]
+        });
+        let problems = validate(&body).expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/version",
+                "/label",
+                "/configurations/0/provision/instance_count",
+                "/configurations/0/container/image",
+                "/configurations/0/container/environment_variables/1BAD",
+                "/configurations/0/container/environment_variables/OK",
+                "/configurations/1/role",
+                "/configurations/1/provision/instance_count",
+                "/configurations/1/flag",
+                "/configurations/2",
+            ]
+        );
+        assert!(problems[8].message.contains("unique"), "{:?}", problems[8]);
+    }
+
+    #[test]
+    fn non_objects_and_empty_configurations_are_refused() {
+        assert_eq!(validate(&json!([1])).expect_err("array")[0].path, "");
+        let problems = validate(&json!({"version": "1", "configurations": []})).expect_err("empty");
+        assert_eq!(problems[0].path, "/configurations");
+    }
+}
