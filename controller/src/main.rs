@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use flotilla_controller::cli::{Cli, Command, LogFormat};
 use flotilla_controller::config::Config;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {

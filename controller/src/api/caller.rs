@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::auth::{secret, tokens, AuthError};
+use crate::auth::tokens;
 use crate::store::{Principal, StackRecord};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -19,9 +19,9 @@ pub struct Operator {
     pub admin: bool,
 }
 
-/// The raw `Authorization` header value, for endpoints that also take a
-/// stack's `auth_token` directly.
-pub struct RawAuthorization(pub Option<String>);
+/// A caller of the agent endpoints: an access token, or a stack's own
+/// `auth_token` presented as the bearer.
+pub struct AgentCaller(pub Caller);
 
 fn header(parts: &Parts) -> Option<&str> {
     parts
@@ -62,11 +62,13 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RawAuthorization {
+impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Ok(RawAuthorization(header(parts).map(str::to_owned)))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = tokens::bearer(header(parts))?;
+        let principal = tokens::authenticate_agent(&state.store, token)?;
+        Ok(AgentCaller(Caller(principal)))
     }
 }
 
@@ -85,30 +87,5 @@ impl Caller {
             Principal::Client { user_id, admin, .. } => *admin || *user_id == stack.user_id,
             Principal::Stack { stack_id } => *stack_id == stack.stack_id,
         }
-    }
-}
-
-/// Authorizes a call from a VM agent for `stack`: an access token of the
-/// owner, an admin or the stack, or the stack's `auth_token` itself as the
-/// bearer, so a VM needs no operator credentials.
-pub fn authorize_agent(
-    state: &AppState,
-    header: Option<&str>,
-    stack: &StackRecord,
-) -> Result<(), ApiError> {
-    let presented = tokens::bearer(header)?;
-    if secret::equal(presented, &stack.auth_token) {
-        return Ok(());
-    }
-    match tokens::authenticate(&state.store, presented).map(Caller) {
-        Ok(caller) if caller.may_use(stack) => Ok(()),
-        Ok(_) => Err(ApiError::forbidden(format!(
-            "this token may not report for stack {}",
-            stack.stack_id
-        ))),
-        Err(AuthError::Unknown) => Err(ApiError::unauthorized(
-            "unknown token: send an access token or this stack's auth_token",
-        )),
-        Err(err) => Err(err.into()),
     }
 }

@@ -1,13 +1,12 @@
 //! The agent event endpoints (spot notices, container status) for HTTP-only
 //! agents, and the event history for operators.
 
-use super::caller::{authorize_agent, Operator, RawAuthorization};
+use super::caller::{AgentCaller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
 use super::state::AppState;
-use crate::auth::tokens;
 use crate::clock;
-use crate::store::{EventFilter, EventRecord, InstanceStatusRecord, StackRecord};
+use crate::store::{EventFilter, EventRecord, InstanceStatusRecord, Principal, StackRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -68,19 +67,17 @@ fn check_instance_id(instance_id: &str) -> ApiResult<()> {
     }
 }
 
-/// Finds the stack an agent reports for and checks the caller may report
-/// for it. An unknown stack is 404 only for an authenticated caller, so the
-/// endpoint does not reveal which stack ids exist.
-fn agent_stack(state: &AppState, auth: Option<&str>, stack_id: &str) -> ApiResult<StackRecord> {
-    match state.store.stack(stack_id)? {
-        Some(stack) => {
-            authorize_agent(state, auth, &stack)?;
-            Ok(stack)
-        }
-        None => {
-            tokens::authenticate(&state.store, tokens::bearer(auth)?)?;
-            Err(ApiError::not_found("stack_id", stack_id))
-        }
+/// The stack an agent reports for, if the caller may report for it: 404
+/// for a stack the caller cannot see, 403 for a stack token of another
+/// stack.
+fn agent_stack(state: &AppState, caller: &AgentCaller, stack_id: &str) -> ApiResult<StackRecord> {
+    let stack = state.store.stack(stack_id)?;
+    match (&caller.0 .0, stack) {
+        (_, Some(stack)) if caller.0.may_use(&stack) => Ok(stack),
+        (Principal::Stack { .. }, _) => Err(ApiError::forbidden(format!(
+            "this stack's token may not report for stack {stack_id}"
+        ))),
+        _ => Err(ApiError::not_found("stack_id", stack_id)),
     }
 }
 
@@ -100,10 +97,10 @@ fn agent_stack(state: &AppState, auth: Option<&str>, stack_id: &str) -> ApiResul
     ))]
 pub async fn spot_shutdown(
     State(state): State<AppState>,
-    RawAuthorization(auth): RawAuthorization,
+    caller: AgentCaller,
     JsonOrForm(notice): JsonOrForm<SpotShutdown>,
 ) -> ApiResult<StatusCode> {
-    let stack = agent_stack(&state, auth.as_deref(), &notice.stack_id)?;
+    let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     check_instance_id(&notice.instance_id)?;
     state.store.append_event(
         "spot.shutdown",
@@ -134,10 +131,10 @@ pub async fn spot_shutdown(
     ))]
 pub async fn container_status(
     State(state): State<AppState>,
-    RawAuthorization(auth): RawAuthorization,
+    caller: AgentCaller,
     JsonOrForm(report): JsonOrForm<ContainerStatusReport>,
 ) -> ApiResult<StatusCode> {
-    let stack = agent_stack(&state, auth.as_deref(), &report.stack_id)?;
+    let stack = agent_stack(&state, &caller, &report.stack_id)?;
     check_instance_id(&report.instance_id)?;
     let status: ContainerStatus =
         report

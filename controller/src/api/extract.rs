@@ -82,6 +82,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected JSON",
         ));
     }
+    // Syntax first (the whole document, trailing bytes included), so a
+    // malformed body is reported as such rather than as a missing field.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -93,8 +97,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"))
         }
     })?;
-    de.end()
-        .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))?;
     Ok(value)
 }
 

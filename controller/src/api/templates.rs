@@ -167,7 +167,11 @@ pub async fn apply(
         latest_version_id: version.version_id.clone(),
         updated_ms: now,
     };
-    state.store.create_stack(&stack, &version)?;
+    state.store.create_stack(
+        &stack,
+        &crate::auth::secret::digest(&stack.auth_token),
+        &version,
+    )?;
     state.store.append_event(
         "stack.created",
         Some(&stack_id),

@@ -112,6 +112,28 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthError> 
     Ok(record.principal)
 }
 
+/// Like [`authenticate`], and also accepts a stack's own `auth_token` as
+/// the bearer (for the agent endpoints, so a VM needs no operator
+/// credentials and no token exchange).
+pub fn authenticate_agent(store: &Store, token: &str) -> Result<Principal, AuthError> {
+    match authenticate(store, token) {
+        Err(AuthError::Unknown) => {
+            let stack_id = store
+                .stack_by_token(&secret::digest(token))?
+                .ok_or(AuthError::Unknown)?;
+            let live = store
+                .stack(&stack_id)?
+                .is_some_and(|stack| stack.stack_status != StackStatus::DeleteComplete);
+            if live {
+                Ok(Principal::Stack { stack_id })
+            } else {
+                Err(AuthError::StackGone)
+            }
+        }
+        other => other,
+    }
+}
+
 /// Revokes a presented token (logout). Returns whether it was known.
 pub fn revoke(store: &Store, token: &str) -> Result<bool, AuthError> {
     Ok(store.revoke_token(&secret::digest(token), clock::now_ms())?)

@@ -38,10 +38,22 @@ fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> StoreResult<T>
 }
 
 impl Store {
-    /// Stores a new stack with its first version, atomically.
-    pub fn create_stack(&self, stack: &StackRecord, version: &VersionRecord) -> StoreResult<()> {
-        let result = (&self.stacks, &self.versions, &self.version_ids).transaction(
-            |(stacks, versions, version_ids)| {
+    /// Stores a new stack with its first version, atomically, indexing the
+    /// stack's `auth_token` by `token_digest` so agents presenting it are
+    /// recognised without knowing the stack first.
+    pub fn create_stack(
+        &self,
+        stack: &StackRecord,
+        token_digest: &str,
+        version: &VersionRecord,
+    ) -> StoreResult<()> {
+        let result = (
+            &self.stacks,
+            &self.versions,
+            &self.version_ids,
+            &self.stack_tokens,
+        )
+            .transaction(|(stacks, versions, version_ids, stack_tokens)| {
                 if stacks.get(stack.stack_id.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
                         format!("stack {} already exists", stack.stack_id),
@@ -56,9 +68,9 @@ impl Store {
                     pair_key(&stack.stack_id, &version.version_id),
                     &version.seq.to_be_bytes(),
                 )?;
+                stack_tokens.insert(token_digest.as_bytes(), stack.stack_id.as_bytes())?;
                 Ok(())
-            },
-        );
+            });
         flatten(result)
     }
 
@@ -109,6 +121,14 @@ impl Store {
     /// The stack with this id.
     pub fn stack(&self, stack_id: &str) -> StoreResult<Option<StackRecord>> {
         get(&self.stacks, "stacks", stack_id.as_bytes())
+    }
+
+    /// The id of the stack whose `auth_token` has this digest.
+    pub fn stack_by_token(&self, token_digest: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .stack_tokens
+            .get(token_digest.as_bytes())?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
     /// Every stack, ordered by id.
