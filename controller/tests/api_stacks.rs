@@ -243,7 +243,7 @@ async fn vm_events_are_accepted_with_the_stack_auth_token_and_recorded() {
     assert_eq!(spot[0]["instance_id"], "i-0abc");
     let status = t
         .get(
-            &format!("/v3/events?type=container.status&instance_id=i-0abc"),
+            "/v3/events?type=container.status&instance_id=i-0abc",
             &token,
         )
         .await
