@@ -16,6 +16,8 @@ pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Lifetime of an access token, as in the Mobingi API (`expires_in: 43200`).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 43_200;
+/// The fleet endpoint's default address.
+pub const DEFAULT_QUIC_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4433);
 
 /// Settings as given on the command line or in the environment; `None` means
 /// "not given here", so the file and the defaults can fill in.
@@ -36,6 +38,27 @@ pub struct Overrides {
     /// Access token lifetime in seconds.
     #[arg(long, env = "FLOTILLA_TOKEN_TTL", global = true)]
     pub token_ttl: Option<u64>,
+    /// Address of the QUIC fleet endpoint agents dial.
+    #[arg(long, env = "FLOTILLA_QUIC_LISTEN", global = true)]
+    pub quic_listen: Option<SocketAddr>,
+    /// Seconds of silence after which an agent is marked lost.
+    #[arg(long, env = "FLOTILLA_AGENT_LOST_AFTER", global = true)]
+    pub agent_lost_after: Option<u64>,
+    /// Seconds a lost agent keeps its placements before they move.
+    #[arg(long, env = "FLOTILLA_REPLACE_AFTER", global = true)]
+    pub replace_after: Option<u64>,
+    /// Seconds a stack waits for enough agents before it is marked failed.
+    #[arg(long, env = "FLOTILLA_PLACEMENT_TIMEOUT", global = true)]
+    pub placement_timeout: Option<u64>,
+    /// Seconds between agent heartbeats.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT", global = true)]
+    pub heartbeat: Option<u64>,
+    /// Largest fleet-link frame, in bytes.
+    #[arg(long, env = "FLOTILLA_MAX_FRAME", global = true)]
+    pub max_frame: Option<usize>,
+    /// Turn off UDP segmentation offload (for NICs that reject it).
+    #[arg(long, env = "FLOTILLA_QUIC_DISABLE_GSO", global = true)]
+    pub quic_disable_gso: bool,
 }
 
 /// The keys a configuration file may hold.
@@ -46,6 +69,13 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     body_limit: Option<usize>,
     token_ttl: Option<u64>,
+    quic_listen: Option<SocketAddr>,
+    agent_lost_after: Option<u64>,
+    replace_after: Option<u64>,
+    placement_timeout: Option<u64>,
+    heartbeat: Option<u64>,
+    max_frame: Option<usize>,
+    quic_disable_gso: Option<bool>,
 }
 
 /// The controller's effective configuration.
@@ -57,6 +87,10 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Bytes of page cache sled may use.
     pub store_cache_bytes: u64,
+    /// Address of the QUIC fleet endpoint.
+    pub quic_listen: SocketAddr,
+    /// Fleet link timings and limits.
+    pub fleet: crate::fleet::FleetSettings,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -107,7 +141,29 @@ impl Config {
                     .unwrap_or(DEFAULT_TOKEN_TTL_SECS),
             ),
             store_cache_bytes: 64 * 1024 * 1024,
+            quic_listen: overrides
+                .quic_listen
+                .or(file.quic_listen)
+                .unwrap_or(SocketAddr::from(DEFAULT_QUIC_LISTEN)),
+            fleet: {
+                let defaults = crate::fleet::FleetSettings::default();
+                let secs = |cli: Option<u64>, file: Option<u64>, default: Duration| {
+                    cli.or(file).map_or(default, Duration::from_secs)
+                };
+                crate::fleet::FleetSettings {
+                    max_frame: overrides.max_frame.or(file.max_frame).unwrap_or(defaults.max_frame),
+                    heartbeat: secs(overrides.heartbeat, file.heartbeat, defaults.heartbeat),
+                    lost_after: secs(overrides.agent_lost_after, file.agent_lost_after, defaults.lost_after),
+                    replace_after: secs(overrides.replace_after, file.replace_after, defaults.replace_after),
+                    placement_timeout: secs(overrides.placement_timeout, file.placement_timeout, defaults.placement_timeout),
+                    gso: !(overrides.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
+                    ..defaults
+                }
+            },
         };
+        let mut config = config;
+        config.fleet.keep_alive = config.fleet.heartbeat.min(std::time::Duration::from_secs(5));
+        config.fleet.idle_timeout = config.fleet.lost_after + config.fleet.heartbeat;
         config.validate()?;
         Ok(config)
     }
@@ -124,6 +180,23 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "token_ttl",
                 reason: format!("{} s is outside 1 s..30 days", self.token_ttl.as_secs()),
+            });
+        }
+        let frame_cap = flotilla_common::wire::frame::ABSOLUTE_MAX_FRAME;
+        if self.fleet.max_frame < 64 * 1024 || self.fleet.max_frame > frame_cap {
+            return Err(ConfigError::Invalid {
+                key: "max_frame",
+                reason: format!("{} bytes is outside 64 KiB..{frame_cap}", self.fleet.max_frame),
+            });
+        }
+        if self.fleet.heartbeat.is_zero() || self.fleet.lost_after <= self.fleet.heartbeat {
+            return Err(ConfigError::Invalid {
+                key: "agent_lost_after",
+                reason: format!(
+                    "must be longer than the heartbeat ({} s <= {} s)",
+                    self.fleet.lost_after.as_secs(),
+                    self.fleet.heartbeat.as_secs()
+                ),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -9,7 +9,8 @@
 //!   extractors, and the generated OpenAPI document.
 //! - [`auth`]: clients, secrets and access tokens.
 //! - [`template`]: template validation and comparison.
-//! - [`reconcile`]: derives stack status and moves stacks along.
+//! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
+//! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
 //! - [`cli`]: the `flotilla-controller` command line, including the
 //!   `client` subcommands.
@@ -20,8 +21,9 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fleet;
 pub mod nickname;
-pub mod reconcile;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod template;

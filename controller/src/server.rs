@@ -4,6 +4,8 @@
 use crate::api::state::{ApiSettings, AppState};
 use crate::auth::clients;
 use crate::config::Config;
+use crate::fleet::pki::Pki;
+use crate::fleet::Fleet;
 use crate::store::Store;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,10 @@ fn bootstrap_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
 pub struct Server {
     /// Where the REST API listens (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Where the fleet endpoint listens.
+    pub quic_addr: SocketAddr,
+    /// `sha256:...` of the fleet CA.
+    pub ca_fingerprint: String,
     /// Where its state lives.
     pub data_dir: PathBuf,
     shutdown: tokio::sync::oneshot::Sender<()>,
@@ -114,15 +120,17 @@ impl Server {
     /// background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, task) = start_inner(config.clone(), async {
+        let started = start_inner(config.clone(), async {
             let _ = rx.await;
         })
         .await?;
         Ok(Server {
-            addr,
+            addr: started.addr,
+            quic_addr: started.quic_addr,
+            ca_fingerprint: started.ca_fingerprint,
+            task: started.task,
             data_dir: config.data_dir,
             shutdown: tx,
-            task,
         })
     }
 
@@ -133,41 +141,76 @@ impl Server {
     }
 }
 
-async fn start_inner(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+struct Started {
+    addr: SocketAddr,
+    quic_addr: SocketAddr,
+    ca_fingerprint: String,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_inner(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Started> {
+    flotilla_common::tls::install_provider();
     let store = open_store(&config)?;
     bootstrap_admin(&store, &config.data_dir)?;
     store.flush().await?;
+    let pki = Pki::load_or_create(&config.data_dir.join("pki")).context("cannot set up the fleet CA")?;
+    let quic_config = crate::fleet::tls::server_config(&pki, config.fleet.keep_alive, config.fleet.idle_timeout, config.fleet.gso)?;
+    let endpoint = crate::fleet::listener::bind(config.quic_listen, quic_config)
+        .with_context(|| format!("cannot listen for agents on {}", config.quic_listen))?;
+    let quic_addr = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let reconcile = Arc::new(Notify::new());
+    let ca_fingerprint = pki.ca_fingerprint.clone();
+    let fleet = Arc::new(Fleet {
+        store: store.clone(),
+        pki,
+        registry: Default::default(),
+        settings: config.fleet.clone(),
+        nudge: Arc::new(Notify::new()),
+    });
     let state = AppState {
         store: store.clone(),
         settings: Arc::new(ApiSettings {
             body_limit: config.body_limit,
             token_ttl: config.token_ttl,
         }),
-        reconcile: reconcile.clone(),
+        fleet: fleet.clone(),
     };
-    let reconciler = tokio::spawn(crate::reconcile::run(store.clone(), reconcile));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut fleet_stop = stop_rx.clone();
+    let fleet_task = tokio::spawn(crate::fleet::listener::serve(fleet.clone(), endpoint, async move {
+        let _ = fleet_stop.wait_for(|stop| *stop).await;
+    }));
+    let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
+    let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
     let app = crate::api::router(state);
-    tracing::info!(listen = %addr, data_dir = %config.data_dir.display(), "controller ready");
+    tracing::info!(
+        listen = %addr,
+        quic_listen = %quic_addr,
+        ca_fingerprint = %ca_fingerprint,
+        data_dir = %config.data_dir.display(),
+        "controller ready"
+    );
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        reconciler.abort();
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = fleet_task.await;
+        scheduler.abort();
+        silence.abort();
         housekeeping.abort();
         store.flush().await.context("final store flush failed")?;
         tracing::info!("controller stopped; store flushed");
         served.context("HTTP server failed")
     });
-    Ok((addr, task))
+    Ok(Started {
+        addr,
+        quic_addr,
+        ca_fingerprint,
+        task,
+    })
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -175,8 +218,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (_, task) = start_inner(config, shutdown).await?;
-    task.await.context("server task failed")?
+    let started = start_inner(config, shutdown).await?;
+    started.task.await.context("server task failed")?
 }
 
 /// Hourly removal of expired tokens.

@@ -293,6 +293,8 @@ async fn everything_survives_a_restart() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
+    // Let the scheduler settle the stack (it wants no instances) first.
+    support::wait_status(&t, &token, &id, "CREATE_COMPLETE").await;
     let before = snapshot(&t, &token, &id).await;
     let versions_before = t
         .get(&format!("/v3/alm/template/{id}?version_id={v1}"), &token)

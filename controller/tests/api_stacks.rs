@@ -7,17 +7,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::{container_template, reference_v1, reference_v2, TestServer};
 
-async fn wait_status(t: &TestServer, token: &str, stack: &str, want: &str) -> Value {
-    for _ in 0..100 {
-        let body = t.get(&format!("/v3/alm/stack/{stack}"), token).await.json();
-        if body["stack_status"] == want {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stack {stack} never reached {want}");
-}
-
 #[tokio::test]
 async fn stacks_are_described_with_the_reference_fields_by_get_and_post() {
     let t = TestServer::start().await;
@@ -106,7 +95,7 @@ async fn a_stack_with_nothing_placed_deletes_at_once() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.json()["stack_status"], "DELETE_IN_PROGRESS");
-    wait_status(&t, &token, &id, "DELETE_COMPLETE").await;
+    support::wait_status(&t, &token, &id, "DELETE_COMPLETE").await;
 
     // Deleting again is harmless; updating is refused; listing hides it unless asked.
     let again = t
@@ -153,7 +142,7 @@ async fn a_stack_wanting_no_instances_completes() {
     let t = TestServer::start().await;
     let token = t.admin_token().await;
     let (id, _) = t.apply(&token, &container_template()).await;
-    wait_status(&t, &token, &id, "CREATE_COMPLETE").await;
+    support::wait_status(&t, &token, &id, "CREATE_COMPLETE").await;
     let reply = t
         .send(
             Method::PUT,
@@ -163,7 +152,7 @@ async fn a_stack_wanting_no_instances_completes() {
         )
         .await;
     assert_eq!(reply.json()["stack_status"], "UPDATE_IN_PROGRESS");
-    wait_status(&t, &token, &id, "UPDATE_COMPLETE").await;
+    support::wait_status(&t, &token, &id, "UPDATE_COMPLETE").await;
     // A stack that wants instances stays in progress: nothing runs them yet.
     let (waiting, _) = t.apply(&token, &reference_v1()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -43,6 +43,10 @@ pub struct ControllerProcess {
     child: Child,
     /// Where the REST API listens.
     pub addr: SocketAddr,
+    /// Where the fleet endpoint listens.
+    pub quic_addr: SocketAddr,
+    /// `sha256:...` of the fleet CA.
+    pub ca_fingerprint: String,
     /// Every log line (JSON) it has written so far.
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -59,7 +63,7 @@ impl ControllerProcess {
         command
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("FLOTILLA_BOOTSTRAP_CLIENT_ID")
@@ -90,15 +94,25 @@ impl ControllerProcess {
                 }
             }
         });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().context("ready line has no address")?,
+        let (addr, quic_addr, ca_fingerprint) = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok((addr, quic, fingerprint)) => (
+                addr.parse().context("ready line has no address")?,
+                quic.parse().context("ready line has no QUIC address")?,
+                fingerprint,
+            ),
             Err(_) => {
                 let _ = child.kill();
                 let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
                 bail!("controller did not become ready:\n{logs}");
             }
         };
-        Ok(ControllerProcess { child, addr, logs })
+        Ok(ControllerProcess {
+            child,
+            addr,
+            quic_addr,
+            ca_fingerprint,
+            logs,
+        })
     }
 
     /// Base URL of the REST API.

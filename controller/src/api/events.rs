@@ -165,6 +165,8 @@ pub async fn container_status(
         reason: report.reason.clone(),
         updated: time.clone(),
         source: "http".into(),
+        version_id: None,
+        agent_id: None,
     })?;
     state.store.append_event(
         "container.status",

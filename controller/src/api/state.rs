@@ -1,9 +1,9 @@
 //! What every handler shares.
 
+use crate::fleet::Fleet;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Settings the API needs at request time.
 #[derive(Debug, Clone)]
@@ -12,18 +12,18 @@ pub struct ApiSettings {
     pub token_ttl: Duration,
 }
 
-/// Shared state of the REST API: the store, settings, and a nudge for the
-/// reconciler when something it cares about changed.
+/// Shared state of the REST API: the store, settings, and the fleet (for
+/// agents, join tokens and nudging the scheduler).
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub settings: Arc<ApiSettings>,
-    pub reconcile: Arc<Notify>,
+    pub fleet: Arc<Fleet>,
 }
 
 impl AppState {
-    /// Asks the reconciler to look at stacks again (coalesced, never blocks).
+    /// Asks the scheduler to look again (coalesced, never blocks).
     pub fn nudge(&self) {
-        self.reconcile.notify_one();
+        self.fleet.nudge();
     }
 }

@@ -10,11 +10,13 @@
 
 mod clients;
 mod events;
+mod fleet;
 mod records;
 mod stacks;
 mod tokens;
 
 pub use events::EventFilter;
+pub use fleet::{JoinOutcome, StatusWrite};
 pub use records::*;
 pub use stacks::VersionOutcome;
 
@@ -70,6 +72,12 @@ pub struct Store {
     version_ids: sled::Tree,
     events: sled::Tree,
     instances: sled::Tree,
+    agents: sled::Tree,
+    agent_certs: sled::Tree,
+    join_tokens: sled::Tree,
+    desired: sled::Tree,
+    assignments: sled::Tree,
+    agent_seq: sled::Tree,
 }
 
 impl Store {
@@ -102,6 +110,12 @@ impl Store {
             version_ids: db.open_tree("version_ids")?,
             events: db.open_tree("events")?,
             instances: db.open_tree("instances")?,
+            agents: db.open_tree("agents")?,
+            agent_certs: db.open_tree("agent_certs")?,
+            join_tokens: db.open_tree("join_tokens")?,
+            desired: db.open_tree("desired")?,
+            assignments: db.open_tree("assignments")?,
+            agent_seq: db.open_tree("agent_seq")?,
             db,
         };
         tracing::info!(

@@ -148,4 +148,96 @@ pub struct InstanceStatusRecord {
     pub updated: String,
     /// `http` for the REST event endpoint, `quic` for the fleet link.
     pub source: String,
+    /// The template version the container runs (fleet link reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// The reporting agent (fleet link reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// A configuration an agent is pinned to at enrollment (as alm-agent runs
+/// one stack's flag per VM).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+pub struct Pin {
+    pub stack_id: String,
+    pub flag: String,
+}
+
+/// An agent's connection state as the controller sees it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Enrolled, never connected yet.
+    Enrolled,
+    Connected,
+    /// Silent for longer than the lost timeout, or disconnected.
+    Lost,
+    /// Its certificate was revoked; it may not connect.
+    Revoked,
+}
+
+/// An enrolled agent (one VM).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    /// Bound at enrollment; the agent cannot change it later.
+    pub instance_id: String,
+    pub hostname: String,
+    /// `sha256:...` of the client certificate issued to it.
+    pub cert_fingerprint: String,
+    pub enrolled_ms: i64,
+    #[serde(default)]
+    pub pin: Option<Pin>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub state: AgentState,
+    /// When the state last changed.
+    pub state_since_ms: i64,
+    #[serde(default)]
+    pub last_seen_ms: Option<i64>,
+    #[serde(default)]
+    pub facts: Option<flotilla_common::wire::messages::HostFacts>,
+    /// The newest desired-state generation the agent has acknowledged.
+    #[serde(default)]
+    pub acked_generation: u64,
+}
+
+/// A join token: lets a VM enroll, a limited number of times, until it
+/// expires. Only the digest of the token is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinTokenRecord {
+    /// Public id, for listing and revoking (`jt-...`).
+    pub id: String,
+    pub token_sha256: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    #[serde(default)]
+    pub pin: Option<Pin>,
+    /// The user who created it.
+    pub user_id: String,
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
+}
+
+/// One placement in an agent's desired state, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlacementRecord {
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+    pub spec_json: String,
+}
+
+/// An agent's desired state, numbered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredRecord {
+    pub generation: u64,
+    pub placements: Vec<PlacementRecord>,
+    /// Every stack ever placed on this agent (until the stack is gone):
+    /// the agent may report statuses for these and no others.
+    #[serde(default)]
+    pub history: std::collections::BTreeSet<String>,
 }

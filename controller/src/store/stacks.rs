@@ -17,6 +17,15 @@ pub enum VersionOutcome {
     Deleting(StackStatus),
 }
 
+/// `stack \0 instance \0 flag`: one status per container (an instance may
+/// run several configurations of a stack).
+pub(super) fn instance_key(stack_id: &str, instance_id: &str, flag: Option<&str>) -> Vec<u8> {
+    let mut key = pair_key(stack_id, instance_id);
+    key.push(0);
+    key.extend_from_slice(flag.unwrap_or("").as_bytes());
+    key
+}
+
 fn version_key(stack_id: &str, seq: u64) -> Vec<u8> {
     let mut key = pair_prefix(stack_id);
     key.extend_from_slice(&seq.to_be_bytes());
@@ -30,7 +39,7 @@ fn tx_encode<T: serde::Serialize>(
     encode(tree, value).map_err(ConflictableTransactionError::Abort)
 }
 
-fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+pub(super) fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     result.map_err(|err| match err {
         TransactionError::Abort(err) => err,
         TransactionError::Storage(err) => StoreError::Sled(err),
@@ -182,7 +191,7 @@ impl Store {
     /// Records the latest status an instance reported for a stack.
     pub fn put_instance_status(&self, record: &InstanceStatusRecord) -> StoreResult<()> {
         self.instances.insert(
-            pair_key(&record.stack_id, &record.instance_id),
+            instance_key(&record.stack_id, &record.instance_id, record.flag.as_deref()),
             encode("instances", record)?,
         )?;
         Ok(())

@@ -64,6 +64,8 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         body_limit: 64 * 1024,
         token_ttl: Duration::from_secs(3600),
         store_cache_bytes: 8 * 1024 * 1024,
+        quic_listen: "127.0.0.1:0".parse().expect("addr"),
+        fleet: flotilla_controller::fleet::FleetSettings::default(),
     }
 }
 
@@ -259,4 +261,16 @@ pub fn container_template() -> Value {
             }
         }]
     })
+}
+
+/// Polls a stack until it reaches `want` (10 s at most).
+pub async fn wait_status(t: &TestServer, token: &str, stack: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let body = t.get(&format!("/v3/alm/stack/{stack}"), token).await.json();
+        if body["stack_status"] == want {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stack {stack} never reached {want}");
 }

@@ -1,0 +1,136 @@
+//! Messages of the fleet link.
+//!
+//! Identity is never in a message: the controller knows which agent is
+//! speaking from the client certificate of the connection, so nothing an
+//! agent writes can make it speak for another.
+
+use crate::status::ContainerStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Agent → controller, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// First message after the handshake.
+    Hello(Hello),
+    /// The desired state of this generation is persisted on the agent.
+    Ack { generation: u64 },
+    /// Status transitions, in sequence order.
+    Status(Vec<StatusReport>),
+    /// Liveness and host facts.
+    Heartbeat(HostFacts),
+}
+
+/// Controller → agent, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControllerMessage {
+    /// Answer to [`Hello`]: who the controller takes this agent to be.
+    Welcome(Welcome),
+    /// The complete desired state for this agent (level-triggered: each
+    /// push replaces the previous one).
+    Desired(DesiredState),
+    /// Every status report with a sequence number up to `seq` is persisted
+    /// on the controller; the agent may drop them from its outbox.
+    StatusAck { seq: u64 },
+}
+
+/// What an agent says about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub agent_version: String,
+    /// Labels the agent detected or was given (`instance_type`, `zone`,
+    /// `lifecycle=spot|on-demand`, ...). Descriptive only: the pin and the
+    /// instance id come from enrollment.
+    pub labels: BTreeMap<String, String>,
+    /// The generation of the desired state the agent has persisted.
+    pub generation: u64,
+    pub facts: HostFacts,
+}
+
+/// The controller's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub agent_id: String,
+    pub instance_id: String,
+    /// How often the controller expects a heartbeat.
+    pub heartbeat_secs: u32,
+    /// The highest status sequence number already persisted, so the agent
+    /// can drop those from its outbox at once.
+    pub acked_seq: u64,
+}
+
+/// Everything an agent should be running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Increases by one each time this agent's desired state changes.
+    pub generation: u64,
+    pub placements: Vec<Placement>,
+}
+
+/// One configuration of one stack, placed on this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub stack_id: String,
+    pub flag: String,
+    /// The template version this placement comes from.
+    pub version_id: String,
+    /// The configuration's `container` section, as JSON text (the runtime
+    /// parses it; JSON keeps unknown fields).
+    pub spec_json: String,
+}
+
+/// One status transition of one placed container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Per-agent sequence number, starting at 1, never reused.
+    pub seq: u64,
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+    pub status: ContainerStatus,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    /// When the transition happened (ms since the epoch, agent clock).
+    pub time_ms: i64,
+}
+
+/// Host facts, sent in [`Hello`] and every heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub agent_version: String,
+    pub cpus: u32,
+    /// One-minute load average.
+    pub load1: f64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub uptime_secs: u64,
+}
+
+/// Agent → controller on an enrollment connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub join_token: String,
+    /// PKCS#10 certificate signing request (DER) for the agent's own key.
+    pub csr_der: Vec<u8>,
+    pub instance_id: String,
+    pub hostname: String,
+}
+
+/// Controller → agent on an enrollment connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    Accepted {
+        agent_id: String,
+        instance_id: String,
+        /// The agent's certificate (DER), signed by the controller's CA.
+        cert_der: Vec<u8>,
+        /// The CA certificate (DER), to verify the controller from now on.
+        ca_der: Vec<u8>,
+    },
+    Refused {
+        reason: String,
+    },
+}

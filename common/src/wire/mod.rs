@@ -1,0 +1,31 @@
+//! The fleet link's wire protocol: what the controller and agents say to
+//! each other over QUIC, and how it is framed.
+//!
+//! - [`frame`]: length-prefixed bincode frames with a size cap checked
+//!   before anything is allocated. The only place bincode is named, so the
+//!   encoding can change behind [`PROTOCOL_VERSION`].
+//! - [`handshake`]: the fixed 8-byte preamble each stream starts with.
+//! - [`messages`]: the message types.
+//! - [`codes`]: QUIC application close codes, so a refusal says why.
+
+pub mod codes;
+pub mod frame;
+pub mod handshake;
+pub mod messages;
+
+/// The protocol version this build speaks. Bump it whenever a message type
+/// or the encoding changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// ALPN of the control connection (mutual TLS).
+pub const ALPN_CONTROL: &[u8] = b"flotilla/1";
+/// ALPN of the enrollment connection (server-authenticated only).
+pub const ALPN_ENROLL: &[u8] = b"flotilla-enroll/1";
+
+/// The DNS name in the controller's certificate, and the name agents verify,
+/// whatever address they dial: the CA is private, so the name only has to
+/// be agreed on, not resolvable.
+pub const CONTROLLER_NAME: &str = "flotilla-controller";
+
+/// Default cap on one frame's payload.
+pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;

@@ -1,0 +1,161 @@
+//! Enrollment: a VM proves it holds a join token and gets a client
+//! certificate for the key it generated itself (only the CSR travels; the
+//! private key never leaves the VM).
+
+use super::Fleet;
+use crate::auth::secret;
+use crate::clock;
+use crate::store::{AgentRecord, AgentState, JoinOutcome};
+use flotilla_common::wire::messages::{EnrollRequest, EnrollResponse};
+use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
+use serde_json::json;
+use std::time::Duration;
+
+/// Largest enrollment request accepted (a CSR and a few names).
+const MAX_ENROLL_FRAME: usize = 64 * 1024;
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Valid instance ids: cloud ids, hostnames.
+pub fn valid_instance_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Serves one enrollment connection.
+pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
+    let remote = connection.remote_address();
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await else {
+        tracing::warn!(%remote, "enrollment connection opened no stream");
+        connection.close(codes::TIMED_OUT, b"no enrollment request");
+        return;
+    };
+    if let Err(err) = handshake::receive(&mut recv, PROTOCOL_VERSION).await {
+        tracing::warn!(%remote, error = %err, "enrollment handshake refused");
+        let _ = handshake::send(&mut send, PROTOCOL_VERSION).await;
+        let code = match err {
+            handshake::HandshakeError::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
+            _ => codes::PROTOCOL_ERROR,
+        };
+        connection.close(code, err.to_string().as_bytes());
+        return;
+    }
+    if handshake::send(&mut send, PROTOCOL_VERSION).await.is_err() {
+        return;
+    }
+    let request = match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, EnrollRequest>(&mut recv, MAX_ENROLL_FRAME)).await {
+        Ok(Ok(Some(request))) => request,
+        Ok(Err(frame::FrameError::TooLarge { len, max })) => {
+            tracing::warn!(%remote, len, max, "enrollment frame too large");
+            connection.close(codes::FRAME_TOO_LARGE, b"enrollment request too large");
+            return;
+        }
+        other => {
+            let error = match other {
+                Ok(Err(err)) => err.to_string(),
+                Ok(Ok(None)) => "stream ended".into(),
+                _ => "timed out".into(),
+            };
+            tracing::warn!(%remote, error = %error, "unreadable enrollment request");
+            connection.close(codes::PROTOCOL_ERROR, b"unreadable enrollment request");
+            return;
+        }
+    };
+    let response = enroll(fleet, request).await;
+    let refused = matches!(response, EnrollResponse::Refused { .. });
+    if frame::write(&mut send, &response, MAX_ENROLL_FRAME).await.is_ok() {
+        let _ = send.finish();
+        // Let the agent read the answer and close first, so nothing in
+        // flight is dropped by our close.
+        let _ = tokio::time::timeout(STEP_TIMEOUT, connection.closed()).await;
+    }
+    if refused {
+        connection.close(codes::ENROLL_REFUSED, b"enrollment refused");
+    } else {
+        connection.close(codes::CLOSED, b"enrolled");
+    }
+}
+
+fn refuse(reason: impl Into<String>) -> EnrollResponse {
+    EnrollResponse::Refused { reason: reason.into() }
+}
+
+/// Checks the token and signs the CSR.
+async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
+    if !valid_instance_id(&request.instance_id) {
+        return refuse("instance id must be 1-128 letters, digits, '-', '_', '.' or ':'");
+    }
+    let now = clock::now_ms();
+    let token = match fleet.store.use_join_token(&secret::digest(&request.join_token), now) {
+        Ok(JoinOutcome::Accepted(token)) => token,
+        Ok(JoinOutcome::Unknown) => return refused_log(&request, "join token unknown"),
+        Ok(JoinOutcome::Expired) => return refused_log(&request, "join token expired"),
+        Ok(JoinOutcome::Revoked) => return refused_log(&request, "join token revoked"),
+        Ok(JoinOutcome::UsedUp) => return refused_log(&request, "join token used up"),
+        Err(err) => {
+            tracing::error!(error = %err, "store failure during enrollment");
+            return refuse("controller store failure; try again");
+        }
+    };
+    let agent_id = format!("ag-{}", flotilla_common::ids::random_alphanumeric(12).to_ascii_lowercase());
+    let cert = match fleet.pki.sign_agent(&agent_id, &request.csr_der) {
+        Ok(cert) => cert,
+        Err(err) => return refused_log(&request, &format!("certificate request refused: {err}")),
+    };
+    let fingerprint = flotilla_common::tls::fingerprint(&cert);
+    // Re-enrolling the same instance replaces its previous identity.
+    let previous = fleet.store.agents().unwrap_or_default().into_iter().filter(|a| {
+        a.instance_id == request.instance_id && a.state != AgentState::Revoked
+    });
+    for mut old in previous {
+        tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, "instance re-enrolled; previous identity revoked");
+        old.state = AgentState::Revoked;
+        old.state_since_ms = now;
+        fleet.registry.disconnect(&old.agent_id, codes::UNAUTHORIZED, b"identity replaced by a new enrollment");
+        let _ = fleet.store.put_agent(&old);
+    }
+    let agent = AgentRecord {
+        agent_id: agent_id.clone(),
+        instance_id: request.instance_id.clone(),
+        hostname: request.hostname.chars().take(253).collect(),
+        cert_fingerprint: fingerprint,
+        enrolled_ms: now,
+        pin: token.pin.clone(),
+        labels: Default::default(),
+        state: AgentState::Enrolled,
+        state_since_ms: now,
+        last_seen_ms: None,
+        facts: None,
+        acked_generation: 0,
+    };
+    let stored = fleet.store.insert_agent(&agent).and_then(|()| {
+        fleet.store.append_event(
+            "agent.enrolled",
+            token.pin.as_ref().map(|p| p.stack_id.as_str()),
+            Some(&agent.instance_id),
+            clock::rfc3339_ms(now),
+            json!({ "agent_id": agent_id, "join_token_id": token.id }),
+        )
+    });
+    if let Err(err) = stored {
+        tracing::error!(error = %err, "store failure during enrollment");
+        return refuse("controller store failure; try again");
+    }
+    if let Err(err) = fleet.store.flush().await {
+        tracing::error!(error = %err, "store flush failed during enrollment");
+        return refuse("controller store failure; try again");
+    }
+    tracing::info!(agent_id = %agent_id, instance_id = %agent.instance_id, join_token_id = %token.id, "agent enrolled");
+    EnrollResponse::Accepted {
+        agent_id,
+        instance_id: agent.instance_id,
+        cert_der: cert.to_vec(),
+        ca_der: fleet.pki.ca_der.to_vec(),
+    }
+}
+
+fn refused_log(request: &EnrollRequest, reason: &str) -> EnrollResponse {
+    tracing::warn!(instance_id = %request.instance_id, reason, "enrollment refused");
+    refuse(reason)
+}

@@ -1,0 +1,81 @@
+//! The fleet link, controller side: the QUIC endpoint agents dial, their
+//! enrollment, one control session per connected agent, and the registry
+//! that pushes desired state to sessions without ever blocking a REST call.
+//!
+//! - [`pki`]: the private CA and the certificates it issues.
+//! - [`tls`]: rustls/quinn server configuration (mutual TLS).
+//! - [`listener`]: accepts connections and routes them by ALPN.
+//! - [`enroll`]: join token + CSR → signed client certificate.
+//! - [`session`]: handshake, hello, desired-state pushes, acks, status reports.
+//! - [`join_tokens`]: creating, listing and revoking join tokens.
+//! - [`registry`]: who is connected, last seen, and the push channels.
+
+pub mod enroll;
+pub mod join_tokens;
+pub mod listener;
+pub mod pki;
+pub mod registry;
+pub mod session;
+pub mod tls;
+
+use std::time::Duration;
+
+/// Timings and limits of the fleet link.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// Largest frame accepted from an agent.
+    pub max_frame: usize,
+    /// How often agents should send a heartbeat.
+    pub heartbeat: Duration,
+    /// Silence after which an agent is marked lost.
+    pub lost_after: Duration,
+    /// How long a lost agent keeps its placements before they move.
+    pub replace_after: Duration,
+    /// How long a stack may wait for enough eligible agents before it is
+    /// marked failed.
+    pub placement_timeout: Duration,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// UDP segmentation offload (some virtual NICs reject it).
+    pub gso: bool,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            max_frame: flotilla_common::wire::DEFAULT_MAX_FRAME,
+            heartbeat: Duration::from_secs(10),
+            lost_after: Duration::from_secs(30),
+            replace_after: Duration::from_secs(60),
+            placement_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            gso: true,
+        }
+    }
+}
+
+use crate::store::Store;
+use pki::Pki;
+use registry::Registry;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Everything the fleet link and the scheduler share.
+pub struct Fleet {
+    pub store: Store,
+    pub pki: Pki,
+    pub registry: Registry,
+    pub settings: FleetSettings,
+    /// Wakes the scheduler; coalesces, never blocks.
+    pub nudge: Arc<Notify>,
+}
+
+impl Fleet {
+    /// Asks the scheduler for a pass.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+}

@@ -1,0 +1,369 @@
+//! One control session per connected agent: identify it by its client
+//! certificate, handshake, hello, then push desired state and take acks,
+//! heartbeats and status reports until the connection ends.
+
+use super::registry::Live;
+use super::Fleet;
+use crate::clock;
+use crate::store::{AgentRecord, AgentState, DesiredRecord, InstanceStatusRecord, StatusWrite};
+use flotilla_common::wire::messages::{
+    AgentMessage, ControllerMessage, DesiredState, Hello, Placement, StatusReport, Welcome,
+};
+use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
+use rustls::pki_types::CertificateDer;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent behind a connection's client certificate, if the controller
+/// issued that certificate and has not revoked it.
+fn identify(fleet: &Fleet, connection: &quinn::Connection) -> Result<AgentRecord, &'static str> {
+    let certs = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or("no client certificate (enroll first)")?;
+    let leaf = certs.first().ok_or("no client certificate (enroll first)")?;
+    let fingerprint = flotilla_common::tls::fingerprint(leaf);
+    match fleet.store.agent_by_cert(&fingerprint) {
+        Ok(Some(agent)) if agent.state != AgentState::Revoked => Ok(agent),
+        Ok(Some(_)) => Err("this agent's certificate was revoked"),
+        Ok(None) => Err("certificate not issued to any enrolled agent"),
+        Err(err) => {
+            tracing::error!(error = %err, "store failure identifying an agent");
+            Err("controller store failure")
+        }
+    }
+}
+
+/// Runs a control session until the connection ends.
+pub async fn run(fleet: Arc<Fleet>, connection: quinn::Connection) {
+    let remote = connection.remote_address();
+    let agent = match identify(&fleet, &connection) {
+        Ok(agent) => agent,
+        Err(reason) => {
+            tracing::warn!(%remote, reason, "control connection refused");
+            connection.close(codes::UNAUTHORIZED, reason.as_bytes());
+            return;
+        }
+    };
+    let span = tracing::info_span!("session", agent_id = %agent.agent_id, instance_id = %agent.instance_id, %remote);
+    session(fleet, connection, agent).instrument(span).await;
+}
+
+async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentRecord) {
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await else {
+        tracing::warn!("agent opened no control stream");
+        connection.close(codes::TIMED_OUT, b"no control stream");
+        return;
+    };
+    if let Err(err) = handshake::receive(&mut recv, PROTOCOL_VERSION).await {
+        tracing::warn!(error = %err, "handshake refused");
+        let _ = handshake::send(&mut send, PROTOCOL_VERSION).await;
+        let _ = send.finish();
+        let code = match err {
+            handshake::HandshakeError::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
+            _ => codes::PROTOCOL_ERROR,
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        connection.close(code, err.to_string().as_bytes());
+        return;
+    }
+    if handshake::send(&mut send, PROTOCOL_VERSION).await.is_err() {
+        return;
+    }
+    let max = fleet.settings.max_frame;
+    let hello = match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, AgentMessage>(&mut recv, max)).await {
+        Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
+        Ok(Err(err)) => {
+            close_for(&connection, &err);
+            return;
+        }
+        _ => {
+            tracing::warn!("agent sent no hello");
+            connection.close(codes::PROTOCOL_ERROR, b"expected hello");
+            return;
+        }
+    };
+    let session_id = fleet.registry.next_session_id();
+    let desired = match fleet.store.desired(&agent.agent_id) {
+        Ok(desired) => Arc::new(desired),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read desired state");
+            connection.close(codes::SHUTTING_DOWN, b"controller store failure");
+            return;
+        }
+    };
+    let (desired_tx, desired_rx) = watch::channel(desired);
+    let live = Live {
+        session_id,
+        connection: connection.clone(),
+        connected_at: Instant::now(),
+        last_seen: Instant::now(),
+        facts: Some(hello.facts.clone()),
+        desired: desired_tx,
+    };
+    if let Some(old) = fleet.registry.register(&agent.agent_id, live) {
+        old.close(codes::SUPERSEDED, b"superseded by a newer connection");
+    }
+    mark(&fleet, &agent.agent_id, AgentState::Connected, Some(&hello)).await;
+    tracing::info!(generation = hello.generation, "agent connected");
+
+    let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
+    let welcome = ControllerMessage::Welcome(Welcome {
+        agent_id: agent.agent_id.clone(),
+        instance_id: agent.instance_id.clone(),
+        heartbeat_secs: u32::try_from(fleet.settings.heartbeat.as_secs()).unwrap_or(10).max(1),
+        acked_seq: fleet.store.agent_seq(&agent.agent_id).unwrap_or(0),
+    });
+    let _ = out_tx.send(welcome).await;
+    let writer = tokio::spawn(write_loop(send, out_rx, desired_rx, hello.generation, max));
+
+    let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection).await;
+    match end {
+        Ok(()) => tracing::info!("agent closed its session"),
+        Err(reason) => tracing::info!(reason = %reason, "session ended"),
+    }
+    writer.abort();
+    if fleet.registry.unregister(&agent.agent_id, session_id) {
+        mark(&fleet, &agent.agent_id, AgentState::Lost, None).await;
+    }
+}
+
+/// Closes the connection with the code that fits a frame error.
+fn close_for(connection: &quinn::Connection, err: &frame::FrameError) {
+    let code = match err {
+        frame::FrameError::TooLarge { .. } => codes::FRAME_TOO_LARGE,
+        frame::FrameError::Io(_) => return,
+        _ => codes::PROTOCOL_ERROR,
+    };
+    tracing::warn!(error = %err, code = codes::describe(code), "closing connection");
+    connection.close(code, err.to_string().as_bytes());
+}
+
+/// Sends queued messages and every new desired state, in order.
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut out: mpsc::Receiver<ControllerMessage>,
+    mut desired: watch::Receiver<Arc<DesiredRecord>>,
+    mut sent_generation: u64,
+    max: usize,
+) {
+    loop {
+        let current = desired.borrow_and_update().clone();
+        if current.generation != sent_generation {
+            let message = ControllerMessage::Desired(to_wire(&current));
+            if let Err(err) = frame::write(&mut send, &message, max).await {
+                tracing::warn!(error = %err, "cannot push desired state");
+                return;
+            }
+            tracing::debug!(generation = current.generation, "desired state pushed");
+            sent_generation = current.generation;
+        }
+        tokio::select! {
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            message = out.recv() => {
+                let Some(message) = message else { return };
+                if let Err(err) = frame::write(&mut send, &message, max).await {
+                    tracing::warn!(error = %err, "cannot write to agent");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn to_wire(desired: &DesiredRecord) -> DesiredState {
+    DesiredState {
+        generation: desired.generation,
+        placements: desired
+            .placements
+            .iter()
+            .map(|p| Placement {
+                stack_id: p.stack_id.clone(),
+                flag: p.flag.clone(),
+                version_id: p.version_id.clone(),
+                spec_json: p.spec_json.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Reads the agent's messages until the stream or connection ends.
+async fn read_loop(
+    fleet: &Fleet,
+    agent: &AgentRecord,
+    recv: &mut quinn::RecvStream,
+    out: &mpsc::Sender<ControllerMessage>,
+    connection: &quinn::Connection,
+) -> Result<(), String> {
+    let max = fleet.settings.max_frame;
+    loop {
+        let message = match frame::read::<_, AgentMessage>(recv, max).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                close_for(connection, &err);
+                return Err(err.to_string());
+            }
+        };
+        fleet.registry.seen(&agent.agent_id, None);
+        match message {
+            AgentMessage::Ack { generation } => acked(fleet, &agent.agent_id, generation),
+            AgentMessage::Heartbeat(facts) => fleet.registry.seen(&agent.agent_id, Some(facts)),
+            AgentMessage::Status(reports) => {
+                let seq = statuses(fleet, agent, reports).await?;
+                if out.send(ControllerMessage::StatusAck { seq }).await.is_err() {
+                    return Err("writer gone".into());
+                }
+            }
+            AgentMessage::Hello(_) => {
+                connection.close(codes::PROTOCOL_ERROR, b"hello sent twice");
+                return Err("hello sent twice".into());
+            }
+        }
+    }
+}
+
+/// Records an acknowledged generation.
+fn acked(fleet: &Fleet, agent_id: &str, generation: u64) {
+    let result = fleet.store.agent(agent_id).and_then(|agent| {
+        let Some(mut agent) = agent else { return Ok(()) };
+        if generation > agent.acked_generation {
+            agent.acked_generation = generation;
+            fleet.store.put_agent(&agent)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => tracing::debug!(generation, "desired state acknowledged"),
+        Err(err) => tracing::error!(error = %err, "cannot record ack"),
+    }
+    fleet.nudge();
+}
+
+/// Applies a batch of status reports exactly once and returns the sequence
+/// number to acknowledge. Reports about stacks never placed on this agent
+/// are dropped (and acknowledged, so they leave its outbox).
+async fn statuses(fleet: &Fleet, agent: &AgentRecord, reports: Vec<StatusReport>) -> Result<u64, String> {
+    let placed = fleet
+        .store
+        .desired(&agent.agent_id)
+        .map_err(|err| err.to_string())?
+        .history;
+    let Some(up_to) = reports.iter().map(|r| r.seq).max() else {
+        return Ok(fleet.store.agent_seq(&agent.agent_id).unwrap_or(0));
+    };
+    let mut writes = Vec::new();
+    for report in reports {
+        if !placed.contains(&report.stack_id) {
+            tracing::warn!(stack_id = %report.stack_id, seq = report.seq, "status for a stack never placed here; ignored");
+            continue;
+        }
+        let reason: Option<String> = report.reason.map(|r| r.chars().take(1024).collect());
+        writes.push(StatusWrite {
+            seq: report.seq,
+            instance: InstanceStatusRecord {
+                stack_id: report.stack_id.clone(),
+                instance_id: agent.instance_id.clone(),
+                status: report.status.to_string(),
+                flag: Some(report.flag.clone()),
+                exit_code: report.exit_code,
+                reason: reason.clone(),
+                updated: clock::rfc3339_ms(report.time_ms),
+                source: "quic".into(),
+                version_id: Some(report.version_id.clone()),
+                agent_id: Some(agent.agent_id.clone()),
+            },
+            event_kind: "container.status",
+            event_data: json!({
+                "status": report.status,
+                "flag": report.flag,
+                "exit_code": report.exit_code,
+                "reason": reason,
+                "version_id": report.version_id,
+                "agent_id": agent.agent_id,
+                "seq": report.seq,
+                "source": "quic",
+            }),
+        });
+    }
+    let time = clock::rfc3339_ms(clock::now_ms());
+    let applied = fleet
+        .store
+        .apply_statuses(&agent.agent_id, &time, &writes, up_to)
+        .map_err(|err| err.to_string())?;
+    fleet.store.flush().await.map_err(|err| err.to_string())?;
+    if applied > 0 {
+        fleet.nudge();
+    }
+    tracing::debug!(applied, up_to, "status reports stored");
+    Ok(up_to)
+}
+
+/// Persists an agent's connection state (with its hello, when connecting)
+/// and records the transition as an event.
+async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&Hello>) {
+    let now = clock::now_ms();
+    let result = fleet.store.agent(agent_id).and_then(|agent| {
+        let Some(mut agent) = agent else { return Ok(None) };
+        let changed = agent.state != state;
+        agent.state = state;
+        if changed {
+            agent.state_since_ms = now;
+        }
+        agent.last_seen_ms = Some(now);
+        if let Some(hello) = hello {
+            agent.labels = hello.labels.clone();
+            agent.facts = Some(hello.facts.clone());
+        }
+        fleet.store.put_agent(&agent)?;
+        if changed {
+            let kind = if state == AgentState::Connected { "agent.connected" } else { "agent.lost" };
+            fleet.store.append_event(
+                kind,
+                agent.pin.as_ref().map(|p| p.stack_id.as_str()),
+                Some(&agent.instance_id),
+                clock::rfc3339_ms(now),
+                json!({ "agent_id": agent.agent_id }),
+            )?;
+        }
+        Ok(Some(changed))
+    });
+    match result {
+        Ok(Some(true)) => {
+            if let Err(err) = fleet.store.flush().await {
+                tracing::error!(error = %err, "flush failed");
+            }
+            fleet.nudge();
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!(error = %err, "cannot record agent state"),
+    }
+}
+
+/// Marks agents lost that have been silent longer than the lost timeout,
+/// closing their connections. Runs until the process ends.
+pub async fn watch_silence(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(deadline) = Instant::now().checked_sub(fleet.settings.lost_after) else {
+            continue;
+        };
+        for (agent_id, session_id, connection) in fleet.registry.silent_since(deadline) {
+            tracing::warn!(agent_id = %agent_id, "agent silent too long; marking lost");
+            connection.close(codes::TIMED_OUT, b"no heartbeat");
+            if fleet.registry.unregister(&agent_id, session_id) {
+                mark(&fleet, &agent_id, AgentState::Lost, None).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Placement: which agents run each configuration. Pure functions, so the
+//! rules are tested without a store or a network.
+//!
+//! Rules: an agent pinned at enrollment runs only its pinned configuration;
+//! an unpinned agent runs any configuration whose `provision.instance_type`
+//! (when set) equals its `instance_type` label. Existing assignments stay
+//! while their agent is eligible (no needless moves); missing slots go to
+//! agents pinned to that configuration first, then to the least loaded.
+
+use crate::store::Pin;
+use std::collections::{BTreeMap, HashMap};
+
+/// A configuration's demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub stack_id: String,
+    pub flag: String,
+    pub count: usize,
+    /// `provision.instance_type`, unless absent or `${computed}`.
+    pub instance_type: Option<String>,
+}
+
+/// What placement needs to know of an agent.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub agent_id: String,
+    pub pin: Option<Pin>,
+    pub labels: BTreeMap<String, String>,
+    /// May keep the placements it has (connected, or lost for less than
+    /// the re-placement delay).
+    pub eligible: bool,
+    /// May take new placements (connected, not draining).
+    pub accepting: bool,
+}
+
+impl Candidate {
+    fn matches(&self, want: &Want) -> bool {
+        match &self.pin {
+            Some(pin) => pin.stack_id == want.stack_id && pin.flag == want.flag,
+            None => want
+                .instance_type
+                .as_ref()
+                .is_none_or(|wanted| self.labels.get("instance_type") == Some(wanted)),
+        }
+    }
+
+    fn pinned_to(&self, want: &Want) -> bool {
+        self.pin
+            .as_ref()
+            .is_some_and(|pin| pin.stack_id == want.stack_id && pin.flag == want.flag)
+    }
+}
+
+/// Key of an assignment: (stack id, flag).
+pub type Slot = (String, String);
+
+/// Computes the assignment of every wanted configuration, starting from
+/// `current`. Configurations not in `wants` get no agents.
+pub fn place(wants: &[Want], agents: &[Candidate], current: &HashMap<Slot, Vec<String>>) -> HashMap<Slot, Vec<String>> {
+    let by_id: HashMap<&str, &Candidate> = agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    let mut result: HashMap<Slot, Vec<String>> = HashMap::new();
+    // Keep what is still valid.
+    for want in wants {
+        let slot = (want.stack_id.clone(), want.flag.clone());
+        let kept: Vec<String> = current
+            .get(&slot)
+            .into_iter()
+            .flatten()
+            .filter(|id| {
+                by_id
+                    .get(id.as_str())
+                    .is_some_and(|agent| agent.eligible && agent.matches(want))
+            })
+            .take(want.count)
+            .cloned()
+            .collect();
+        for id in &kept {
+            if let Some(agent) = by_id.get(id.as_str()) {
+                *load.entry(agent.agent_id.as_str()).or_default() += 1;
+            }
+        }
+        result.insert(slot, kept);
+    }
+    // Fill what is missing.
+    for want in wants {
+        let slot = (want.stack_id.clone(), want.flag.clone());
+        let assigned = result.get(&slot).map_or(0, Vec::len);
+        if assigned >= want.count {
+            continue;
+        }
+        let taken: Vec<String> = result.get(&slot).cloned().unwrap_or_default();
+        let mut candidates: Vec<&Candidate> = agents
+            .iter()
+            .filter(|a| a.accepting && a.matches(want) && !taken.contains(&a.agent_id))
+            .collect();
+        candidates.sort_by_key(|a| {
+            (
+                !a.pinned_to(want),
+                load.get(a.agent_id.as_str()).copied().unwrap_or(0),
+                a.agent_id.clone(),
+            )
+        });
+        let chosen: Vec<String> = candidates
+            .into_iter()
+            .take(want.count - assigned)
+            .map(|a| a.agent_id.clone())
+            .collect();
+        for id in &chosen {
+            if let Some(agent) = by_id.get(id.as_str()) {
+                *load.entry(agent.agent_id.as_str()).or_default() += 1;
+            }
+        }
+        result.entry(slot).or_default().extend(chosen);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, pin: Option<(&str, &str)>, instance_type: Option<&str>) -> Candidate {
+        Candidate {
+            agent_id: id.into(),
+            pin: pin.map(|(s, f)| Pin { stack_id: s.into(), flag: f.into() }),
+            labels: instance_type
+                .map(|t| BTreeMap::from([("instance_type".to_owned(), t.to_owned())]))
+                .unwrap_or_default(),
+            eligible: true,
+            accepting: true,
+        }
+    }
+
+    fn want(stack: &str, flag: &str, count: usize, instance_type: Option<&str>) -> Want {
+        Want { stack_id: stack.into(), flag: flag.into(), count, instance_type: instance_type.map(Into::into) }
+    }
+
+    fn slot(stack: &str, flag: &str) -> Slot {
+        (stack.into(), flag.into())
+    }
+
+    #[test]
+    fn pinned_first_then_matching_then_spread() {
+        let agents = vec![
+            agent("a", None, Some("t2.micro")),
+            agent("b", None, Some("m3.medium")),
+            agent("c", Some(("s1", "web")), None),
+            agent("d", None, Some("t2.micro")),
+        ];
+        let wants = vec![want("s1", "web", 2, Some("t2.micro")), want("s2", "db", 2, None)];
+        let placed = place(&wants, &agents, &HashMap::new());
+        assert_eq!(placed[&slot("s1", "web")], ["c", "a"]);
+        // s2 takes any unpinned agent, least loaded first.
+        assert_eq!(placed[&slot("s2", "db")], ["b", "d"]);
+    }
+
+    #[test]
+    fn existing_assignments_stay_and_lost_ones_move() {
+        let mut agents = vec![agent("a", None, None), agent("b", None, None), agent("c", None, None)];
+        let wants = vec![want("s", "f", 2, None)];
+        let current = HashMap::from([(slot("s", "f"), vec!["c".to_owned(), "b".to_owned()])]);
+        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["c", "b"]);
+        agents[2].eligible = false;
+        agents[2].accepting = false;
+        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["b", "a"]);
+        // A lost agent still inside the delay keeps its slot but takes no new one.
+        agents[2].eligible = true;
+        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["c", "b"]);
+    }
+
+    #[test]
+    fn shrinking_and_shortage() {
+        let agents = vec![agent("a", None, None), agent("b", Some(("other", "x")), None)];
+        let current = HashMap::from([(slot("s", "f"), vec!["a".to_owned()])]);
+        assert!(place(&[want("s", "f", 0, None)], &agents, &current)[&slot("s", "f")].is_empty());
+        let placed = place(&[want("s", "f", 3, None)], &agents, &HashMap::new());
+        assert_eq!(placed[&slot("s", "f")], ["a"], "pinned elsewhere is not a candidate");
+    }
+}
