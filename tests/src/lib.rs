@@ -85,8 +85,8 @@ impl ControllerProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(value) = serde_json::from_str::<Value>(&line) {
                     if value["message"] == "controller ready" {
-                        let _ =
-                            ready_tx.send(value["listen"].as_str().unwrap_or_default().to_owned());
+                        let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+                        let _ = ready_tx.send((field("listen"), field("quic_listen"), field("ca_fingerprint")));
                     }
                 }
                 if let Ok(mut logs) = sink.lock() {
