@@ -1,35 +1,294 @@
-//! `flotilla-agent`: the VM agent.
-//!
-//! The agent enrolls with a controller, holds the QUIC fleet link, and runs
-//! the pushed containers on the local Docker engine. This build carries the
-//! command-line entry point only; `enroll` and `run` arrive with the fleet
-//! link and refuse to start until then, rather than pretending to work.
+//! `flotilla-agent`: enroll this VM with a controller, then run.
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use flotilla_agent::config::{self, Common, EnrollArgs, RunArgs};
+use flotilla_agent::identity::Identity;
+use flotilla_agent::link::{Link, LinkSettings};
+use flotilla_agent::state::AgentStore;
+use flotilla_agent::tls::Trust;
+use flotilla_common::wire::messages::DesiredState;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing_subscriber::EnvFilter;
 
 /// Flotilla VM agent.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-agent", version, about)]
 struct Cli {
+    #[command(flatten)]
+    common: Common,
+    /// Log format: `text` (default) or `json`.
+    #[arg(
+        long,
+        env = "FLOTILLA_AGENT_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Enroll this VM with a controller (once).
-    Enroll,
-    /// Run the agent.
-    Run,
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this VM with a controller (once): makes a key here, gets it
+    /// certified with a join token.
+    Enroll(EnrollArgs),
+    /// Run the agent.
+    Run(RunArgs),
+    /// Show the identity and the state (when the agent is not running).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Enroll => "enroll",
-        Command::Run => "run",
+    init_logging(cli.log_format);
+    flotilla_common::tls::install_provider();
+    let file = config::read_file(cli.common.config.as_deref())?;
+    let data_dir = config::data_dir(&cli.common, &file);
+    match cli.command {
+        Command::Enroll(args) => enroll(&cli.common, args, &file, &data_dir).await,
+        Command::Run(args) => run(&cli.common, args, &file, &data_dir).await,
+        Command::Status { json } => status(&data_dir, json),
+    }
+}
+
+async fn enroll(
+    common: &Common,
+    args: EnrollArgs,
+    file: &config::FileConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let controller = args
+        .controller
+        .or_else(|| file.controller.clone())
+        .context("--controller HOST:PORT is required")?;
+    let join_token = args.join_token.context("--join-token is required")?;
+    let trust = match (
+        args.ca_fingerprint.or_else(|| file.ca_fingerprint.clone()),
+        args.ca_file.or_else(|| file.ca_file.clone()),
+    ) {
+        (Some(fingerprint), _) => Trust::Fingerprint(
+            flotilla_common::tls::normalize_fingerprint(&fingerprint).with_context(|| {
+                format!("{fingerprint:?} is not a SHA-256 fingerprint (sha256:<64 hex digits>)")
+            })?,
+        ),
+        (None, Some(path)) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            Trust::CaCert(
+                der_of(&bytes)
+                    .with_context(|| format!("{} holds no certificate", path.display()))?,
+            )
+        }
+        (None, None) => {
+            bail!("give --ca-fingerprint sha256:... (from the join token answer) or --ca-file")
+        }
     };
-    anyhow::bail!(
-        "`flotilla-agent {name}` needs the fleet link, which this build does not include yet"
+    let hostname = flotilla_agent::facts::hostname();
+    let instance_id = common
+        .instance_id
+        .clone()
+        .or_else(|| file.instance_id.clone())
+        .unwrap_or_else(|| hostname.clone());
+    if Identity::exists(data_dir) {
+        tracing::warn!(data_dir = %data_dir.display(), "replacing the existing identity");
+    }
+    let enrollment = flotilla_agent::enroll::enroll(
+        flotilla_agent::enroll::EnrollOptions {
+            controller: &controller,
+            join_token: &join_token,
+            trust,
+            instance_id: &instance_id,
+            hostname: &hostname,
+        },
+        data_dir,
     )
+    .await?;
+    tracing::info!(agent_id = %enrollment.agent_id, instance_id = %enrollment.instance_id, "enrolled");
+    println!(
+        "enrolled as {} (instance {})",
+        enrollment.agent_id, enrollment.instance_id
+    );
+    println!("next: flotilla-agent run --data-dir {}", data_dir.display());
+    Ok(())
+}
+
+fn der_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    if bytes.starts_with(b"-----") {
+        rustls::pki_types::CertificateDer::from_pem_slice(bytes)
+            .ok()
+            .map(|der| der.to_vec())
+    } else {
+        Some(bytes.to_vec())
+    }
+}
+
+async fn run(
+    common: &Common,
+    args: RunArgs,
+    file: &config::FileConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let identity = Identity::load(data_dir)?;
+    if let Some(wanted) = common.instance_id.as_ref().or(file.instance_id.as_ref()) {
+        if *wanted != identity.enrollment.instance_id {
+            bail!(
+                "this agent is enrolled as instance {}; re-enroll to become {wanted}",
+                identity.enrollment.instance_id
+            );
+        }
+    }
+    let Some(runtime) = args.runtime.or(file.runtime) else {
+        bail!("no container runtime selected: pass --runtime simulated (reports placements as running without running containers)");
+    };
+    let labels = config::labels(&args.labels, file)?;
+    let store = AgentStore::open(&data_dir.join("state"))?;
+    let initial = store.desired()?.unwrap_or(DesiredState {
+        generation: 0,
+        placements: Vec::new(),
+    });
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
+    let outbox = Arc::new(Notify::new());
+    let (reports_tx, mut reports_rx) = mpsc::channel(256);
+    let runtime_task = flotilla_agent::runtime::build(runtime).spawn(desired_rx, reports_tx);
+    let reporter_store = store.clone();
+    let reporter_notify = outbox.clone();
+    let reporter = tokio::spawn(async move {
+        while let Some(transition) = reports_rx.recv().await {
+            match reporter_store.push(transition).await {
+                Ok(report) => {
+                    tracing::debug!(seq = report.seq, stack_id = %report.stack_id, status = %report.status, "status recorded");
+                    reporter_notify.notify_one();
+                }
+                Err(err) => tracing::error!(error = %err, "cannot record a status report"),
+            }
+        }
+    });
+    tracing::info!(
+        agent_id = %identity.enrollment.agent_id,
+        instance_id = %identity.enrollment.instance_id,
+        controller = %identity.enrollment.controller,
+        runtime = ?runtime,
+        "agent starting"
+    );
+    let max_frame = args
+        .max_frame
+        .or(file.max_frame)
+        .unwrap_or(flotilla_common::wire::DEFAULT_MAX_FRAME);
+    let link = Link {
+        identity,
+        store: store.clone(),
+        settings: LinkSettings {
+            max_frame,
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            gso: !(args.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
+            labels,
+            data_dir: data_dir.to_path_buf(),
+            max_backoff: Duration::from_secs(args.max_backoff.or(file.max_backoff).unwrap_or(30)),
+        },
+        desired: desired_tx,
+        outbox,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let link_task = tokio::spawn(link.run(stop_rx));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = link_task.await;
+    runtime_task.abort();
+    reporter.abort();
+    store.flush().await?;
+    tracing::info!(
+        outbox = store.outbox_len(),
+        "agent stopped; containers left running"
+    );
+    Ok(())
+}
+
+fn status(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let identity = Identity::load(data_dir)?;
+    let state = match AgentStore::open(&data_dir.join("state")) {
+        Ok(store) => Some((
+            store.desired()?.map_or(0, |d| d.generation),
+            store.last_seq()?,
+            store.outbox_len(),
+        )),
+        Err(flotilla_agent::state::StateError::Locked(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
+    let e = &identity.enrollment;
+    if json {
+        let value = serde_json::json!({
+            "agent_id": e.agent_id,
+            "instance_id": e.instance_id,
+            "controller": e.controller,
+            "ca_fingerprint": e.ca_fingerprint,
+            "generation": state.map(|s| s.0),
+            "last_seq": state.map(|s| s.1),
+            "outbox": state.map(|s| s.2),
+            "running": state.is_none(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("agent_id:    {}", e.agent_id);
+    println!("instance_id: {}", e.instance_id);
+    println!("controller:  {}", e.controller);
+    match state {
+        Some((generation, last_seq, outbox)) => {
+            println!("generation:  {generation}");
+            println!("last report: {last_seq}");
+            println!("outbox:      {outbox}");
+        }
+        None => println!("state:       in use (the agent is running)"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
 }

@@ -40,7 +40,11 @@ pub fn normalize_fingerprint(text: &str) -> Option<String> {
 /// below the idle timeout, so NAT bindings stay open and a dead peer is
 /// noticed. `gso` can be turned off for virtual NICs that reject UDP
 /// segmentation offload.
-pub fn transport(keep_alive: Duration, idle_timeout: Duration, gso: bool) -> quinn::TransportConfig {
+pub fn transport(
+    keep_alive: Duration,
+    idle_timeout: Duration,
+    gso: bool,
+) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.enable_segmentation_offload(gso);
     transport.keep_alive_interval(Some(keep_alive));
@@ -65,7 +69,10 @@ mod tests {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        assert_eq!(normalize_fingerprint(&upper_colons).as_deref(), Some(fp.as_str()));
+        assert_eq!(
+            normalize_fingerprint(&upper_colons).as_deref(),
+            Some(fp.as_str())
+        );
         assert_eq!(normalize_fingerprint("sha256:abc"), None);
     }
 }

@@ -151,18 +151,36 @@ impl Config {
                     cli.or(file).map_or(default, Duration::from_secs)
                 };
                 crate::fleet::FleetSettings {
-                    max_frame: overrides.max_frame.or(file.max_frame).unwrap_or(defaults.max_frame),
+                    max_frame: overrides
+                        .max_frame
+                        .or(file.max_frame)
+                        .unwrap_or(defaults.max_frame),
                     heartbeat: secs(overrides.heartbeat, file.heartbeat, defaults.heartbeat),
-                    lost_after: secs(overrides.agent_lost_after, file.agent_lost_after, defaults.lost_after),
-                    replace_after: secs(overrides.replace_after, file.replace_after, defaults.replace_after),
-                    placement_timeout: secs(overrides.placement_timeout, file.placement_timeout, defaults.placement_timeout),
+                    lost_after: secs(
+                        overrides.agent_lost_after,
+                        file.agent_lost_after,
+                        defaults.lost_after,
+                    ),
+                    replace_after: secs(
+                        overrides.replace_after,
+                        file.replace_after,
+                        defaults.replace_after,
+                    ),
+                    placement_timeout: secs(
+                        overrides.placement_timeout,
+                        file.placement_timeout,
+                        defaults.placement_timeout,
+                    ),
                     gso: !(overrides.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
                     ..defaults
                 }
             },
         };
         let mut config = config;
-        config.fleet.keep_alive = config.fleet.heartbeat.min(std::time::Duration::from_secs(5));
+        config.fleet.keep_alive = config
+            .fleet
+            .heartbeat
+            .min(std::time::Duration::from_secs(5));
         config.fleet.idle_timeout = config.fleet.lost_after + config.fleet.heartbeat;
         config.validate()?;
         Ok(config)
@@ -186,7 +204,10 @@ impl Config {
         if self.fleet.max_frame < 64 * 1024 || self.fleet.max_frame > frame_cap {
             return Err(ConfigError::Invalid {
                 key: "max_frame",
-                reason: format!("{} bytes is outside 64 KiB..{frame_cap}", self.fleet.max_frame),
+                reason: format!(
+                    "{} bytes is outside 64 KiB..{frame_cap}",
+                    self.fleet.max_frame
+                ),
             });
         }
         if self.fleet.heartbeat.is_zero() || self.fleet.lost_after <= self.fleet.heartbeat {

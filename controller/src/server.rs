@@ -148,13 +148,22 @@ struct Started {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start_inner(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Started> {
+async fn start_inner(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Started> {
     flotilla_common::tls::install_provider();
     let store = open_store(&config)?;
     bootstrap_admin(&store, &config.data_dir)?;
     store.flush().await?;
-    let pki = Pki::load_or_create(&config.data_dir.join("pki")).context("cannot set up the fleet CA")?;
-    let quic_config = crate::fleet::tls::server_config(&pki, config.fleet.keep_alive, config.fleet.idle_timeout, config.fleet.gso)?;
+    let pki =
+        Pki::load_or_create(&config.data_dir.join("pki")).context("cannot set up the fleet CA")?;
+    let quic_config = crate::fleet::tls::server_config(
+        &pki,
+        config.fleet.keep_alive,
+        config.fleet.idle_timeout,
+        config.fleet.gso,
+    )?;
     let endpoint = crate::fleet::listener::bind(config.quic_listen, quic_config)
         .with_context(|| format!("cannot listen for agents on {}", config.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
@@ -180,9 +189,13 @@ async fn start_inner(config: Config, shutdown: impl Future<Output = ()> + Send +
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fleet_stop = stop_rx.clone();
-    let fleet_task = tokio::spawn(crate::fleet::listener::serve(fleet.clone(), endpoint, async move {
-        let _ = fleet_stop.wait_for(|stop| *stop).await;
-    }));
+    let fleet_task = tokio::spawn(crate::fleet::listener::serve(
+        fleet.clone(),
+        endpoint,
+        async move {
+            let _ = fleet_stop.wait_for(|stop| *stop).await;
+        },
+    ));
     let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
     let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
@@ -195,7 +208,9 @@ async fn start_inner(config: Config, shutdown: impl Future<Output = ()> + Send +
         "controller ready"
     );
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_tx.send(true);
         let _ = fleet_task.await;
         scheduler.abort();

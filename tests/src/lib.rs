@@ -63,7 +63,14 @@ impl ControllerProcess {
         command
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("FLOTILLA_BOOTSTRAP_CLIENT_ID")
@@ -86,7 +93,11 @@ impl ControllerProcess {
                 if let Ok(value) = serde_json::from_str::<Value>(&line) {
                     if value["message"] == "controller ready" {
                         let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
-                        let _ = ready_tx.send((field("listen"), field("quic_listen"), field("ca_fingerprint")));
+                        let _ = ready_tx.send((
+                            field("listen"),
+                            field("quic_listen"),
+                            field("ca_fingerprint"),
+                        ));
                     }
                 }
                 if let Ok(mut logs) = sink.lock() {
@@ -94,7 +105,8 @@ impl ControllerProcess {
                 }
             }
         });
-        let (addr, quic_addr, ca_fingerprint) = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+        let (addr, quic_addr, ca_fingerprint) = match ready_rx.recv_timeout(Duration::from_secs(20))
+        {
             Ok((addr, quic, fingerprint)) => (
                 addr.parse().context("ready line has no address")?,
                 quic.parse().context("ready line has no QUIC address")?,

@@ -37,7 +37,8 @@ pub enum FrameError {
 
 /// Encodes a message into a frame payload (no length prefix).
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    bincode::serde::encode_to_vec(message, config()).map_err(|err| FrameError::Encode(err.to_string()))
+    bincode::serde::encode_to_vec(message, config())
+        .map_err(|err| FrameError::Encode(err.to_string()))
 }
 
 /// Decodes one frame payload; the whole payload must be the message.
@@ -62,7 +63,11 @@ where
 
 /// Writes an already encoded payload as a frame (to encode once and send
 /// to many).
-pub async fn write_payload<W: AsyncWrite + Unpin>(writer: &mut W, payload: &[u8], max: usize) -> Result<(), FrameError> {
+pub async fn write_payload<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    payload: &[u8],
+    max: usize,
+) -> Result<(), FrameError> {
     if payload.len() > max.min(ABSOLUTE_MAX_FRAME) {
         return Err(FrameError::TooLarge {
             len: payload.len(),
@@ -90,7 +95,11 @@ where
     while filled < prefix.len() {
         let n = reader.read(&mut prefix[filled..]).await?;
         if n == 0 {
-            return if filled == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         filled += n;
     }
@@ -139,11 +148,15 @@ mod tests {
     async fn oversized_frames_are_refused_before_allocating() {
         let mut bytes = u32::MAX.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 16]);
-        let err = read::<_, AgentMessage>(&mut bytes.as_slice(), 1024).await.expect_err("too large");
+        let err = read::<_, AgentMessage>(&mut bytes.as_slice(), 1024)
+            .await
+            .expect_err("too large");
         assert!(matches!(err, FrameError::TooLarge { len, .. } if len == u32::MAX as usize));
         let big = AgentMessage::Ack { generation: 1 };
         let mut sink = Vec::new();
-        let err = write(&mut sink, &big, 1).await.expect_err("cap applies on send");
+        let err = write(&mut sink, &big, 1)
+            .await
+            .expect_err("cap applies on send");
         assert!(matches!(err, FrameError::TooLarge { .. }));
     }
 
@@ -161,12 +174,18 @@ mod tests {
         claim.insert(0, 2); // variant index of a vector-bearing message
         let mut frame = (claim.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&claim);
-        assert!(read::<_, AgentMessage>(&mut frame.as_slice(), 1024).await.is_err());
+        assert!(read::<_, AgentMessage>(&mut frame.as_slice(), 1024)
+            .await
+            .is_err());
         let truncated = [0u8, 0, 0, 10, 1, 2];
-        let err = read::<_, AgentMessage>(&mut truncated.as_slice(), 1024).await.expect_err("truncated");
+        let err = read::<_, AgentMessage>(&mut truncated.as_slice(), 1024)
+            .await
+            .expect_err("truncated");
         assert!(matches!(err, FrameError::Truncated));
         let half_prefix = [0u8, 0];
-        let err = read::<_, AgentMessage>(&mut half_prefix.as_slice(), 1024).await.expect_err("truncated");
+        let err = read::<_, AgentMessage>(&mut half_prefix.as_slice(), 1024)
+            .await
+            .expect_err("truncated");
         assert!(matches!(err, FrameError::Truncated));
     }
 }

@@ -21,7 +21,10 @@ pub enum HandshakeError {
 }
 
 /// Writes this side's preamble.
-pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, version: u32) -> Result<(), HandshakeError> {
+pub async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: u32,
+) -> Result<(), HandshakeError> {
     let mut bytes = [0u8; 8];
     bytes[..4].copy_from_slice(&MAGIC);
     bytes[4..].copy_from_slice(&version.to_be_bytes());
@@ -32,7 +35,10 @@ pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, version: u32) -> Result
 }
 
 /// Reads the peer's preamble and checks it against `version`.
-pub async fn receive<R: AsyncRead + Unpin>(reader: &mut R, version: u32) -> Result<u32, HandshakeError> {
+pub async fn receive<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    version: u32,
+) -> Result<u32, HandshakeError> {
     let mut bytes = [0u8; 8];
     reader.read_exact(&mut bytes).await.map_err(|err| {
         if err.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -46,7 +52,10 @@ pub async fn receive<R: AsyncRead + Unpin>(reader: &mut R, version: u32) -> Resu
     }
     let theirs = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if theirs != version {
-        return Err(HandshakeError::UnsupportedVersion { theirs, ours: version });
+        return Err(HandshakeError::UnsupportedVersion {
+            theirs,
+            ours: version,
+        });
     }
     Ok(theirs)
 }
@@ -64,7 +73,13 @@ mod tests {
             receive(&mut buffer.as_slice(), 2).await,
             Err(HandshakeError::UnsupportedVersion { theirs: 1, ours: 2 })
         );
-        assert_eq!(receive(&mut &b"GET / HTTP/1.1"[..], 1).await, Err(HandshakeError::BadMagic));
-        assert_eq!(receive(&mut &b"FLO"[..], 1).await, Err(HandshakeError::Truncated));
+        assert_eq!(
+            receive(&mut &b"GET / HTTP/1.1"[..], 1).await,
+            Err(HandshakeError::BadMagic)
+        );
+        assert_eq!(
+            receive(&mut &b"FLO"[..], 1).await,
+            Err(HandshakeError::Truncated)
+        );
     }
 }

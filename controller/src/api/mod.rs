@@ -7,6 +7,7 @@
 //! types (415), answers with the one error shape in [`error`].
 
 pub mod admin;
+pub mod agents;
 pub mod caller;
 pub mod error;
 pub mod events;
@@ -100,6 +101,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::list))
         .routes(routes!(admin::create, admin::list))
         .routes(routes!(admin::revoke))
+        .routes(routes!(agents::create_join_token, agents::list_join_tokens))
+        .routes(routes!(agents::revoke_join_token))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent))
 }
 
 /// The generated OpenAPI document (also served at `/v3/openapi.json`).

@@ -26,7 +26,9 @@ pub fn valid_instance_id(id: &str) -> bool {
 /// Serves one enrollment connection.
 pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
     let remote = connection.remote_address();
-    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await else {
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await
+    else {
         tracing::warn!(%remote, "enrollment connection opened no stream");
         connection.close(codes::TIMED_OUT, b"no enrollment request");
         return;
@@ -44,7 +46,12 @@ pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
     if handshake::send(&mut send, PROTOCOL_VERSION).await.is_err() {
         return;
     }
-    let request = match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, EnrollRequest>(&mut recv, MAX_ENROLL_FRAME)).await {
+    let request = match tokio::time::timeout(
+        STEP_TIMEOUT,
+        frame::read::<_, EnrollRequest>(&mut recv, MAX_ENROLL_FRAME),
+    )
+    .await
+    {
         Ok(Ok(Some(request))) => request,
         Ok(Err(frame::FrameError::TooLarge { len, max })) => {
             tracing::warn!(%remote, len, max, "enrollment frame too large");
@@ -64,7 +71,10 @@ pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
     };
     let response = enroll(fleet, request).await;
     let refused = matches!(response, EnrollResponse::Refused { .. });
-    if frame::write(&mut send, &response, MAX_ENROLL_FRAME).await.is_ok() {
+    if frame::write(&mut send, &response, MAX_ENROLL_FRAME)
+        .await
+        .is_ok()
+    {
         let _ = send.finish();
         // Let the agent read the answer and close first, so nothing in
         // flight is dropped by our close.
@@ -78,7 +88,9 @@ pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
 }
 
 fn refuse(reason: impl Into<String>) -> EnrollResponse {
-    EnrollResponse::Refused { reason: reason.into() }
+    EnrollResponse::Refused {
+        reason: reason.into(),
+    }
 }
 
 /// Checks the token and signs the CSR.
@@ -87,7 +99,10 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         return refuse("instance id must be 1-128 letters, digits, '-', '_', '.' or ':'");
     }
     let now = clock::now_ms();
-    let token = match fleet.store.use_join_token(&secret::digest(&request.join_token), now) {
+    let token = match fleet
+        .store
+        .use_join_token(&secret::digest(&request.join_token), now)
+    {
         Ok(JoinOutcome::Accepted(token)) => token,
         Ok(JoinOutcome::Unknown) => return refused_log(&request, "join token unknown"),
         Ok(JoinOutcome::Expired) => return refused_log(&request, "join token expired"),
@@ -98,21 +113,31 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
             return refuse("controller store failure; try again");
         }
     };
-    let agent_id = format!("ag-{}", flotilla_common::ids::random_alphanumeric(12).to_ascii_lowercase());
+    let agent_id = format!(
+        "ag-{}",
+        flotilla_common::ids::random_alphanumeric(12).to_ascii_lowercase()
+    );
     let cert = match fleet.pki.sign_agent(&agent_id, &request.csr_der) {
         Ok(cert) => cert,
         Err(err) => return refused_log(&request, &format!("certificate request refused: {err}")),
     };
     let fingerprint = flotilla_common::tls::fingerprint(&cert);
     // Re-enrolling the same instance replaces its previous identity.
-    let previous = fleet.store.agents().unwrap_or_default().into_iter().filter(|a| {
-        a.instance_id == request.instance_id && a.state != AgentState::Revoked
-    });
+    let previous = fleet
+        .store
+        .agents()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.instance_id == request.instance_id && a.state != AgentState::Revoked);
     for mut old in previous {
         tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, "instance re-enrolled; previous identity revoked");
         old.state = AgentState::Revoked;
         old.state_since_ms = now;
-        fleet.registry.disconnect(&old.agent_id, codes::UNAUTHORIZED, b"identity replaced by a new enrollment");
+        fleet.registry.disconnect(
+            &old.agent_id,
+            codes::UNAUTHORIZED,
+            b"identity replaced by a new enrollment",
+        );
         let _ = fleet.store.put_agent(&old);
     }
     let agent = AgentRecord {

@@ -120,7 +120,12 @@ pub fn list(store: &Store, user_id: &str, admin: bool) -> StoreResult<Vec<JoinTo
 }
 
 /// Revokes a token the user may see; `None` when there is none.
-pub fn revoke(store: &Store, id: &str, user_id: &str, admin: bool) -> StoreResult<Option<JoinTokenInfo>> {
+pub fn revoke(
+    store: &Store,
+    id: &str,
+    user_id: &str,
+    admin: bool,
+) -> StoreResult<Option<JoinTokenInfo>> {
     let visible = store
         .join_tokens()?
         .iter()

@@ -13,7 +13,11 @@ const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Binds the fleet endpoint.
 pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
     if let Err(err) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
         tracing::warn!(error = %err, "cannot raise the UDP receive buffer");
     }
@@ -31,7 +35,11 @@ pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<qu
 
 /// Accepts connections until `shutdown`, then closes every session and
 /// waits (briefly) for the closes to be sent.
-pub async fn serve(fleet: Arc<Fleet>, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    fleet: Arc<Fleet>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -42,7 +50,9 @@ pub async fn serve(fleet: Arc<Fleet>, endpoint: quinn::Endpoint, shutdown: impl 
             () = &mut shutdown => break,
         }
     }
-    fleet.registry.close_all(codes::SHUTTING_DOWN, b"controller shutting down");
+    fleet
+        .registry
+        .close_all(codes::SHUTTING_DOWN, b"controller shutting down");
     endpoint.close(codes::SHUTTING_DOWN, b"controller shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }

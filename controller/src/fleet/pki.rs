@@ -5,10 +5,12 @@
 use crate::server::write_private;
 use flotilla_common::wire::CONTROLLER_NAME;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use std::path::Path;
 use time::{Duration, OffsetDateTime};
 
@@ -80,17 +82,23 @@ impl Pki {
             let mut params = CertificateParams::default();
             params.distinguished_name = name("Flotilla fleet CA");
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             validity(&mut params, 20);
             let cert = params.self_signed(&key)?;
-            write_private(&ca_key_path, key.serialize_pem().as_bytes()).map_err(io(&ca_key_path))?;
+            write_private(&ca_key_path, key.serialize_pem().as_bytes())
+                .map_err(io(&ca_key_path))?;
             std::fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
             // A new CA invalidates any old server certificate.
             let _ = std::fs::remove_file(&server_path);
             tracing::info!(path = %ca_path.display(), "fleet CA created");
         }
         let ca_pem = std::fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
-        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?)?;
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
         let ca_der = CertificateDer::from(pem_der(&ca_pem)?);
 
@@ -102,11 +110,16 @@ impl Pki {
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             validity(&mut params, 10);
             let cert = params.signed_by(&key, &issuer)?;
-            write_private(&server_key_path, key.serialize_pem().as_bytes()).map_err(io(&server_key_path))?;
+            write_private(&server_key_path, key.serialize_pem().as_bytes())
+                .map_err(io(&server_key_path))?;
             std::fs::write(&server_path, cert.pem()).map_err(io(&server_path))?;
         }
-        let server_der = CertificateDer::from(pem_der(&std::fs::read_to_string(&server_path).map_err(io(&server_path))?)?);
-        let server_key = KeyPair::from_pem(&std::fs::read_to_string(&server_key_path).map_err(io(&server_key_path))?)?;
+        let server_der = CertificateDer::from(pem_der(
+            &std::fs::read_to_string(&server_path).map_err(io(&server_path))?,
+        )?);
+        let server_key = KeyPair::from_pem(
+            &std::fs::read_to_string(&server_key_path).map_err(io(&server_key_path))?,
+        )?;
         Ok(Pki {
             ca_fingerprint: flotilla_common::tls::fingerprint(&ca_der),
             issuer,
@@ -124,9 +137,14 @@ impl Pki {
     /// Signs an agent's CSR. Only the public key is taken from the request:
     /// the name, usages and validity are the controller's, so an agent
     /// cannot ask for more than a client certificate for its own id.
-    pub fn sign_agent(&self, agent_id: &str, csr_der: &[u8]) -> Result<CertificateDer<'static>, PkiError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(|err| PkiError::BadCsr(err.to_string()))?;
+    pub fn sign_agent(
+        &self,
+        agent_id: &str,
+        csr_der: &[u8],
+    ) -> Result<CertificateDer<'static>, PkiError> {
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|err| PkiError::BadCsr(err.to_string()))?;
         let mut params = CertificateParams::new(vec![format!("{agent_id}.agents.flotilla")])?;
         params.distinguished_name = name(agent_id);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -150,13 +168,21 @@ mod tests {
         assert_eq!(pki.server_der, again.server_der);
         use std::os::unix::fs::PermissionsExt;
         for key in ["ca-key.pem", "server-key.pem"] {
-            let mode = std::fs::metadata(dir.path().join(key)).expect("key").permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(key))
+                .expect("key")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         let agent_key = KeyPair::generate().expect("key");
-        let csr = CertificateParams::default().serialize_request(&agent_key).expect("csr");
+        let csr = CertificateParams::default()
+            .serialize_request(&agent_key)
+            .expect("csr");
         let cert = pki.sign_agent("ag-1", csr.der()).expect("signed");
         assert!(!cert.is_empty());
-        assert!(matches!(pki.sign_agent("ag-1", b"garbage"), Err(PkiError::BadCsr(_))));
+        assert!(matches!(
+            pki.sign_agent("ag-1", b"garbage"),
+            Err(PkiError::BadCsr(_))
+        ));
     }
 }

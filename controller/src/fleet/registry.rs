@@ -30,7 +30,9 @@ pub struct Registry {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh session id.
@@ -50,7 +52,10 @@ impl Registry {
     /// it was (a superseded session must not mark its agent lost).
     pub fn unregister(&self, agent_id: &str, session_id: u64) -> bool {
         let mut sessions = self.lock();
-        if sessions.get(agent_id).is_some_and(|live| live.session_id == session_id) {
+        if sessions
+            .get(agent_id)
+            .is_some_and(|live| live.session_id == session_id)
+        {
             sessions.remove(agent_id);
             true
         } else {
@@ -82,7 +87,9 @@ impl Registry {
 
     /// (last seen, facts) of a connected agent.
     pub fn snapshot(&self, agent_id: &str) -> Option<(Instant, Option<HostFacts>)> {
-        self.lock().get(agent_id).map(|live| (live.last_seen, live.facts.clone()))
+        self.lock()
+            .get(agent_id)
+            .map(|live| (live.last_seen, live.facts.clone()))
     }
 
     /// Connected agents silent since before `deadline`, with their

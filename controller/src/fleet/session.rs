@@ -26,7 +26,9 @@ fn identify(fleet: &Fleet, connection: &quinn::Connection) -> Result<AgentRecord
         .peer_identity()
         .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("no client certificate (enroll first)")?;
-    let leaf = certs.first().ok_or("no client certificate (enroll first)")?;
+    let leaf = certs
+        .first()
+        .ok_or("no client certificate (enroll first)")?;
     let fingerprint = flotilla_common::tls::fingerprint(leaf);
     match fleet.store.agent_by_cert(&fingerprint) {
         Ok(Some(agent)) if agent.state != AgentState::Revoked => Ok(agent),
@@ -55,7 +57,9 @@ pub async fn run(fleet: Arc<Fleet>, connection: quinn::Connection) {
 }
 
 async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentRecord) {
-    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await else {
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await
+    else {
         tracing::warn!("agent opened no control stream");
         connection.close(codes::TIMED_OUT, b"no control stream");
         return;
@@ -76,18 +80,21 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         return;
     }
     let max = fleet.settings.max_frame;
-    let hello = match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, AgentMessage>(&mut recv, max)).await {
-        Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
-        Ok(Err(err)) => {
-            close_for(&connection, &err);
-            return;
-        }
-        _ => {
-            tracing::warn!("agent sent no hello");
-            connection.close(codes::PROTOCOL_ERROR, b"expected hello");
-            return;
-        }
-    };
+    let hello =
+        match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, AgentMessage>(&mut recv, max))
+            .await
+        {
+            Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
+            Ok(Err(err)) => {
+                close_for(&connection, &err);
+                return;
+            }
+            _ => {
+                tracing::warn!("agent sent no hello");
+                connection.close(codes::PROTOCOL_ERROR, b"expected hello");
+                return;
+            }
+        };
     let session_id = fleet.registry.next_session_id();
     let desired = match fleet.store.desired(&agent.agent_id) {
         Ok(desired) => Arc::new(desired),
@@ -116,7 +123,9 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
     let welcome = ControllerMessage::Welcome(Welcome {
         agent_id: agent.agent_id.clone(),
         instance_id: agent.instance_id.clone(),
-        heartbeat_secs: u32::try_from(fleet.settings.heartbeat.as_secs()).unwrap_or(10).max(1),
+        heartbeat_secs: u32::try_from(fleet.settings.heartbeat.as_secs())
+            .unwrap_or(10)
+            .max(1),
         acked_seq: fleet.store.agent_seq(&agent.agent_id).unwrap_or(0),
     });
     let _ = out_tx.send(welcome).await;
@@ -220,7 +229,11 @@ async fn read_loop(
             AgentMessage::Heartbeat(facts) => fleet.registry.seen(&agent.agent_id, Some(facts)),
             AgentMessage::Status(reports) => {
                 let seq = statuses(fleet, agent, reports).await?;
-                if out.send(ControllerMessage::StatusAck { seq }).await.is_err() {
+                if out
+                    .send(ControllerMessage::StatusAck { seq })
+                    .await
+                    .is_err()
+                {
                     return Err("writer gone".into());
                 }
             }
@@ -235,7 +248,9 @@ async fn read_loop(
 /// Records an acknowledged generation.
 fn acked(fleet: &Fleet, agent_id: &str, generation: u64) {
     let result = fleet.store.agent(agent_id).and_then(|agent| {
-        let Some(mut agent) = agent else { return Ok(()) };
+        let Some(mut agent) = agent else {
+            return Ok(());
+        };
         if generation > agent.acked_generation {
             agent.acked_generation = generation;
             fleet.store.put_agent(&agent)?;
@@ -252,7 +267,11 @@ fn acked(fleet: &Fleet, agent_id: &str, generation: u64) {
 /// Applies a batch of status reports exactly once and returns the sequence
 /// number to acknowledge. Reports about stacks never placed on this agent
 /// are dropped (and acknowledged, so they leave its outbox).
-async fn statuses(fleet: &Fleet, agent: &AgentRecord, reports: Vec<StatusReport>) -> Result<u64, String> {
+async fn statuses(
+    fleet: &Fleet,
+    agent: &AgentRecord,
+    reports: Vec<StatusReport>,
+) -> Result<u64, String> {
     let placed = fleet
         .store
         .desired(&agent.agent_id)
@@ -313,7 +332,9 @@ async fn statuses(fleet: &Fleet, agent: &AgentRecord, reports: Vec<StatusReport>
 async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&Hello>) {
     let now = clock::now_ms();
     let result = fleet.store.agent(agent_id).and_then(|agent| {
-        let Some(mut agent) = agent else { return Ok(None) };
+        let Some(mut agent) = agent else {
+            return Ok(None);
+        };
         let changed = agent.state != state;
         agent.state = state;
         if changed {
@@ -326,7 +347,11 @@ async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&H
         }
         fleet.store.put_agent(&agent)?;
         if changed {
-            let kind = if state == AgentState::Connected { "agent.connected" } else { "agent.lost" };
+            let kind = if state == AgentState::Connected {
+                "agent.connected"
+            } else {
+                "agent.lost"
+            };
             fleet.store.append_event(
                 kind,
                 agent.pin.as_ref().map(|p| p.stack_id.as_str()),

@@ -21,21 +21,37 @@ pub enum TlsError {
 }
 
 /// The quinn server configuration for the fleet endpoint.
-pub fn server_config(pki: &Pki, keep_alive: Duration, idle_timeout: Duration, gso: bool) -> Result<quinn::ServerConfig, TlsError> {
+pub fn server_config(
+    pki: &Pki,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+    gso: bool,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = flotilla_common::tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone())?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|err| TlsError::Verifier(err.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|err| TlsError::Verifier(err.to_string()))?;
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![pki.server_der.clone(), pki.ca_der.clone()], pki.server_key())?;
+        .with_single_cert(
+            vec![pki.server_der.clone(), pki.ca_der.clone()],
+            pki.server_key(),
+        )?;
     crypto.alpn_protocols = vec![ALPN_CONTROL.to_vec(), ALPN_ENROLL.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|err| TlsError::Quic(err.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|err| TlsError::Quic(err.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(flotilla_common::tls::transport(keep_alive, idle_timeout, gso)));
+    config.transport_config(Arc::new(flotilla_common::tls::transport(
+        keep_alive,
+        idle_timeout,
+        gso,
+    )));
     Ok(config)
 }

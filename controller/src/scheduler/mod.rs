@@ -50,7 +50,9 @@ fn wants_of(stack_id: &str, body: &Value) -> Vec<(Want, String)> {
                 .and_then(Value::as_str)
                 .filter(|t| *t != COMPUTED && !t.is_empty())
                 .map(str::to_owned);
-            let spec = config.get("container").map_or_else(|| "{}".to_owned(), Value::to_string);
+            let spec = config
+                .get("container")
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
             Some((
                 Want {
                     stack_id: stack_id.to_owned(),
@@ -69,7 +71,8 @@ fn wants_of(stack_id: &str, body: &Value) -> Vec<(Want, String)> {
 fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
     let connected = fleet.registry.is_connected(&agent.agent_id);
     let replace_ms = i64::try_from(fleet.settings.replace_after.as_millis()).unwrap_or(i64::MAX);
-    let lost_recently = agent.state == AgentState::Lost && now_ms - agent.state_since_ms < replace_ms;
+    let lost_recently =
+        agent.state == AgentState::Lost && now_ms - agent.state_since_ms < replace_ms;
     Candidate {
         agent_id: agent.agent_id.clone(),
         pin: agent.pin.clone(),
@@ -89,9 +92,18 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
     for stack in store.stacks()? {
         let version = store.version_by_seq(&stack.stack_id, stack.latest_seq)?;
         let (body, created) = version
-            .map(|v| (serde_json::from_str(&v.body).unwrap_or(Value::Null), v.created_ms))
+            .map(|v| {
+                (
+                    serde_json::from_str(&v.body).unwrap_or(Value::Null),
+                    v.created_ms,
+                )
+            })
             .unwrap_or((Value::Null, now));
-        stacks.push(Loaded { stack, body, version_created_ms: created });
+        stacks.push(Loaded {
+            stack,
+            body,
+            version_created_ms: created,
+        });
     }
     let agents: Vec<AgentRecord> = store
         .agents()?
@@ -118,7 +130,9 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
     let current: HashMap<Slot, Vec<String>> = store.assignments()?.into_iter().collect();
     let placed = placement::place(&wants, &candidates, &current);
     for (slot, agents_now) in &placed {
-        if current.get(slot) != Some(agents_now) && !(agents_now.is_empty() && !current.contains_key(slot)) {
+        if current.get(slot) != Some(agents_now)
+            && !(agents_now.is_empty() && !current.contains_key(slot))
+        {
             store.put_assignment(&slot.0, &slot.1, agents_now)?;
             changed += 1;
         }
@@ -136,20 +150,27 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
         .collect();
     let mut per_agent: HashMap<&str, Vec<PlacementRecord>> = HashMap::new();
     for (slot, agent_ids) in &placed {
-        let Some((version_id, spec)) = specs.get(slot) else { continue };
+        let Some((version_id, spec)) = specs.get(slot) else {
+            continue;
+        };
         for agent_id in agent_ids {
-            per_agent.entry(agent_id.as_str()).or_default().push(PlacementRecord {
-                stack_id: slot.0.clone(),
-                flag: slot.1.clone(),
-                version_id: version_id.clone(),
-                spec_json: spec.clone(),
-            });
+            per_agent
+                .entry(agent_id.as_str())
+                .or_default()
+                .push(PlacementRecord {
+                    stack_id: slot.0.clone(),
+                    flag: slot.1.clone(),
+                    version_id: version_id.clone(),
+                    spec_json: spec.clone(),
+                });
         }
     }
     let mut held: HashMap<String, bool> = HashMap::new();
     for (agent, cand) in agents.iter().zip(&candidates) {
         let old = store.desired(&agent.agent_id)?;
-        let mut placements = per_agent.remove(agent.agent_id.as_str()).unwrap_or_default();
+        let mut placements = per_agent
+            .remove(agent.agent_id.as_str())
+            .unwrap_or_default();
         placements.sort();
         let mut history: BTreeSet<String> = old
             .history
@@ -159,7 +180,11 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
             .collect();
         history.extend(placements.iter().map(|p| p.stack_id.clone()));
         let new = DesiredRecord {
-            generation: if placements == old.placements { old.generation } else { old.generation + 1 },
+            generation: if placements == old.placements {
+                old.generation
+            } else {
+                old.generation + 1
+            },
             placements,
             history,
         };
@@ -188,17 +213,21 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
     // Stack status.
     for loaded in &stacks {
         let stack = &loaded.stack;
-        let wants: Vec<Want> = wants_of(&stack.stack_id, &loaded.body).into_iter().map(|(w, _)| w).collect();
+        let wants: Vec<Want> = wants_of(&stack.stack_id, &loaded.body)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
         let assigned: HashMap<String, Vec<String>> = placed
             .iter()
             .filter(|(slot, _)| slot.0 == stack.stack_id)
             .map(|(slot, agents)| (slot.1.clone(), agents.clone()))
             .collect();
-        let records: Vec<InstanceStatusRecord> = if stack.stack_status == StackStatus::DeleteComplete {
-            Vec::new()
-        } else {
-            store.instance_statuses(&stack.stack_id)?
-        };
+        let records: Vec<InstanceStatusRecord> =
+            if stack.stack_status == StackStatus::DeleteComplete {
+                Vec::new()
+            } else {
+                store.instance_statuses(&stack.stack_id)?
+            };
         let reports: HashMap<(String, String), &InstanceStatusRecord> = records
             .iter()
             .filter_map(|r| Some(((r.agent_id.clone()?, r.flag.clone()?), r)))
@@ -206,14 +235,18 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
         let observed = status::Observed {
             status: stack.stack_status,
             version_id: &stack.latest_version_id,
-            version_age: Duration::from_millis(u64::try_from(now - loaded.version_created_ms).unwrap_or(0)),
+            version_age: Duration::from_millis(
+                u64::try_from(now - loaded.version_created_ms).unwrap_or(0),
+            ),
             wants: &wants,
             assigned: &assigned,
             reports: &reports,
             still_held: held.contains_key(&stack.stack_id),
             placement_timeout: fleet.settings.placement_timeout,
         };
-        let Some((next, reason)) = status::next(&observed) else { continue };
+        let Some((next, reason)) = status::next(&observed) else {
+            continue;
+        };
         if next == stack.stack_status && reason == stack.status_reason {
             continue;
         }
@@ -238,9 +271,15 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
 pub async fn run(fleet: Arc<Fleet>) {
     loop {
         let started = std::time::Instant::now();
-        let result = pass(&fleet).instrument(tracing::debug_span!("schedule")).await;
+        let result = pass(&fleet)
+            .instrument(tracing::debug_span!("schedule"))
+            .await;
         match result {
-            Ok(changed) => tracing::debug!(changed, elapsed_ms = started.elapsed().as_millis() as u64, "scheduler pass"),
+            Ok(changed) => tracing::debug!(
+                changed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "scheduler pass"
+            ),
             Err(err) => tracing::error!(error = %err, "scheduler pass failed"),
         }
         tokio::select! {

@@ -56,8 +56,13 @@ pub type Slot = (String, String);
 
 /// Computes the assignment of every wanted configuration, starting from
 /// `current`. Configurations not in `wants` get no agents.
-pub fn place(wants: &[Want], agents: &[Candidate], current: &HashMap<Slot, Vec<String>>) -> HashMap<Slot, Vec<String>> {
-    let by_id: HashMap<&str, &Candidate> = agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
+pub fn place(
+    wants: &[Want],
+    agents: &[Candidate],
+    current: &HashMap<Slot, Vec<String>>,
+) -> HashMap<Slot, Vec<String>> {
+    let by_id: HashMap<&str, &Candidate> =
+        agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
     let mut load: HashMap<&str, usize> = HashMap::new();
     let mut result: HashMap<Slot, Vec<String>> = HashMap::new();
     // Keep what is still valid.
@@ -123,7 +128,10 @@ mod tests {
     fn agent(id: &str, pin: Option<(&str, &str)>, instance_type: Option<&str>) -> Candidate {
         Candidate {
             agent_id: id.into(),
-            pin: pin.map(|(s, f)| Pin { stack_id: s.into(), flag: f.into() }),
+            pin: pin.map(|(s, f)| Pin {
+                stack_id: s.into(),
+                flag: f.into(),
+            }),
             labels: instance_type
                 .map(|t| BTreeMap::from([("instance_type".to_owned(), t.to_owned())]))
                 .unwrap_or_default(),
@@ -133,7 +141,12 @@ mod tests {
     }
 
     fn want(stack: &str, flag: &str, count: usize, instance_type: Option<&str>) -> Want {
-        Want { stack_id: stack.into(), flag: flag.into(), count, instance_type: instance_type.map(Into::into) }
+        Want {
+            stack_id: stack.into(),
+            flag: flag.into(),
+            count,
+            instance_type: instance_type.map(Into::into),
+        }
     }
 
     fn slot(stack: &str, flag: &str) -> Slot {
@@ -148,7 +161,10 @@ mod tests {
             agent("c", Some(("s1", "web")), None),
             agent("d", None, Some("t2.micro")),
         ];
-        let wants = vec![want("s1", "web", 2, Some("t2.micro")), want("s2", "db", 2, None)];
+        let wants = vec![
+            want("s1", "web", 2, Some("t2.micro")),
+            want("s2", "db", 2, None),
+        ];
         let placed = place(&wants, &agents, &HashMap::new());
         assert_eq!(placed[&slot("s1", "web")], ["c", "a"]);
         // s2 takes any unpinned agent, least loaded first.
@@ -157,24 +173,44 @@ mod tests {
 
     #[test]
     fn existing_assignments_stay_and_lost_ones_move() {
-        let mut agents = vec![agent("a", None, None), agent("b", None, None), agent("c", None, None)];
+        let mut agents = vec![
+            agent("a", None, None),
+            agent("b", None, None),
+            agent("c", None, None),
+        ];
         let wants = vec![want("s", "f", 2, None)];
         let current = HashMap::from([(slot("s", "f"), vec!["c".to_owned(), "b".to_owned()])]);
-        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["c", "b"]);
+        assert_eq!(
+            place(&wants, &agents, &current)[&slot("s", "f")],
+            ["c", "b"]
+        );
         agents[2].eligible = false;
         agents[2].accepting = false;
-        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["b", "a"]);
+        assert_eq!(
+            place(&wants, &agents, &current)[&slot("s", "f")],
+            ["b", "a"]
+        );
         // A lost agent still inside the delay keeps its slot but takes no new one.
         agents[2].eligible = true;
-        assert_eq!(place(&wants, &agents, &current)[&slot("s", "f")], ["c", "b"]);
+        assert_eq!(
+            place(&wants, &agents, &current)[&slot("s", "f")],
+            ["c", "b"]
+        );
     }
 
     #[test]
     fn shrinking_and_shortage() {
-        let agents = vec![agent("a", None, None), agent("b", Some(("other", "x")), None)];
+        let agents = vec![
+            agent("a", None, None),
+            agent("b", Some(("other", "x")), None),
+        ];
         let current = HashMap::from([(slot("s", "f"), vec!["a".to_owned()])]);
         assert!(place(&[want("s", "f", 0, None)], &agents, &current)[&slot("s", "f")].is_empty());
         let placed = place(&[want("s", "f", 3, None)], &agents, &HashMap::new());
-        assert_eq!(placed[&slot("s", "f")], ["a"], "pinned elsewhere is not a candidate");
+        assert_eq!(
+            placed[&slot("s", "f")],
+            ["a"],
+            "pinned elsewhere is not a candidate"
+        );
     }
 }

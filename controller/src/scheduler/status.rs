@@ -56,7 +56,11 @@ pub fn next(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
 fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
     let mut all_running = true;
     for want in o.wants {
-        let assigned = o.assigned.get(&want.flag).map(Vec::as_slice).unwrap_or_default();
+        let assigned = o
+            .assigned
+            .get(&want.flag)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut running = 0;
         for agent in assigned {
             let Some(report) = o.reports.get(&(agent.clone(), want.flag.clone())) else {
@@ -73,7 +77,11 @@ fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
                         want.flag,
                         report.instance_id,
                         status,
-                        report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                        report
+                            .reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
                     );
                     return Some((failed(o.status), Some(reason)));
                 }

@@ -56,18 +56,23 @@ impl Store {
     /// Spends one use of the token with this digest, atomically.
     pub fn use_join_token(&self, digest: &str, now_ms: i64) -> StoreResult<JoinOutcome> {
         let mut outcome = JoinOutcome::Unknown;
-        super::update(&self.join_tokens, "join_tokens", digest.as_bytes(), |t: &mut JoinTokenRecord| {
-            outcome = if t.revoked_ms.is_some() {
-                JoinOutcome::Revoked
-            } else if t.expires_ms <= now_ms {
-                JoinOutcome::Expired
-            } else if t.uses >= t.max_uses {
-                JoinOutcome::UsedUp
-            } else {
-                t.uses += 1;
-                JoinOutcome::Accepted(Box::new(t.clone()))
-            };
-        })?;
+        super::update(
+            &self.join_tokens,
+            "join_tokens",
+            digest.as_bytes(),
+            |t: &mut JoinTokenRecord| {
+                outcome = if t.revoked_ms.is_some() {
+                    JoinOutcome::Revoked
+                } else if t.expires_ms <= now_ms {
+                    JoinOutcome::Expired
+                } else if t.uses >= t.max_uses {
+                    JoinOutcome::UsedUp
+                } else {
+                    t.uses += 1;
+                    JoinOutcome::Accepted(Box::new(t.clone()))
+                };
+            },
+        )?;
         Ok(outcome)
     }
 
@@ -132,7 +137,8 @@ impl Store {
         if agents.is_empty() {
             self.assignments.remove(key)?;
         } else {
-            self.assignments.insert(key, encode("assignments", &agents)?)?;
+            self.assignments
+                .insert(key, encode("assignments", &agents)?)?;
         }
         Ok(())
     }
@@ -164,40 +170,56 @@ impl Store {
     /// number is above the agent's last applied one is written (instance
     /// status + event) together with the new sequence number (at least
     /// `up_to`), in one transaction. Returns how many were new.
-    pub fn apply_statuses(&self, agent_id: &str, time: &str, writes: &[StatusWrite], up_to: u64) -> StoreResult<usize> {
-        let result = (&self.agent_seq, &self.instances, &self.events).transaction(|(seqs, instances, events)| {
-            let mut last = seqs
-                .get(agent_id.as_bytes())?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                .map_or(0, u64::from_be_bytes);
-            let mut applied = 0;
-            for write in writes {
-                if write.seq <= last {
-                    continue;
+    pub fn apply_statuses(
+        &self,
+        agent_id: &str,
+        time: &str,
+        writes: &[StatusWrite],
+        up_to: u64,
+    ) -> StoreResult<usize> {
+        let result = (&self.agent_seq, &self.instances, &self.events).transaction(
+            |(seqs, instances, events)| {
+                let mut last = seqs
+                    .get(agent_id.as_bytes())?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes);
+                let mut applied = 0;
+                for write in writes {
+                    if write.seq <= last {
+                        continue;
+                    }
+                    let instance = &write.instance;
+                    let key = super::stacks::instance_key(
+                        &instance.stack_id,
+                        &instance.instance_id,
+                        instance.flag.as_deref(),
+                    );
+                    instances.insert(
+                        key,
+                        encode("instances", instance)
+                            .map_err(ConflictableTransactionError::Abort)?,
+                    )?;
+                    let event = super::EventRecord {
+                        id: events.generate_id()? + 1,
+                        time: time.to_owned(),
+                        kind: write.event_kind.to_owned(),
+                        stack_id: Some(instance.stack_id.clone()),
+                        instance_id: Some(instance.instance_id.clone()),
+                        data: write.event_data.clone(),
+                    };
+                    events.insert(
+                        &event.id.to_be_bytes(),
+                        encode("events", &event).map_err(ConflictableTransactionError::Abort)?,
+                    )?;
+                    last = write.seq;
+                    applied += 1;
                 }
-                let instance = &write.instance;
-                let key = super::stacks::instance_key(&instance.stack_id, &instance.instance_id, instance.flag.as_deref());
-                instances.insert(key, encode("instances", instance).map_err(ConflictableTransactionError::Abort)?)?;
-                let event = super::EventRecord {
-                    id: events.generate_id()? + 1,
-                    time: time.to_owned(),
-                    kind: write.event_kind.to_owned(),
-                    stack_id: Some(instance.stack_id.clone()),
-                    instance_id: Some(instance.instance_id.clone()),
-                    data: write.event_data.clone(),
-                };
-                events.insert(
-                    &event.id.to_be_bytes(),
-                    encode("events", &event).map_err(ConflictableTransactionError::Abort)?,
-                )?;
-                last = write.seq;
-                applied += 1;
-            }
-            // Reports that were dropped (not written) still count as seen.
-            let last = last.max(up_to);
-            seqs.insert(agent_id.as_bytes(), &last.to_be_bytes())?;
-            Ok(applied)
-        });
+                // Reports that were dropped (not written) still count as seen.
+                let last = last.max(up_to);
+                seqs.insert(agent_id.as_bytes(), &last.to_be_bytes())?;
+                Ok(applied)
+            },
+        );
         super::stacks::flatten(result).map_err(|err: StoreError| err)
     }
 }

@@ -158,7 +158,9 @@ pub struct InstanceStatusRecord {
 
 /// A configuration an agent is pinned to at enrollment (as alm-agent runs
 /// one stack's flag per VM).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema,
+)]
 pub struct Pin {
     pub stack_id: String,
     pub flag: String,

@@ -191,7 +191,11 @@ impl Store {
     /// Records the latest status an instance reported for a stack.
     pub fn put_instance_status(&self, record: &InstanceStatusRecord) -> StoreResult<()> {
         self.instances.insert(
-            instance_key(&record.stack_id, &record.instance_id, record.flag.as_deref()),
+            instance_key(
+                &record.stack_id,
+                &record.instance_id,
+                record.flag.as_deref(),
+            ),
             encode("instances", record)?,
         )?;
         Ok(())

@@ -1,0 +1,166 @@
+//! Agent configuration: command line, then `FLOTILLA_AGENT_*` variables,
+//! then an optional TOML file (`--config`), then defaults.
+
+use crate::runtime::RuntimeKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the agent keeps its identity and state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./flotilla-agent-data";
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Common {
+    /// Optional TOML configuration file.
+    #[arg(long, env = "FLOTILLA_AGENT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the identity (keys 0600) and the state store.
+    #[arg(long, env = "FLOTILLA_AGENT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// This VM's instance id (default: the hostname).
+    #[arg(long, env = "FLOTILLA_AGENT_INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+}
+
+/// `enroll` settings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EnrollArgs {
+    /// The controller's fleet endpoint, `HOST:PORT`.
+    #[arg(long, env = "FLOTILLA_AGENT_CONTROLLER")]
+    pub controller: Option<String>,
+    /// The join token from `POST /v3/alm/agent/join-token`.
+    #[arg(long, env = "FLOTILLA_AGENT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// The fleet CA's fingerprint (`sha256:...`) to trust the controller by.
+    #[arg(long, env = "FLOTILLA_AGENT_CA_FINGERPRINT")]
+    pub ca_fingerprint: Option<String>,
+    /// Or the fleet CA certificate itself (PEM or DER).
+    #[arg(long, env = "FLOTILLA_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `run` settings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Labels (`key=value`, repeatable), e.g. `lifecycle=spot`,
+    /// `instance_type=t3.small`. Override what the agent detects.
+    #[arg(long = "label", env = "FLOTILLA_AGENT_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// What runs the containers.
+    #[arg(long, env = "FLOTILLA_AGENT_RUNTIME")]
+    pub runtime: Option<RuntimeKind>,
+    /// Largest fleet-link frame accepted, in bytes.
+    #[arg(long, env = "FLOTILLA_AGENT_MAX_FRAME")]
+    pub max_frame: Option<usize>,
+    /// Longest wait between reconnect attempts, in seconds.
+    #[arg(long, env = "FLOTILLA_AGENT_MAX_BACKOFF")]
+    pub max_backoff: Option<u64>,
+    /// Turn off UDP segmentation offload (for NICs that reject it).
+    #[arg(long, env = "FLOTILLA_AGENT_QUIC_DISABLE_GSO")]
+    pub quic_disable_gso: bool,
+}
+
+/// Keys of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub instance_id: Option<String>,
+    pub controller: Option<String>,
+    pub ca_fingerprint: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub runtime: Option<RuntimeKind>,
+    pub max_frame: Option<usize>,
+    pub max_backoff: Option<u64>,
+    pub quic_disable_gso: Option<bool>,
+}
+
+/// A configuration problem, named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Reads the optional file.
+pub fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::File {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    })
+}
+
+/// The data dir from flags, file or default.
+pub fn data_dir(common: &Common, file: &FileConfig) -> PathBuf {
+    common
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Parses `key=value` labels over the file's labels.
+pub fn labels(args: &[String], file: &FileConfig) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut labels = file.labels.clone();
+    for label in args.iter().filter(|l| !l.is_empty()) {
+        let (key, value) = label.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            key: "label",
+            reason: format!("{label:?} is not key=value"),
+        })?;
+        let key = key.trim();
+        let ok = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if !ok || value.len() > 253 {
+            return Err(ConfigError::Invalid {
+                key: "label",
+                reason: format!("{label:?}: keys are 1-63 letters, digits, '-', '_', '.', '/'; values at most 253 bytes"),
+            });
+        }
+        labels.insert(key.to_owned(), value.trim().to_owned());
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_merge_and_refuse_garbage() {
+        let file = FileConfig {
+            labels: BTreeMap::from([
+                ("zone".to_owned(), "a".to_owned()),
+                ("lifecycle".to_owned(), "spot".to_owned()),
+            ]),
+            ..FileConfig::default()
+        };
+        let merged = labels(
+            &[
+                "lifecycle=on-demand".into(),
+                "instance_type=t3.small".into(),
+            ],
+            &file,
+        )
+        .expect("labels");
+        assert_eq!(merged["lifecycle"], "on-demand");
+        assert_eq!(merged["zone"], "a");
+        assert_eq!(merged["instance_type"], "t3.small");
+        assert!(labels(&["novalue".into()], &file).is_err());
+        assert!(labels(&["bad key=x".into()], &file).is_err());
+    }
+}

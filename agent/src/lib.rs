@@ -1,0 +1,25 @@
+//! The Flotilla agent: one per VM. It enrolls once with a join token, then
+//! holds a mutual-TLS QUIC connection to the controller, persists the
+//! desired state it is given before acknowledging it, hands it to the
+//! runtime, and reports every status transition through a persistent
+//! outbox, so nothing is lost across disconnects or restarts.
+//!
+//! # Layout
+//! - [`config`]: command line, `FLOTILLA_AGENT_*` variables, TOML file.
+//! - [`identity`]: the agent's key, certificate and CA on disk.
+//! - [`enroll`]: first contact: join token + CSR → certificate.
+//! - [`tls`]: client TLS (pinned-CA verification for enrollment, mutual
+//!   TLS afterwards).
+//! - [`state`]: the agent's sled store: desired state, outbox, sequence.
+//! - [`link`]: the control session and its reconnect loop.
+//! - [`runtime`]: what turns desired state into containers, behind a trait.
+//! - [`facts`]: host facts from sysinfo.
+
+pub mod config;
+pub mod enroll;
+pub mod facts;
+pub mod identity;
+pub mod link;
+pub mod runtime;
+pub mod state;
+pub mod tls;

@@ -1,0 +1,39 @@
+//! The container runtime, behind a trait: it watches the desired state and
+//! reports every transition it makes. The Docker engine runtime implements
+//! it; [`simulated::Simulated`] stands in where no container should run
+//! (link tests, fleet benchmarks).
+
+pub mod simulated;
+
+use crate::state::Transition;
+use flotilla_common::wire::messages::DesiredState;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Something that makes the desired state real.
+pub trait Runtime: Send + 'static {
+    /// Starts the runtime's task. It reads every new desired state from
+    /// `desired` (the latest wins; intermediate ones may be skipped) and
+    /// sends each transition on `reports`. It ends when `desired` closes.
+    fn spawn(
+        self: Box<Self>,
+        desired: watch::Receiver<Arc<DesiredState>>,
+        reports: mpsc::Sender<Transition>,
+    ) -> tokio::task::JoinHandle<()>;
+}
+
+/// Runtime choices on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// Runs nothing; reports every placement as started and running. For
+    /// exercising the fleet link without containers.
+    Simulated,
+}
+
+/// The runtime of a kind.
+pub fn build(kind: RuntimeKind) -> Box<dyn Runtime> {
+    match kind {
+        RuntimeKind::Simulated => Box::new(simulated::Simulated),
+    }
+}

@@ -1,0 +1,80 @@
+//! A runtime that runs nothing: each new placement is reported `starting`
+//! then `running`, a changed one `updating` then `running`, a removed one
+//! `stopping` then `terminated`. It exercises everything around the
+//! runtime (persistence, outbox, acks, stack status) without Docker.
+
+use super::Runtime;
+use crate::state::Transition;
+use flotilla_common::status::ContainerStatus;
+use flotilla_common::wire::messages::DesiredState;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// See the module documentation.
+pub struct Simulated;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Runtime for Simulated {
+    fn spawn(
+        self: Box<Self>,
+        mut desired: watch::Receiver<Arc<DesiredState>>,
+        reports: mpsc::Sender<Transition>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // (stack, flag) -> version running.
+            let mut running: HashMap<(String, String), String> = HashMap::new();
+            loop {
+                let state = desired.borrow_and_update().clone();
+                let mut transitions = Vec::new();
+                let mut wanted: HashMap<(String, String), String> = HashMap::new();
+                for placement in &state.placements {
+                    let key = (placement.stack_id.clone(), placement.flag.clone());
+                    let first = match running.get(&key) {
+                        None => Some(ContainerStatus::Starting),
+                        Some(version) if *version != placement.version_id => {
+                            Some(ContainerStatus::Updating)
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(first) = first {
+                        for status in [first, ContainerStatus::Running] {
+                            transitions.push((key.clone(), placement.version_id.clone(), status));
+                        }
+                    }
+                    wanted.insert(key, placement.version_id.clone());
+                }
+                for (key, version) in &running {
+                    if !wanted.contains_key(key) {
+                        for status in [ContainerStatus::Stopping, ContainerStatus::Terminated] {
+                            transitions.push((key.clone(), version.clone(), status));
+                        }
+                    }
+                }
+                running = wanted;
+                for ((stack_id, flag), version_id, status) in transitions {
+                    let transition = Transition {
+                        stack_id,
+                        flag,
+                        version_id,
+                        status,
+                        exit_code: (status == ContainerStatus::Terminated).then_some(0),
+                        reason: None,
+                        time_ms: now_ms(),
+                    };
+                    if reports.send(transition).await.is_err() {
+                        return;
+                    }
+                }
+                if desired.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}

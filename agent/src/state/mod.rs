@@ -1,0 +1,221 @@
+//! The agent's own store (sled, under `<data dir>/state`): the desired
+//! state it was last given, and the outbox of status reports not yet
+//! acknowledged by the controller, numbered by a persistent sequence.
+//!
+//! Every write the controller will rely on is flushed before it is
+//! acknowledged or sent: the desired state before its ack, a report before
+//! it leaves.
+
+use flotilla_common::wire::messages::{DesiredState, StatusReport};
+use sled::transaction::{ConflictableTransactionError, Transactional};
+use std::path::Path;
+
+const DESIRED: &[u8] = b"desired";
+const NEXT_SEQ: &[u8] = b"next_seq";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the agent state at {0} is in use by another process (is the agent already running?)")]
+    Locked(String),
+    #[error("agent store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("agent store record unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A status transition before it gets its sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+    pub status: flotilla_common::status::ContainerStatus,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub time_ms: i64,
+}
+
+/// Handle on the agent's store; cheap to clone.
+#[derive(Clone)]
+pub struct AgentStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    outbox: sled::Tree,
+}
+
+fn seq_of(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(1, u64::from_be_bytes)
+}
+
+impl AgentStore {
+    /// Opens the store with a small cache (an agent's state is tiny).
+    pub fn open(dir: &Path) -> Result<AgentStore, StateError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(4 * 1024 * 1024)
+            .open()
+            .map_err(|err| match err {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StateError::Locked(dir.display().to_string())
+                }
+                other => StateError::Sled(other),
+            })?;
+        Ok(AgentStore {
+            meta: db.open_tree("meta")?,
+            outbox: db.open_tree("outbox")?,
+            db,
+        })
+    }
+
+    /// The last desired state received, if any.
+    pub fn desired(&self) -> Result<Option<DesiredState>, StateError> {
+        self.meta
+            .get(DESIRED)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|err| StateError::Corrupt(err.to_string()))
+            })
+            .transpose()
+    }
+
+    /// Persists a desired state (flushed: the ack that follows is a promise).
+    pub async fn put_desired(&self, desired: &DesiredState) -> Result<(), StateError> {
+        let bytes =
+            serde_json::to_vec(desired).map_err(|err| StateError::Corrupt(err.to_string()))?;
+        self.meta.insert(DESIRED, bytes)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Gives a transition the next sequence number and stores it in the
+    /// outbox, atomically and flushed.
+    pub async fn push(&self, transition: Transition) -> Result<StatusReport, StateError> {
+        let result = (&self.meta, &self.outbox).transaction(|(meta, outbox)| {
+            let seq = seq_of(meta.get(NEXT_SEQ)?);
+            let report = StatusReport {
+                seq,
+                stack_id: transition.stack_id.clone(),
+                flag: transition.flag.clone(),
+                version_id: transition.version_id.clone(),
+                status: transition.status,
+                exit_code: transition.exit_code,
+                reason: transition.reason.clone(),
+                time_ms: transition.time_ms,
+            };
+            let bytes = serde_json::to_vec(&report).map_err(|err| {
+                ConflictableTransactionError::Abort(StateError::Corrupt(err.to_string()))
+            })?;
+            outbox.insert(&seq.to_be_bytes(), bytes)?;
+            meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+            Ok(report)
+        });
+        let report = result.map_err(|err| match err {
+            sled::transaction::TransactionError::Abort(err) => err,
+            sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
+        })?;
+        self.db.flush_async().await?;
+        Ok(report)
+    }
+
+    /// Reports with a sequence number above `after`, oldest first.
+    pub fn pending(&self, after: u64, limit: usize) -> Result<Vec<StatusReport>, StateError> {
+        self.outbox
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
+            })
+            .collect()
+    }
+
+    /// Drops every report up to `seq` (the controller has them).
+    pub fn ack(&self, seq: u64) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for entry in self.outbox.range(..=seq.to_be_bytes()) {
+            let (key, _) = entry?;
+            self.outbox.remove(key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The highest sequence number handed out so far.
+    pub fn last_seq(&self) -> Result<u64, StateError> {
+        Ok(seq_of(self.meta.get(NEXT_SEQ)?) - 1)
+    }
+
+    /// How many reports wait for the controller.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Flushes everything (on shutdown).
+    pub async fn flush(&self) -> Result<(), StateError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_common::status::ContainerStatus;
+
+    fn transition(flag: &str) -> Transition {
+        Transition {
+            stack_id: "s".into(),
+            flag: flag.into(),
+            version_id: "v".into(),
+            status: ContainerStatus::Running,
+            exit_code: None,
+            reason: None,
+            time_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_numbers_keeps_and_drops_reports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AgentStore::open(dir.path()).expect("open");
+        for flag in ["a", "b", "c"] {
+            store.push(transition(flag)).await.expect("push");
+        }
+        assert_eq!(
+            store
+                .pending(0, 10)
+                .expect("pending")
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(store.pending(1, 1).expect("pending")[0].flag, "b");
+        assert_eq!(store.ack(2).expect("ack"), 2);
+        drop(store);
+        let store = AgentStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store
+                .pending(0, 10)
+                .expect("pending")
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        assert_eq!(
+            store.push(transition("d")).await.expect("push").seq,
+            4,
+            "numbers are never reused"
+        );
+        assert_eq!(store.last_seq().expect("seq"), 4);
+        let desired = DesiredState {
+            generation: 3,
+            placements: vec![],
+        };
+        store.put_desired(&desired).await.expect("desired");
+        assert_eq!(store.desired().expect("read"), Some(desired));
+    }
+}

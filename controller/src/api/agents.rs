@@ -1,0 +1,291 @@
+//! Fleet endpoints: join tokens for enrolling VMs, and the agents' state
+//! for fleet tooling.
+
+use super::caller::Operator;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiPath};
+use super::stacks::load_owned_stack;
+use super::state::AppState;
+use crate::clock;
+use crate::fleet::join_tokens::{self, JoinTokenInfo, NewJoinToken};
+use crate::store::{AgentRecord, AgentState, Pin};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use flotilla_common::wire::messages::HostFacts;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// A join token request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds (default 86400, at most 30 days).
+    pub ttl_secs: Option<u64>,
+    /// How many VMs may enroll with it (default 1, at most 10000).
+    pub max_uses: Option<u32>,
+    /// Pin the enrolled agents to this stack's configuration `flag`.
+    pub stack_id: Option<String>,
+    pub flag: Option<String>,
+}
+
+/// Host facts as shown by the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactsView {
+    pub hostname: String,
+    pub agent_version: String,
+    pub cpus: u32,
+    pub load1: f64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub uptime_secs: u64,
+}
+
+impl From<HostFacts> for FactsView {
+    fn from(f: HostFacts) -> Self {
+        FactsView {
+            hostname: f.hostname,
+            agent_version: f.agent_version,
+            cpus: f.cpus,
+            load1: f.load1,
+            memory_total_bytes: f.memory_total_bytes,
+            memory_used_bytes: f.memory_used_bytes,
+            disk_total_bytes: f.disk_total_bytes,
+            disk_free_bytes: f.disk_free_bytes,
+            uptime_secs: f.uptime_secs,
+        }
+    }
+}
+
+/// One placement of an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacementView {
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+}
+
+/// An agent as fleet tooling sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub instance_id: String,
+    pub hostname: String,
+    /// `enrolled`, `connected`, `lost` or `revoked`.
+    pub state: AgentState,
+    /// When the state last changed (RFC 3339).
+    pub state_since: String,
+    /// Last message from the agent (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    pub enrolled: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<FactsView>,
+    pub placements: Vec<PlacementView>,
+    /// Generation of the desired state the controller holds for it.
+    pub generation: u64,
+    /// Generation the agent has acknowledged.
+    pub applied_generation: u64,
+}
+
+fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
+    let desired = state.store.desired(&agent.agent_id)?;
+    let live = state.fleet.registry.snapshot(&agent.agent_id);
+    let (last_seen, facts) = match live {
+        Some((seen, facts)) => {
+            let ago = i64::try_from(seen.elapsed().as_millis()).unwrap_or(0);
+            (Some(clock::now_ms() - ago), facts.or(agent.facts))
+        }
+        None => (agent.last_seen_ms, agent.facts),
+    };
+    Ok(AgentView {
+        agent_id: agent.agent_id,
+        instance_id: agent.instance_id,
+        hostname: agent.hostname,
+        state: agent.state,
+        state_since: clock::rfc3339_ms(agent.state_since_ms),
+        last_seen: last_seen.map(clock::rfc3339_ms),
+        enrolled: clock::rfc3339_ms(agent.enrolled_ms),
+        labels: agent.labels,
+        pin: agent.pin,
+        facts: facts.map(FactsView::from),
+        placements: desired
+            .placements
+            .into_iter()
+            .map(|p| PlacementView {
+                stack_id: p.stack_id,
+                flag: p.flag,
+                version_id: p.version_id,
+            })
+            .collect(),
+        generation: desired.generation,
+        applied_generation: agent.acked_generation,
+    })
+}
+
+fn require_admin(operator: &Operator, what: &str) -> ApiResult<()> {
+    if operator.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("{what} needs an admin client")))
+    }
+}
+
+/// Creates a join token for enrolling VMs. Unpinned tokens need an admin;
+/// any operator may create tokens pinned to their own stacks.
+#[utoipa::path(post, path = "/v3/alm/agent/join-token", tag = "fleet",
+    security(("bearer" = [])),
+    request_body(content = CreateJoinToken, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Token created; its secret is shown this once", body = NewJoinToken),
+        (status = 400, description = "Invalid field or malformed body", body = ErrorBody),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Unpinned token without admin rights", body = ErrorBody),
+        (status = 404, description = "No such stack or flag", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+pub async fn create_join_token(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiJson(request): ApiJson<CreateJoinToken>,
+) -> ApiResult<(StatusCode, Json<NewJoinToken>)> {
+    let ttl = request
+        .ttl_secs
+        .unwrap_or(join_tokens::DEFAULT_TTL.as_secs());
+    if !(1..=30 * 86_400).contains(&ttl) {
+        return Err(
+            ApiError::bad_request("invalid_field", "ttl_secs must be 1..2592000")
+                .context(json!({"path": "ttl_secs"})),
+        );
+    }
+    let max_uses = request.max_uses.unwrap_or(1);
+    if !(1..=10_000).contains(&max_uses) {
+        return Err(
+            ApiError::bad_request("invalid_field", "max_uses must be 1..10000")
+                .context(json!({"path": "max_uses"})),
+        );
+    }
+    let pin = match (request.stack_id, request.flag) {
+        (Some(stack_id), Some(flag)) => {
+            let stack = load_owned_stack(&state, &operator, &stack_id)?;
+            let version = super::templates::latest_version(&state, &stack)?;
+            let body = super::templates::stored_body(&version)?;
+            crate::template::configuration(&body, &flag)
+                .ok_or_else(|| ApiError::not_found("flag", &flag))?;
+            Some(Pin { stack_id, flag })
+        }
+        (None, None) => {
+            require_admin(&operator, "an unpinned join token")?;
+            None
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "give both stack_id and flag to pin, or neither",
+            ))
+        }
+    };
+    let token = join_tokens::create(
+        &state.store,
+        &state.fleet.pki.ca_fingerprint,
+        &operator.user_id,
+        Duration::from_secs(ttl),
+        max_uses,
+        pin,
+    )?;
+    state.store.flush().await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// Lists join tokens (an admin sees all; others see their own).
+#[utoipa::path(get, path = "/v3/alm/agent/join-token", tag = "fleet",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Join tokens, without secrets", body = Vec<JoinTokenInfo>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot list join tokens", body = ErrorBody),
+    ))]
+pub async fn list_join_tokens(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> ApiResult<Json<Vec<JoinTokenInfo>>> {
+    Ok(Json(join_tokens::list(
+        &state.store,
+        &operator.user_id,
+        operator.admin,
+    )?))
+}
+
+/// Revokes a join token: it enrolls no more VMs (agents already enrolled
+/// keep their identity).
+#[utoipa::path(delete, path = "/v3/alm/agent/join-token/{id}", tag = "fleet",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Join token id (jt-...)")),
+    responses(
+        (status = 200, description = "Revoked", body = JoinTokenInfo),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A stack token cannot revoke join tokens", body = ErrorBody),
+        (status = 404, description = "No such join token", body = ErrorBody),
+    ))]
+pub async fn revoke_join_token(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<JoinTokenInfo>> {
+    let revoked = join_tokens::revoke(&state.store, &id, &operator.user_id, operator.admin)?
+        .ok_or_else(|| ApiError::not_found("join_token", &id))?;
+    state.store.flush().await?;
+    Ok(Json(revoked))
+}
+
+/// Lists every agent with its state, facts and placements (admin).
+#[utoipa::path(get, path = "/v3/alm/agents", tag = "fleet",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Agents", body = Vec<AgentView>),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    operator: Operator,
+) -> ApiResult<Json<Vec<AgentView>>> {
+    require_admin(&operator, "the agent list")?;
+    let mut views = Vec::new();
+    for agent in state.store.agents()? {
+        views.push(view(&state, agent)?);
+    }
+    Ok(Json(views))
+}
+
+/// One agent (admin).
+#[utoipa::path(get, path = "/v3/alm/agents/{agent_id}", tag = "fleet",
+    security(("bearer" = [])),
+    params(("agent_id" = String, Path, description = "Agent id (ag-...)")),
+    responses(
+        (status = 200, description = "The agent", body = AgentView),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(agent_id): ApiPath<String>,
+) -> ApiResult<Json<AgentView>> {
+    require_admin(&operator, "agent details")?;
+    let agent = state
+        .store
+        .agent(&agent_id)?
+        .ok_or_else(|| ApiError::not_found("agent_id", &agent_id))?;
+    Ok(Json(view(&state, agent)?))
+}
