@@ -239,3 +239,323 @@ pub async fn token(
         .context("no access_token")?
         .to_owned())
 }
+
+/// A running `flotilla-agent run` process.
+pub struct AgentProcess {
+    child: Child,
+    /// Every log line (JSON) it has written so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    /// Starts `flotilla-agent --data-dir dir run --runtime simulated` plus
+    /// `args`.
+    pub fn spawn(dir: &Path, args: &[&str]) -> anyhow::Result<AgentProcess> {
+        let mut child = Command::new(binary("flotilla-agent")?)
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--runtime",
+                "simulated",
+                "--max-backoff",
+                "1",
+            ])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start flotilla-agent")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut logs) = sink.lock() {
+                    logs.push(line);
+                }
+            }
+        });
+        Ok(AgentProcess { child, logs })
+    }
+
+    /// All log output so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.log_text().contains(needle) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("agent never logged {needle:?}:\n{}", self.log_text())
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM")?;
+        wait(&mut self.child, Duration::from_secs(20))
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a `flotilla-agent` subcommand to completion; returns (success,
+/// stdout, stderr).
+pub fn agent_command(dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let output = Command::new(binary("flotilla-agent")?)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// Enrolls an agent data dir; returns (success, stdout, stderr).
+pub fn enroll(
+    dir: &Path,
+    controller: SocketAddr,
+    token: &str,
+    fingerprint: &str,
+    instance_id: &str,
+) -> anyhow::Result<(bool, String, String)> {
+    agent_command(
+        dir,
+        &[
+            "--instance-id",
+            instance_id,
+            "enroll",
+            "--controller",
+            &controller.to_string(),
+            "--join-token",
+            token,
+            "--ca-fingerprint",
+            fingerprint,
+        ],
+    )
+}
+
+/// A REST client logged in as a controller's admin.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    /// Logs in with the admin credentials of `dir`.
+    pub async fn admin(base: &str, dir: &Path) -> anyhow::Result<Api> {
+        let http = reqwest::Client::new();
+        let (id, secret) = admin_credentials(dir)?;
+        let token = token(&http, base, &id, &secret).await?;
+        Ok(Api {
+            http,
+            base: base.to_owned(),
+            token,
+        })
+    }
+
+    /// Sends a request; returns (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        if status != 200 {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Creates a join token; returns (token, CA fingerprint).
+    pub async fn join_token(&self, body: Value) -> anyhow::Result<(String, String)> {
+        let (status, reply) = self
+            .call(
+                reqwest::Method::POST,
+                "/v3/alm/agent/join-token",
+                Some(&body),
+            )
+            .await?;
+        if status != 201 {
+            bail!("join token: {status} {reply}");
+        }
+        Ok((
+            reply["token"].as_str().context("token")?.to_owned(),
+            reply["ca_fingerprint"]
+                .as_str()
+                .context("fingerprint")?
+                .to_owned(),
+        ))
+    }
+
+    /// Applies a template; returns the stack id.
+    pub async fn apply(&self, template: &Value) -> anyhow::Result<String> {
+        let (status, reply) = self
+            .call(reqwest::Method::POST, "/v3/alm/template", Some(template))
+            .await?;
+        if status != 201 {
+            bail!("apply: {status} {reply}");
+        }
+        Ok(reply["template_id"]
+            .as_str()
+            .context("template_id")?
+            .to_owned())
+    }
+
+    /// Updates a template; returns the new version id.
+    pub async fn update(&self, stack: &str, template: &Value) -> anyhow::Result<String> {
+        let (status, reply) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v3/alm/template/{stack}"),
+                Some(template),
+            )
+            .await?;
+        if status != 202 {
+            bail!("update: {status} {reply}");
+        }
+        Ok(reply["version_id"]
+            .as_str()
+            .context("version_id")?
+            .to_owned())
+    }
+
+    /// Polls until `check` accepts the JSON at `path`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let started = Instant::now();
+        let mut last = Value::Null;
+        while started.elapsed() < limit {
+            if let Ok(value) = self.get(path).await {
+                if check(&value) {
+                    return Ok(value);
+                }
+                last = value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{path} never matched; last: {last}")
+    }
+}
+
+/// A template whose one configuration wants `count` instances.
+pub fn web_template(count: u64, label: &str) -> Value {
+    serde_json::json!({
+        "version": "2017-03-03",
+        "label": label,
+        "configurations": [{
+            "role": "web", "flag": "Web01",
+            "provision": {"instance_count": count},
+            "container": {"image": "flotilla-test/web:1", "environment_variables": {"LABEL": label}}
+        }]
+    })
+}
+
+/// A UDP relay between agents and the controller that can drop everything
+/// (a network partition on loopback).
+pub struct UdpRelay {
+    /// Agents dial this.
+    pub addr: SocketAddr,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpRelay {
+    /// Relays to `target`.
+    pub async fn start(target: SocketAddr) -> anyhow::Result<UdpRelay> {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        back.connect(target).await?;
+        let addr = front.local_addr()?;
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (f, b, flag, who) = (front.clone(), back.clone(), blocked.clone(), client.clone());
+        let up = async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = f.recv_from(&mut buf).await {
+                if let Ok(mut who) = who.lock() {
+                    *who = Some(from);
+                }
+                if !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = b.send(&buf[..n]).await;
+                }
+            }
+        };
+        let (f, b, flag) = (front, back, blocked.clone());
+        let down = async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = b.recv(&mut buf).await {
+                let to = client.lock().ok().and_then(|who| *who);
+                if let (Some(to), false) = (to, flag.load(std::sync::atomic::Ordering::Relaxed)) {
+                    let _ = f.send_to(&buf[..n], to).await;
+                }
+            }
+        };
+        let task = tokio::spawn(async move {
+            tokio::join!(up, down);
+        });
+        Ok(UdpRelay {
+            addr,
+            blocked,
+            task,
+        })
+    }
+
+    /// Drops (true) or passes (false) every packet from now on.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked
+            .store(blocked, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -119,7 +119,6 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
     mark(&fleet, &agent.agent_id, AgentState::Connected, Some(&hello)).await;
     tracing::info!(generation = hello.generation, "agent connected");
 
-    let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
     let welcome = ControllerMessage::Welcome(Welcome {
         agent_id: agent.agent_id.clone(),
         instance_id: agent.instance_id.clone(),
@@ -128,7 +127,15 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
             .max(1),
         acked_seq: fleet.store.agent_seq(&agent.agent_id).unwrap_or(0),
     });
-    let _ = out_tx.send(welcome).await;
+    // The welcome goes first, before any desired state.
+    if let Err(err) = frame::write(&mut send, &welcome, max).await {
+        tracing::warn!(error = %err, "cannot welcome the agent");
+        if fleet.registry.unregister(&agent.agent_id, session_id) {
+            mark(&fleet, &agent.agent_id, AgentState::Lost, None).await;
+        }
+        return;
+    }
+    let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
     let writer = tokio::spawn(write_loop(send, out_rx, desired_rx, hello.generation, max));
 
     let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection).await;
