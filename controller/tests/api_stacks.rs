@@ -3,7 +3,7 @@
 mod support;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use support::{container_template, reference_v1, reference_v2, TestServer};
 

@@ -60,17 +60,15 @@ impl ControllerProcess {
         env: &[(&str, &str)],
     ) -> anyhow::Result<ControllerProcess> {
         let mut command = Command::new(binary("flotilla-controller")?);
+        command.arg("--data-dir").arg(dir);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--quic-listen") {
+            command.args(["--quic-listen", "127.0.0.1:0"]);
+        }
         command
-            .arg("--data-dir")
-            .arg(dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(["--log-format", "json"])
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("FLOTILLA_BOOTSTRAP_CLIENT_ID")

@@ -130,9 +130,11 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
     let current: HashMap<Slot, Vec<String>> = store.assignments()?.into_iter().collect();
     let placed = placement::place(&wants, &candidates, &current);
     for (slot, agents_now) in &placed {
-        if current.get(slot) != Some(agents_now)
-            && !(agents_now.is_empty() && !current.contains_key(slot))
-        {
+        let differs = match current.get(slot) {
+            Some(before) => before != agents_now,
+            None => !agents_now.is_empty(),
+        };
+        if differs {
             store.put_assignment(&slot.0, &slot.1, agents_now)?;
             changed += 1;
         }

@@ -7,6 +7,9 @@ use super::{
 };
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
+/// ((stack id, flag), agent ids): one configuration's placement.
+pub type Assignment = ((String, String), Vec<String>);
+
 /// What [`Store::use_join_token`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JoinOutcome {
@@ -144,7 +147,7 @@ impl Store {
     }
 
     /// Every assignment: ((stack, flag), agents).
-    pub fn assignments(&self) -> StoreResult<Vec<((String, String), Vec<String>)>> {
+    pub fn assignments(&self) -> StoreResult<Vec<Assignment>> {
         self.assignments
             .iter()
             .map(|entry| {
