@@ -315,3 +315,50 @@ async fn a_stack_token_reaches_only_its_own_agent_endpoints() {
     assert_eq!(reply.error(401), "invalid_client");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
+    let t = TestServer::start().await;
+    let (_, _, alice) = t.user("alice").await;
+    let (_, _, bob) = t.user("bob").await;
+    let (stack, _) = t.apply(&alice, &support::container_template()).await;
+    let admin = t.admin_token().await;
+
+    let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({})).await;
+    assert_eq!(reply.error(403), "forbidden");
+    let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({"stack_id": stack, "flag": "Web01", "max_uses": 3, "ttl_secs": 600})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let created = reply.json();
+    assert!(created["token"].as_str().is_some_and(|t| t.starts_with("fjt_")));
+    assert!(created["ca_fingerprint"].as_str().is_some_and(|f| f.starts_with("sha256:") && f.len() == 71));
+    assert_eq!(created["max_uses"], 3);
+    assert_eq!(created["stack_id"], stack.as_str());
+    // Bob cannot pin to Alice's stack, nor see or revoke her token.
+    let reply = t.post("/v3/alm/agent/join-token", &bob, &json!({"stack_id": stack, "flag": "Web01"})).await;
+    assert_eq!(reply.error(404), "not_found");
+    assert_eq!(t.get("/v3/alm/agent/join-token", &bob).await.json(), json!([]));
+    let id = created["id"].as_str().expect("id");
+    let reply = t.send(Method::DELETE, &format!("/v3/alm/agent/join-token/{id}"), Some(&bob), None).await;
+    assert_eq!(reply.error(404), "not_found");
+    // Bad fields.
+    for body in [
+        json!({"stack_id": stack, "flag": "Nope"}),
+        json!({"stack_id": stack}),
+        json!({"max_uses": 0}),
+        json!({"ttl_secs": 0}),
+        json!({"surprise": true}),
+    ] {
+        let reply = t.post("/v3/alm/agent/join-token", &admin, &body).await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.text);
+        reply.error(reply.status.as_u16());
+    }
+    let listed = t.get("/v3/alm/agent/join-token", &alice).await;
+    assert_eq!(listed.json()[0]["state"], "active");
+    assert!(!listed.text.contains("fjt_"), "secrets are never listed");
+    let reply = t.send(Method::DELETE, &format!("/v3/alm/agent/join-token/{id}"), Some(&alice), None).await;
+    assert_eq!(reply.json()["state"], "revoked");
+    // Agents are fleet infrastructure: admins only.
+    assert_eq!(t.get("/v3/alm/agents", &alice).await.error(403), "forbidden");
+    assert_eq!(t.get("/v3/alm/agents", &admin).await.json(), json!([]));
+    t.stop().await;
+}

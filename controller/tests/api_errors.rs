@@ -17,6 +17,7 @@ fn body_routes(id: &str) -> Vec<(Method, String)> {
         (Method::POST, "/v3/event/spot/shutdown".into()),
         (Method::POST, "/v3/event/container/status".into()),
         (Method::POST, "/v3/admin/clients".into()),
+        (Method::POST, "/v3/alm/agent/join-token".into()),
     ]
 }
 
@@ -45,6 +46,11 @@ fn authed_routes(id: &str) -> Vec<(Method, String)> {
         (Method::GET, "/v3/admin/clients".into()),
         (Method::POST, "/v3/admin/clients".into()),
         (Method::DELETE, "/v3/admin/clients/fc-x".into()),
+        (Method::POST, "/v3/alm/agent/join-token".into()),
+        (Method::GET, "/v3/alm/agent/join-token".into()),
+        (Method::DELETE, "/v3/alm/agent/join-token/jt-x".into()),
+        (Method::GET, "/v3/alm/agents".into()),
+        (Method::GET, "/v3/alm/agents/ag-x".into()),
     ]
 }
 
@@ -55,6 +61,7 @@ async fn snapshot(t: &TestServer, token: &str, id: &str) -> Value {
         "versions": t.get(&format!("/v3/alm/template?template_id={id}"), token).await.json(),
         "events": t.get("/v3/events", token).await.json(),
         "clients": t.get("/v3/admin/clients", token).await.json(),
+        "join_tokens": t.get("/v3/alm/agent/join-token", token).await.json(),
         "containers": t.get(&format!("/v3/alm/stack/{id}/containers"), token).await.json(),
     })
 }
@@ -145,6 +152,8 @@ async fn bad_input_on_every_endpoint_gets_the_error_shape_and_stores_nothing() {
             "/v3/alm/stack/mo-none-tk/containers".to_owned(),
         ),
         (Method::DELETE, "/v3/admin/clients/fc-none".to_owned()),
+        (Method::DELETE, "/v3/alm/agent/join-token/jt-none".to_owned()),
+        (Method::GET, "/v3/alm/agents/ag-none".to_owned()),
     ] {
         assert_eq!(
             t.send(method.clone(), &path, Some(&token), None)
@@ -220,6 +229,10 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/events", &["get"]),
         ("/v3/admin/clients", &["post", "get"]),
         ("/v3/admin/clients/{client_id}", &["delete"]),
+        ("/v3/alm/agent/join-token", &["post", "get"]),
+        ("/v3/alm/agent/join-token/{id}", &["delete"]),
+        ("/v3/alm/agents", &["get"]),
+        ("/v3/alm/agents/{agent_id}", &["get"]),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(
