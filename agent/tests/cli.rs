@@ -24,14 +24,34 @@ fn refusals_name_what_is_missing() {
     assert!(!ok && out.contains("flotilla-agent enroll"), "{out}");
     let (ok, out) = agent(dir.path(), &["status"]);
     assert!(!ok && out.contains("not enrolled"), "{out}");
-    let (ok, out) = agent(dir.path(), &["enroll", "--join-token", "x", "--ca-fingerprint", "sha256:00"]);
+    let (ok, out) = agent(
+        dir.path(),
+        &[
+            "enroll",
+            "--join-token",
+            "x",
+            "--ca-fingerprint",
+            "sha256:00",
+        ],
+    );
     assert!(!ok && out.contains("--controller"), "{out}");
     let (ok, out) = agent(
         dir.path(),
-        &["enroll", "--controller", "127.0.0.1:9", "--join-token", "x", "--ca-fingerprint", "sha256:00"],
+        &[
+            "enroll",
+            "--controller",
+            "127.0.0.1:9",
+            "--join-token",
+            "x",
+            "--ca-fingerprint",
+            "sha256:00",
+        ],
     );
     assert!(!ok && out.contains("not a SHA-256 fingerprint"), "{out}");
-    let (ok, out) = agent(dir.path(), &["enroll", "--controller", "127.0.0.1:9", "--join-token", "x"]);
+    let (ok, out) = agent(
+        dir.path(),
+        &["enroll", "--controller", "127.0.0.1:9", "--join-token", "x"],
+    );
     assert!(!ok && out.contains("--ca-fingerprint"), "{out}");
     let (ok, out) = agent(dir.path(), &["run", "--label", "nonsense"]);
     assert!(!ok, "{out}");

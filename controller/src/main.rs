@@ -53,5 +53,8 @@ async fn main() -> anyhow::Result<()> {
             flotilla_controller::server::run(config, shutdown_signal()).await
         }
         Some(Command::Client(args)) => flotilla_controller::cli::client::run(&config, args).await,
+        Some(Command::JoinToken(args)) => {
+            flotilla_controller::cli::join_token::run(&config, args).await
+        }
     }
 }

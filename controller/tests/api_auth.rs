@@ -326,19 +326,45 @@ async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
 
     let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({})).await;
     assert_eq!(reply.error(403), "forbidden");
-    let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({"stack_id": stack, "flag": "Web01", "max_uses": 3, "ttl_secs": 600})).await;
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &alice,
+            &json!({"stack_id": stack, "flag": "Web01", "max_uses": 3, "ttl_secs": 600}),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let created = reply.json();
-    assert!(created["token"].as_str().is_some_and(|t| t.starts_with("fjt_")));
-    assert!(created["ca_fingerprint"].as_str().is_some_and(|f| f.starts_with("sha256:") && f.len() == 71));
+    assert!(created["token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("fjt_")));
+    assert!(created["ca_fingerprint"]
+        .as_str()
+        .is_some_and(|f| f.starts_with("sha256:") && f.len() == 71));
     assert_eq!(created["max_uses"], 3);
     assert_eq!(created["stack_id"], stack.as_str());
     // Bob cannot pin to Alice's stack, nor see or revoke her token.
-    let reply = t.post("/v3/alm/agent/join-token", &bob, &json!({"stack_id": stack, "flag": "Web01"})).await;
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &bob,
+            &json!({"stack_id": stack, "flag": "Web01"}),
+        )
+        .await;
     assert_eq!(reply.error(404), "not_found");
-    assert_eq!(t.get("/v3/alm/agent/join-token", &bob).await.json(), json!([]));
+    assert_eq!(
+        t.get("/v3/alm/agent/join-token", &bob).await.json(),
+        json!([])
+    );
     let id = created["id"].as_str().expect("id");
-    let reply = t.send(Method::DELETE, &format!("/v3/alm/agent/join-token/{id}"), Some(&bob), None).await;
+    let reply = t
+        .send(
+            Method::DELETE,
+            &format!("/v3/alm/agent/join-token/{id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
     assert_eq!(reply.error(404), "not_found");
     // Bad fields.
     for body in [
@@ -355,10 +381,20 @@ async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
     let listed = t.get("/v3/alm/agent/join-token", &alice).await;
     assert_eq!(listed.json()[0]["state"], "active");
     assert!(!listed.text.contains("fjt_"), "secrets are never listed");
-    let reply = t.send(Method::DELETE, &format!("/v3/alm/agent/join-token/{id}"), Some(&alice), None).await;
+    let reply = t
+        .send(
+            Method::DELETE,
+            &format!("/v3/alm/agent/join-token/{id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(reply.json()["state"], "revoked");
     // Agents are fleet infrastructure: admins only.
-    assert_eq!(t.get("/v3/alm/agents", &alice).await.error(403), "forbidden");
+    assert_eq!(
+        t.get("/v3/alm/agents", &alice).await.error(403),
+        "forbidden"
+    );
     assert_eq!(t.get("/v3/alm/agents", &admin).await.json(), json!([]));
     t.stop().await;
 }

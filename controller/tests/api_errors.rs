@@ -152,7 +152,10 @@ async fn bad_input_on_every_endpoint_gets_the_error_shape_and_stores_nothing() {
             "/v3/alm/stack/mo-none-tk/containers".to_owned(),
         ),
         (Method::DELETE, "/v3/admin/clients/fc-none".to_owned()),
-        (Method::DELETE, "/v3/alm/agent/join-token/jt-none".to_owned()),
+        (
+            Method::DELETE,
+            "/v3/alm/agent/join-token/jt-none".to_owned(),
+        ),
         (Method::GET, "/v3/alm/agents/ag-none".to_owned()),
     ] {
         assert_eq!(

@@ -316,3 +316,64 @@ async fn settings_come_from_flags_environment_and_a_config_file() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn join_token_command_works_with_and_without_a_running_server() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let controller = ControllerProcess::spawn(dir.path(), &[], &[])?;
+    let server = controller.url("");
+    let (ok, out, err) = controller_command(
+        dir.path(),
+        &[
+            "join-token",
+            "--server",
+            &server,
+            "--json",
+            "create",
+            "--uses",
+            "2",
+            "--ttl",
+            "600",
+        ],
+        &[],
+    )?;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        created["ca_fingerprint"],
+        controller.ca_fingerprint.as_str()
+    );
+    assert_eq!(created["max_uses"], 2);
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let (ok, out, err) = controller_command(
+        dir.path(),
+        &["join-token", "--server", &server, "list"],
+        &[],
+    )?;
+    assert!(
+        ok && out.contains(&id) && out.contains("active"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = controller_command(
+        dir.path(),
+        &["join-token", "--server", &server, "revoke", &id],
+        &[],
+    )?;
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let fingerprint = controller.ca_fingerprint.clone();
+    controller.terminate()?;
+    let (ok, out, err) = controller_command(dir.path(), &["join-token", "--json", "create"], &[])?;
+    assert!(ok, "{err}");
+    let offline: Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        offline["ca_fingerprint"],
+        fingerprint.as_str(),
+        "same CA when the server is down"
+    );
+    let (ok, out, _) = controller_command(dir.path(), &["join-token", "list"], &[])?;
+    assert!(
+        ok && out.contains("revoked") && out.contains("active"),
+        "{out}"
+    );
+    Ok(())
+}

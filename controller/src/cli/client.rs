@@ -17,6 +17,13 @@ use serde_json::json;
 pub struct ClientArgs {
     #[command(subcommand)]
     pub action: ClientAction,
+    #[command(flatten)]
+    pub access: AdminAccess,
+}
+
+/// How an admin command reaches a running controller.
+#[derive(Debug, Args)]
+pub struct AdminAccess {
     /// Controller URL to use when the server is running (default: from
     /// `--listen`).
     #[arg(long, env = "FLOTILLA_SERVER")]
@@ -70,10 +77,11 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
         Err(err) if is_locked(&err) => remote(config, &args).await?,
         Err(err) => return Err(err),
     };
-    print(&outcome, args.json)
+    print(&outcome, args.access.json)
 }
 
-fn is_locked(err: &anyhow::Error) -> bool {
+/// Whether opening the store failed because a running controller holds it.
+pub(super) fn is_locked(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<StoreError>(),
@@ -95,7 +103,15 @@ fn local(store: &crate::store::Store, action: &ClientAction) -> anyhow::Result<O
     })
 }
 
-async fn remote(config: &Config, args: &ClientArgs) -> anyhow::Result<Outcome> {
+/// A logged-in REST session with a running controller.
+pub(super) struct Remote {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// Logs in to the running controller as an admin.
+pub(super) async fn login(config: &Config, args: &AdminAccess) -> anyhow::Result<Remote> {
     let base = args
         .server
         .clone()
@@ -129,6 +145,11 @@ async fn remote(config: &Config, args: &ClientArgs) -> anyhow::Result<Outcome> {
         .as_str()
         .context("no access_token in the answer")?
         .to_owned();
+    Ok(Remote { http, base, token })
+}
+
+async fn remote(config: &Config, args: &ClientArgs) -> anyhow::Result<Outcome> {
+    let Remote { http, base, token } = login(config, &args.access).await?;
     let clients_url = format!("{base}/v3/admin/clients");
     Ok(match &args.action {
         ClientAction::Create { username, admin } => Outcome::Created(
@@ -154,7 +175,9 @@ async fn remote(config: &Config, args: &ClientArgs) -> anyhow::Result<Outcome> {
 
 /// Sends a request and decodes a success, or turns the error shape into a
 /// readable error.
-async fn call<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+pub(super) async fn call<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<T> {
     let response = request
         .send()
         .await

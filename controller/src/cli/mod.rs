@@ -1,6 +1,7 @@
 //! The `flotilla-controller` command line.
 
 pub mod client;
+pub mod join_token;
 
 use crate::config::Overrides;
 use clap::{Parser, Subcommand};
@@ -38,4 +39,7 @@ pub enum Command {
     /// Manage API clients (through the running server, or the store directly
     /// when no server holds it).
     Client(client::ClientArgs),
+    /// Manage join tokens for enrolling agents (through the running server,
+    /// or the store directly when no server holds it).
+    JoinToken(join_token::JoinTokenArgs),
 }
