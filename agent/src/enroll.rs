@@ -87,6 +87,20 @@ pub async fn enroll(
 ) -> Result<Enrollment, EnrollError> {
     let addr = resolve(options.controller).await?;
     let endpoint = client_endpoint(addr)?;
+    let identity = request(&endpoint, addr, &options).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let identity = identity?;
+    identity.save(data_dir)?;
+    Ok(identity.enrollment)
+}
+
+/// Enrolls over `endpoint` and returns the identity without saving it
+/// (fleet simulations enroll thousands of identities this way).
+pub async fn request(
+    endpoint: &quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    options: &EnrollOptions<'_>,
+) -> Result<Identity, EnrollError> {
     let config = tls::enroll_config(&options.trust)?;
     let connect_err = |reason: String| EnrollError::Connect {
         addr: addr.to_string(),
@@ -101,9 +115,8 @@ pub async fn enroll(
             connect_err("timed out (is the controller's QUIC port reachable over UDP?)".into())
         })?
         .map_err(|err| connect_err(describe_connection_error(&err)))?;
-    let result = exchange(&connection, &options).await;
+    let result = exchange(&connection, options).await;
     connection.close(codes::CLOSED, b"done");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     let (key, response) = result?;
     match response {
         EnrollResponse::Accepted {
@@ -121,20 +134,17 @@ pub async fn enroll(
                     });
                 }
             }
-            let enrollment = Enrollment {
-                agent_id,
-                instance_id,
-                controller: options.controller.to_owned(),
-                ca_fingerprint,
-            };
-            Identity {
-                enrollment: enrollment.clone(),
+            Ok(Identity {
+                enrollment: Enrollment {
+                    agent_id,
+                    instance_id,
+                    controller: options.controller.to_owned(),
+                    ca_fingerprint,
+                },
                 key,
                 cert: cert_der,
                 ca: ca_der,
-            }
-            .save(data_dir)?;
-            Ok(enrollment)
+            })
         }
         EnrollResponse::Refused { reason } => Err(EnrollError::Refused(reason)),
     }

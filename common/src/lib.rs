@@ -1,12 +1,14 @@
 //! Types shared by the Flotilla controller and agent.
 //!
 //! # Layout
+//! - [`commit`]: group commit: one thread flushes a store for all waiting writers.
 //! - [`ids`]: the random identifiers the Mobingi API hands out (template, version,
 //!   user, stack auth token), generated in one place so their shapes stay stable.
 //! - [`status`]: container statuses as agents report them, with the Mobingi names.
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
 
+pub mod commit;
 pub mod ids;
 pub mod status;
 pub mod tls;

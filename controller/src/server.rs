@@ -158,6 +158,7 @@ async fn start_inner(
     store.flush().await?;
     let pki =
         Pki::load_or_create(&config.data_dir.join("pki")).context("cannot set up the fleet CA")?;
+    mark_sessions_lost(&store)?;
     let quic_config = crate::fleet::tls::server_config(
         &pki,
         config.fleet.keep_alive,
@@ -235,6 +236,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = start_inner(config, shutdown).await?;
     started.task.await.context("server task failed")?
+}
+
+/// After a restart no session is live: agents recorded as connected are
+/// lost from now on (and keep their placements for the re-placement delay,
+/// time enough to reconnect).
+fn mark_sessions_lost(store: &Store) -> anyhow::Result<()> {
+    let now = crate::clock::now_ms();
+    for mut agent in store.agents()? {
+        if agent.state == crate::store::AgentState::Connected {
+            agent.state = crate::store::AgentState::Lost;
+            agent.state_since_ms = now;
+            store.put_agent(&agent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Hourly removal of expired tokens.

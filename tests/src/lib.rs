@@ -19,11 +19,13 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>
+    let parent = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if parent.file_name().is_some_and(|name| name == "deps") {
+        parent.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        parent
+    }
 }
 
 /// Path of a workspace binary, checked to exist.
@@ -123,6 +125,11 @@ impl ControllerProcess {
             ca_fingerprint,
             logs,
         })
+    }
+
+    /// The process id (for RSS readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Base URL of the REST API.

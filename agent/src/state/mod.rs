@@ -20,6 +20,8 @@ pub enum StateError {
     Locked(String),
     #[error("agent store I/O failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("agent store flush failed: {0}")]
+    Flush(String),
     #[error("agent store record unreadable: {0}")]
     Corrupt(String),
 }
@@ -39,7 +41,7 @@ pub struct Transition {
 /// Handle on the agent's store; cheap to clone.
 #[derive(Clone)]
 pub struct AgentStore {
-    db: sled::Db,
+    commit: flotilla_common::commit::GroupCommit,
     meta: sled::Tree,
     outbox: sled::Tree,
 }
@@ -63,10 +65,15 @@ impl AgentStore {
                 }
                 other => StateError::Sled(other),
             })?;
+        let flusher = db.clone();
+        let commit = flotilla_common::commit::GroupCommit::start("agent-flush", move || {
+            flusher.flush().map(drop).map_err(|err| err.to_string())
+        })
+        .map_err(|err| StateError::Sled(sled::Error::Io(err)))?;
         Ok(AgentStore {
+            commit,
             meta: db.open_tree("meta")?,
             outbox: db.open_tree("outbox")?,
-            db,
         })
     }
 
@@ -85,7 +92,7 @@ impl AgentStore {
         let bytes =
             serde_json::to_vec(desired).map_err(|err| StateError::Corrupt(err.to_string()))?;
         self.meta.insert(DESIRED, bytes)?;
-        self.db.flush_async().await?;
+        self.commit.flush().await.map_err(StateError::Flush)?;
         Ok(())
     }
 
@@ -115,7 +122,7 @@ impl AgentStore {
             sled::transaction::TransactionError::Abort(err) => err,
             sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
         })?;
-        self.db.flush_async().await?;
+        self.commit.flush().await.map_err(StateError::Flush)?;
         Ok(report)
     }
 
@@ -154,7 +161,7 @@ impl AgentStore {
 
     /// Flushes everything (on shutdown).
     pub async fn flush(&self) -> Result<(), StateError> {
-        self.db.flush_async().await?;
+        self.commit.flush().await.map_err(StateError::Flush)?;
         Ok(())
     }
 }

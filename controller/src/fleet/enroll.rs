@@ -123,22 +123,26 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
     };
     let fingerprint = flotilla_common::tls::fingerprint(&cert);
     // Re-enrolling the same instance replaces its previous identity.
-    let previous = fleet
-        .store
-        .agents()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|a| a.instance_id == request.instance_id && a.state != AgentState::Revoked);
-    for mut old in previous {
-        tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, "instance re-enrolled; previous identity revoked");
-        old.state = AgentState::Revoked;
-        old.state_since_ms = now;
-        fleet.registry.disconnect(
-            &old.agent_id,
-            codes::UNAUTHORIZED,
-            b"identity replaced by a new enrollment",
-        );
-        let _ = fleet.store.put_agent(&old);
+    match fleet.store.agent_by_instance(&request.instance_id) {
+        Ok(Some(mut old)) if old.state != AgentState::Revoked => {
+            tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, "instance re-enrolled; previous identity revoked");
+            old.state = AgentState::Revoked;
+            old.state_since_ms = now;
+            fleet.registry.disconnect(
+                &old.agent_id,
+                codes::UNAUTHORIZED,
+                b"identity replaced by a new enrollment",
+            );
+            if let Err(err) = fleet.store.put_agent(&old) {
+                tracing::error!(error = %err, "cannot revoke the previous identity");
+                return refuse("controller store failure; try again");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::error!(error = %err, "store failure during enrollment");
+            return refuse("controller store failure; try again");
+        }
     }
     let agent = AgentRecord {
         agent_id: agent_id.clone(),

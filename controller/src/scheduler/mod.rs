@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 /// How often a pass runs without a nudge.
 const TICK: Duration = Duration::from_secs(5);
@@ -82,8 +81,26 @@ fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
     }
 }
 
-/// One full pass. Returns how many records changed.
-pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
+/// One full pass, then a flush when anything changed. The pass itself is
+/// synchronous store work, so it runs on the blocking pool and never holds
+/// up the sessions' tasks.
+pub async fn pass(fleet: &Arc<Fleet>) -> StoreResult<usize> {
+    let worker = fleet.clone();
+    let changed = match tokio::task::spawn_blocking(move || pass_sync(&worker)).await {
+        Ok(result) => result?,
+        Err(err) => {
+            tracing::error!(error = %err, "scheduler pass panicked");
+            return Ok(0);
+        }
+    };
+    if changed > 0 {
+        fleet.store.flush().await?;
+    }
+    Ok(changed)
+}
+
+fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
+    let _span = tracing::debug_span!("schedule").entered();
     let store = &fleet.store;
     let now = clock::now_ms();
     let mut changed = 0;
@@ -263,9 +280,6 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
         tracing::info!(stack_id = %stack.stack_id, from = ?stack.stack_status, to = ?next, reason = ?reason, "stack status changed");
         changed += 1;
     }
-    if changed > 0 {
-        store.flush().await?;
-    }
     Ok(changed)
 }
 
@@ -273,9 +287,7 @@ pub async fn pass(fleet: &Fleet) -> StoreResult<usize> {
 pub async fn run(fleet: Arc<Fleet>) {
     loop {
         let started = std::time::Instant::now();
-        let result = pass(&fleet)
-            .instrument(tracing::debug_span!("schedule"))
-            .await;
+        let result = pass(&fleet).await;
         match result {
             Ok(changed) => tracing::debug!(
                 changed,

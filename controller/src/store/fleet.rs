@@ -79,16 +79,20 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Stores a newly enrolled agent and indexes its certificate.
+    /// Stores a newly enrolled agent and indexes its certificate and its
+    /// instance id (the newest agent of an instance wins the index).
     pub fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
-        let result = (&self.agents, &self.agent_certs).transaction(|(agents, certs)| {
-            agents.insert(
-                agent.agent_id.as_bytes(),
-                encode("agents", agent).map_err(ConflictableTransactionError::Abort)?,
-            )?;
-            certs.insert(agent.cert_fingerprint.as_bytes(), agent.agent_id.as_bytes())?;
-            Ok(())
-        });
+        let result = (&self.agents, &self.agent_certs, &self.agent_instances).transaction(
+            |(agents, certs, instances)| {
+                instances.insert(agent.instance_id.as_bytes(), agent.agent_id.as_bytes())?;
+                agents.insert(
+                    agent.agent_id.as_bytes(),
+                    encode("agents", agent).map_err(ConflictableTransactionError::Abort)?,
+                )?;
+                certs.insert(agent.cert_fingerprint.as_bytes(), agent.agent_id.as_bytes())?;
+                Ok(())
+            },
+        );
         super::stacks::flatten(result)
     }
 
@@ -107,6 +111,14 @@ impl Store {
     /// The agent a client certificate was issued to.
     pub fn agent_by_cert(&self, fingerprint: &str) -> StoreResult<Option<AgentRecord>> {
         match self.agent_certs.get(fingerprint.as_bytes())? {
+            Some(id) => self.agent(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// The agent most recently enrolled for an instance id.
+    pub fn agent_by_instance(&self, instance_id: &str) -> StoreResult<Option<AgentRecord>> {
+        match self.agent_instances.get(instance_id.as_bytes())? {
             Some(id) => self.agent(&String::from_utf8_lossy(&id)),
             None => Ok(None),
         }

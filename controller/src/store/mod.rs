@@ -51,6 +51,9 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// Making writes durable failed.
+    #[error("store flush failed: {0}")]
+    Flush(String),
     /// A conditional write found the record changed or gone.
     #[error("{0}")]
     Conflict(String),
@@ -63,6 +66,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    commit: flotilla_common::commit::GroupCommit,
     users: sled::Tree,
     clients: sled::Tree,
     tokens: sled::Tree,
@@ -74,6 +78,7 @@ pub struct Store {
     instances: sled::Tree,
     agents: sled::Tree,
     agent_certs: sled::Tree,
+    agent_instances: sled::Tree,
     join_tokens: sled::Tree,
     desired: sled::Tree,
     assignments: sled::Tree,
@@ -100,7 +105,13 @@ impl Store {
                 }
                 other => StoreError::Sled(other),
             })?;
+        let flusher = db.clone();
+        let commit = flotilla_common::commit::GroupCommit::start("store-flush", move || {
+            flusher.flush().map(drop).map_err(|err| err.to_string())
+        })
+        .map_err(|err| StoreError::Sled(sled::Error::Io(err)))?;
         let store = Store {
+            commit,
             users: db.open_tree("users")?,
             clients: db.open_tree("clients")?,
             tokens: db.open_tree("tokens")?,
@@ -112,6 +123,7 @@ impl Store {
             instances: db.open_tree("instances")?,
             agents: db.open_tree("agents")?,
             agent_certs: db.open_tree("agent_certs")?,
+            agent_instances: db.open_tree("agent_instances")?,
             join_tokens: db.open_tree("join_tokens")?,
             desired: db.open_tree("desired")?,
             assignments: db.open_tree("assignments")?,
@@ -128,10 +140,9 @@ impl Store {
     }
 
     /// Forces everything written so far to disk. Call before acknowledging a
-    /// write to anyone.
+    /// write to anyone. Concurrent callers share one flush (group commit).
     pub async fn flush(&self) -> StoreResult<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.commit.flush().await.map_err(StoreError::Flush)
     }
 
     /// Bytes the database takes on disk, for metrics and the health check.
