@@ -14,18 +14,37 @@ use tokio::sync::watch;
 type FlushFn = Box<dyn Fn() -> Result<(), String> + Send + 'static>;
 
 struct Shared {
-    /// Highest ticket handed out.
-    requested: Mutex<u64>,
+    /// (highest ticket handed out, closed).
+    requested: Mutex<(u64, bool)>,
     wake: Condvar,
     /// (highest ticket covered by a finished flush, its error if any).
     done: watch::Sender<(u64, Option<String>)>,
 }
 
-/// Handle on a group-commit thread; cheap to clone. The thread ends once
-/// every handle is gone.
+/// Handle on a group-commit thread; cheap to clone. When the last handle
+/// is dropped the thread is stopped and joined, so whatever its flush
+/// function holds (a database handle, a file lock) is released by then.
 #[derive(Clone)]
 pub struct GroupCommit {
+    owner: Arc<Owner>,
+}
+
+struct Owner {
     shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Ok(mut requested) = self.shared.requested.lock() {
+            requested.1 = true;
+        }
+        self.shared.wake.notify_one();
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -37,31 +56,33 @@ impl GroupCommit {
     ) -> std::io::Result<GroupCommit> {
         let (done, _) = watch::channel((0, None));
         let shared = Arc::new(Shared {
-            requested: Mutex::new(0),
+            requested: Mutex::new((0, false)),
             wake: Condvar::new(),
             done,
         });
         let worker = shared.clone();
         let flush: FlushFn = Box::new(flush);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(&worker, &flush))?;
-        Ok(GroupCommit { shared })
+            .spawn(move || run(&worker, flush))?;
+        Ok(GroupCommit {
+            owner: Arc::new(Owner {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
     }
 
     /// Returns once everything written before the call is durable.
     pub async fn flush(&self) -> Result<(), String> {
-        let mut done = self.shared.done.subscribe();
+        let shared = &self.owner.shared;
+        let mut done = shared.done.subscribe();
         let ticket = {
-            let mut requested = self
-                .shared
-                .requested
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *requested += 1;
-            *requested
+            let mut requested = shared.requested.lock().unwrap_or_else(|p| p.into_inner());
+            requested.0 += 1;
+            requested.0
         };
-        self.shared.wake.notify_one();
+        shared.wake.notify_one();
         let state = done
             .wait_for(|(covered, _)| *covered >= ticket)
             .await
@@ -73,14 +94,13 @@ impl GroupCommit {
     }
 }
 
-fn run(shared: &Arc<Shared>, flush: &FlushFn) {
+fn run(shared: &Arc<Shared>, flush: FlushFn) {
     let mut covered = 0;
     loop {
         let target = {
             let mut requested = shared.requested.lock().unwrap_or_else(|p| p.into_inner());
-            while *requested == covered {
-                // Every handle dropped: nobody can ask again.
-                if Arc::strong_count(shared) == 1 {
+            while requested.0 == covered {
+                if requested.1 {
                     return;
                 }
                 let (guard, _) = shared
@@ -89,7 +109,7 @@ fn run(shared: &Arc<Shared>, flush: &FlushFn) {
                     .unwrap_or_else(|p| p.into_inner());
                 requested = guard;
             }
-            *requested
+            requested.0
         };
         let result = flush().err();
         covered = target;

@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
                     "controller log tail:\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
-                return Err(err.into());
+                return Err(err);
             }
         }
     }
