@@ -202,7 +202,17 @@ mod tests {
         assert_eq!(store.pending(1, 1).expect("pending")[0].flag, "b");
         assert_eq!(store.ack(2).expect("ack"), 2);
         drop(store);
-        let store = AgentStore::open(dir.path()).expect("reopen");
+        // sled's I/O threads may hold the lock file a moment after the last
+        // handle is gone (a new process never sees this).
+        let mut reopened = AgentStore::open(dir.path());
+        for _ in 0..100 {
+            if !matches!(reopened, Err(StateError::Locked(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = AgentStore::open(dir.path());
+        }
+        let store = reopened.expect("reopen");
         assert_eq!(
             store
                 .pending(0, 10)
