@@ -135,6 +135,26 @@ async fn enrollment_succeeds_once_and_every_refusal_is_clear() -> anyhow::Result
         "the wrong-fingerprint attempt is logged"
     );
 
+    // A CA file works as well as a fingerprint.
+    let (by_file, _) = api.join_token(json!({})).await?;
+    let other = tempfile::tempdir()?;
+    let ca_file = dir.path().join("pki/ca.pem");
+    let (ok, out, err) = flotilla_tests::agent_command(
+        other.path(),
+        &[
+            "--instance-id",
+            "i-ddd",
+            "enroll",
+            "--controller",
+            &quic.to_string(),
+            "--join-token",
+            &by_file,
+            "--ca-file",
+            &ca_file.to_string_lossy(),
+        ],
+    )?;
+    assert!(ok, "{out}{err}");
+
     // The enrolled agent connects with its certificate.
     let process = AgentProcess::spawn(a.path(), &[])?;
     process.wait_log("connected to the controller", Duration::from_secs(20))?;

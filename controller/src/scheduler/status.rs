@@ -106,3 +106,144 @@ fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(agent: &str, flag: &str, version: &str, status: &str) -> InstanceStatusRecord {
+        InstanceStatusRecord {
+            stack_id: "s".into(),
+            instance_id: format!("i-{agent}"),
+            status: status.into(),
+            flag: Some(flag.into()),
+            exit_code: None,
+            reason: Some("exit 1".into()),
+            updated: String::new(),
+            source: "quic".into(),
+            version_id: Some(version.into()),
+            agent_id: Some(agent.into()),
+        }
+    }
+
+    fn want(flag: &str, count: usize) -> Want {
+        Want {
+            stack_id: "s".into(),
+            flag: flag.into(),
+            count,
+            instance_type: None,
+        }
+    }
+
+    struct Case {
+        status: StackStatus,
+        wants: Vec<Want>,
+        assigned: HashMap<String, Vec<String>>,
+        reports: Vec<InstanceStatusRecord>,
+        age: Duration,
+        held: bool,
+    }
+
+    fn run(case: &Case) -> Option<(StackStatus, Option<String>)> {
+        let reports: HashMap<(String, String), &InstanceStatusRecord> = case
+            .reports
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r.agent_id.clone().unwrap_or_default(),
+                        r.flag.clone().unwrap_or_default(),
+                    ),
+                    r,
+                )
+            })
+            .collect();
+        next(&Observed {
+            status: case.status,
+            version_id: "v2",
+            version_age: case.age,
+            wants: &case.wants,
+            assigned: &case.assigned,
+            reports: &reports,
+            still_held: case.held,
+            placement_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn assigned(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(f, a)| (f.to_string(), a.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn complete_only_when_every_configuration_runs_the_latest_version() {
+        let mut case = Case {
+            status: StackStatus::UpdateInProgress,
+            wants: vec![want("web", 2), want("db", 1)],
+            assigned: assigned(&[("web", &["a", "b"]), ("db", &["c"])]),
+            reports: vec![
+                report("a", "web", "v2", "running"),
+                report("b", "web", "v1", "running"),
+                report("c", "db", "v2", "running"),
+            ],
+            age: Duration::from_secs(1),
+            held: true,
+        };
+        assert_eq!(run(&case), None, "b still runs the old version");
+        case.reports[1] = report("b", "web", "v2", "running");
+        assert_eq!(run(&case), Some((StackStatus::UpdateComplete, None)));
+        case.status = StackStatus::CreateInProgress;
+        assert_eq!(run(&case), Some((StackStatus::CreateComplete, None)));
+    }
+
+    #[test]
+    fn a_failed_container_or_too_few_agents_fail_the_stack_with_a_reason() {
+        let mut case = Case {
+            status: StackStatus::CreateInProgress,
+            wants: vec![want("web", 2)],
+            assigned: assigned(&[("web", &["a", "b"])]),
+            reports: vec![
+                report("a", "web", "v2", "running"),
+                report("b", "web", "v2", "app-crashed"),
+            ],
+            age: Duration::from_secs(1),
+            held: true,
+        };
+        let (status, reason) = run(&case).expect("failed");
+        assert_eq!(status, StackStatus::CreateFailed);
+        assert_eq!(reason.as_deref(), Some("web on i-b: app-crashed (exit 1)"));
+        // A failure of an older version does not count.
+        case.reports[1] = report("b", "web", "v1", "app-crashed");
+        assert_eq!(run(&case), None);
+        // Too few agents: wait for the placement timeout, then fail.
+        case.assigned = assigned(&[("web", &["a"])]);
+        assert_eq!(run(&case), None);
+        case.age = Duration::from_secs(61);
+        let (status, reason) = run(&case).expect("failed");
+        assert_eq!(status, StackStatus::CreateFailed);
+        assert!(reason.is_some_and(|r| r.contains("wants 2")));
+        // A failed stack recovers when it is satisfied later.
+        case.assigned = assigned(&[("web", &["a", "b"])]);
+        case.reports[1] = report("b", "web", "v2", "running");
+        assert_eq!(run(&case), Some((StackStatus::CreateComplete, None)));
+    }
+
+    #[test]
+    fn deletion_completes_when_nothing_is_placed_or_held() {
+        let mut case = Case {
+            status: StackStatus::DeleteInProgress,
+            wants: vec![],
+            assigned: assigned(&[]),
+            reports: vec![],
+            age: Duration::from_secs(1),
+            held: true,
+        };
+        assert_eq!(run(&case), None, "an agent may still run it");
+        case.held = false;
+        assert_eq!(run(&case), Some((StackStatus::DeleteComplete, None)));
+        case.status = StackStatus::CreateComplete;
+        assert_eq!(run(&case), None, "completed stacks stay as they are");
+    }
+}
