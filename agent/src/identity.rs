@@ -50,31 +50,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-/// Writes a file readable by the owner only, atomically.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Creates a directory readable by the owner only.
-pub fn private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-}
+pub use flotilla_common::files::write_private;
 
 impl Identity {
     /// Whether `data_dir` holds an identity.
@@ -85,7 +61,7 @@ impl Identity {
     /// Saves a new identity (replacing any previous one).
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let dir = dir(data_dir);
-        private_dir(&dir).map_err(io(&dir))?;
+        flotilla_common::files::private_dir(&dir).map_err(io(&dir))?;
         for (name, bytes) in [
             ("agent.key", &self.key),
             ("agent.crt", &self.cert),

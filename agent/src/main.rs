@@ -8,11 +8,9 @@ use flotilla_agent::link::{Link, LinkSettings};
 use flotilla_agent::state::AgentStore;
 use flotilla_agent::tls::Trust;
 use flotilla_common::wire::messages::DesiredState;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing_subscriber::EnvFilter;
 
 /// Flotilla VM agent.
 #[derive(Debug, Parser)]
@@ -27,15 +25,9 @@ struct Cli {
         default_value = "text",
         global = true
     )]
-    log_format: LogFormat,
+    log_format: flotilla_common::process::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,22 +45,10 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    flotilla_common::process::init_logging(cli.log_format);
     flotilla_common::tls::install_provider();
     let file = config::read_file(cli.common.config.as_deref())?;
     let data_dir = config::data_dir(&cli.common, &file);
@@ -220,7 +200,7 @@ async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let link_task = tokio::spawn(link.run(stop_rx));
-    shutdown_signal().await;
+    flotilla_common::process::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = link_task.await;
     runtime_task.abort();
@@ -271,24 +251,4 @@ fn status(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         None => println!("state:       in use (the agent is running)"),
     }
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutdown requested");
 }

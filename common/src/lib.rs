@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`commit`]: group commit: one thread flushes a store for all waiting writers.
+//! - [`files`]: writing secret files (0600) and private directories (0700).
+//! - [`process`]: logging set-up and the shutdown signal both daemons use.
 //! - [`ids`]: the random identifiers the Mobingi API hands out (template, version,
 //!   user, stack auth token), generated in one place so their shapes stay stable.
 //! - [`status`]: container statuses as agents report them, with the Mobingi names.
@@ -9,7 +11,9 @@
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
 
 pub mod commit;
+pub mod files;
 pub mod ids;
+pub mod process;
 pub mod status;
 pub mod tls;
 pub mod wire;

@@ -28,36 +28,14 @@ pub struct CredentialsFile {
     pub client_secret: String,
 }
 
-/// Writes `contents` to `path` readable by the owner only (0600 from the
-/// moment the file exists, not chmod-ed afterwards).
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+pub use flotilla_common::files::write_private;
 
 /// Creates the data dir if needed and makes it private (0700): it holds
 /// the admin credentials and, later, keys.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make data dir {} private", dir.display()))?;
+    let old = flotilla_common::files::private_dir(dir)
+        .with_context(|| format!("cannot create or protect data dir {}", dir.display()))?;
+    if let Some(mode) = old {
         tracing::info!(path = %dir.display(), old_mode = format!("{mode:o}"), "data dir made private (0700)");
     }
     Ok(())

@@ -40,6 +40,26 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Collects a child's standard error, line by line, on a thread; `watch`
+/// sees each line first.
+fn capture_logs(
+    child: &mut Child,
+    mut watch: impl FnMut(&str) + Send + 'static,
+) -> anyhow::Result<Arc<Mutex<Vec<String>>>> {
+    let stderr = child.stderr.take().context("no stderr")?;
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            watch(&line);
+            if let Ok(mut logs) = sink.lock() {
+                logs.push(line);
+            }
+        }
+    });
+    Ok(logs)
+}
+
 /// A running `flotilla-controller` process.
 pub struct ControllerProcess {
     child: Child,
@@ -84,27 +104,19 @@ impl ControllerProcess {
         let mut child = command
             .spawn()
             .context("cannot start flotilla-controller")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if value["message"] == "controller ready" {
-                        let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
-                        let _ = ready_tx.send((
-                            field("listen"),
-                            field("quic_listen"),
-                            field("ca_fingerprint"),
-                        ));
-                    }
-                }
-                if let Ok(mut logs) = sink.lock() {
-                    logs.push(line);
+        let logs = capture_logs(&mut child, move |line| {
+            if let Ok(value) = serde_json::from_str::<Value>(line) {
+                if value["message"] == "controller ready" {
+                    let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+                    let _ = ready_tx.send((
+                        field("listen"),
+                        field("quic_listen"),
+                        field("ca_fingerprint"),
+                    ));
                 }
             }
-        });
+        })?;
         let (addr, quic_addr, ca_fingerprint) = match ready_rx.recv_timeout(Duration::from_secs(20))
         {
             Ok((addr, quic, fingerprint)) => (
@@ -275,16 +287,7 @@ impl AgentProcess {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start flotilla-agent")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut logs) = sink.lock() {
-                    logs.push(line);
-                }
-            }
-        });
+        let logs = capture_logs(&mut child, |_| {})?;
         Ok(AgentProcess { child, logs })
     }
 

@@ -32,36 +32,6 @@ pub struct CreateJoinToken {
     pub flag: Option<String>,
 }
 
-/// Host facts as shown by the API.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FactsView {
-    pub hostname: String,
-    pub agent_version: String,
-    pub cpus: u32,
-    pub load1: f64,
-    pub memory_total_bytes: u64,
-    pub memory_used_bytes: u64,
-    pub disk_total_bytes: u64,
-    pub disk_free_bytes: u64,
-    pub uptime_secs: u64,
-}
-
-impl From<HostFacts> for FactsView {
-    fn from(f: HostFacts) -> Self {
-        FactsView {
-            hostname: f.hostname,
-            agent_version: f.agent_version,
-            cpus: f.cpus,
-            load1: f.load1,
-            memory_total_bytes: f.memory_total_bytes,
-            memory_used_bytes: f.memory_used_bytes,
-            disk_total_bytes: f.disk_total_bytes,
-            disk_free_bytes: f.disk_free_bytes,
-            uptime_secs: f.uptime_secs,
-        }
-    }
-}
-
 /// One placement of an agent.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlacementView {
@@ -87,8 +57,10 @@ pub struct AgentView {
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<Pin>,
+    /// CPU count and load, memory, disk, uptime, agent version.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub facts: Option<FactsView>,
+    #[schema(value_type = Option<Object>)]
+    pub facts: Option<HostFacts>,
     pub placements: Vec<PlacementView>,
     /// Generation of the desired state the controller holds for it.
     pub generation: u64,
@@ -116,7 +88,7 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         enrolled: clock::rfc3339_ms(agent.enrolled_ms),
         labels: agent.labels,
         pin: agent.pin,
-        facts: facts.map(FactsView::from),
+        facts,
         placements: desired
             .placements
             .into_iter()

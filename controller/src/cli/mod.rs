@@ -20,16 +20,9 @@ pub struct Cli {
         default_value = "text",
         global = true
     )]
-    pub log_format: LogFormat,
+    pub log_format: flotilla_common::process::LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
