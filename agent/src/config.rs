@@ -59,6 +59,12 @@ pub struct RunArgs {
     /// Turn off UDP segmentation offload (for NICs that reject it).
     #[arg(long, env = "FLOTILLA_AGENT_QUIC_DISABLE_GSO")]
     pub quic_disable_gso: bool,
+    /// The Docker engine's socket.
+    #[arg(long, env = "FLOTILLA_AGENT_DOCKER_SOCKET")]
+    pub docker_socket: Option<String>,
+    /// The Docker network containers join (created when missing).
+    #[arg(long, env = "FLOTILLA_AGENT_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
 }
 
 /// Keys of the configuration file.
@@ -76,6 +82,8 @@ pub struct FileConfig {
     pub max_frame: Option<usize>,
     pub max_backoff: Option<u64>,
     pub quic_disable_gso: Option<bool>,
+    pub docker_socket: Option<String>,
+    pub docker_network: Option<String>,
 }
 
 /// A configuration problem, named.

@@ -146,9 +146,10 @@ async fn run(
             );
         }
     }
-    let Some(runtime) = args.runtime.or(file.runtime) else {
-        bail!("no container runtime selected: pass --runtime simulated (reports placements as running without running containers)");
-    };
+    let runtime = args
+        .runtime
+        .or(file.runtime)
+        .unwrap_or(flotilla_agent::runtime::RuntimeKind::Docker);
     let labels = config::labels(&args.labels, file)?;
     let store = AgentStore::open(&data_dir.join("state"))?;
     let initial = store.desired()?.unwrap_or(DesiredState {
@@ -158,7 +159,27 @@ async fn run(
     let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
     let outbox = Arc::new(Notify::new());
     let (reports_tx, mut reports_rx) = mpsc::channel(256);
-    let runtime_task = flotilla_agent::runtime::build(runtime).spawn(desired_rx, reports_tx);
+    let docker_settings = flotilla_agent::runtime::docker::DockerSettings {
+        socket: args
+            .docker_socket
+            .clone()
+            .or_else(|| file.docker_socket.clone())
+            .unwrap_or_else(|| "/var/run/docker.sock".into()),
+        network: args
+            .docker_network
+            .clone()
+            .or_else(|| file.docker_network.clone())
+            .unwrap_or_else(|| "flotilla".into()),
+        ..Default::default()
+    };
+    let runtime_task = flotilla_agent::runtime::build(
+        runtime,
+        &identity.enrollment.agent_id,
+        &store,
+        docker_settings,
+    )
+    .map_err(anyhow::Error::msg)?
+    .spawn(desired_rx, reports_tx);
     let reporter_store = store.clone();
     let reporter_notify = outbox.clone();
     let reporter = tokio::spawn(async move {

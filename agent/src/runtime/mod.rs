@@ -3,7 +3,9 @@
 //! it; [`simulated::Simulated`] stands in where no container should run
 //! (link tests, fleet benchmarks).
 
+pub mod docker;
 pub mod simulated;
+pub mod spec;
 
 use crate::state::Transition;
 use flotilla_common::wire::messages::DesiredState;
@@ -26,14 +28,26 @@ pub trait Runtime: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
+    /// The local Docker engine (the default).
+    Docker,
     /// Runs nothing; reports every placement as started and running. For
     /// exercising the fleet link without containers.
     Simulated,
 }
 
 /// The runtime of a kind.
-pub fn build(kind: RuntimeKind) -> Box<dyn Runtime> {
-    match kind {
+pub fn build(
+    kind: RuntimeKind,
+    agent_id: &str,
+    store: &crate::state::AgentStore,
+    docker: docker::DockerSettings,
+) -> Result<Box<dyn Runtime>, String> {
+    Ok(match kind {
         RuntimeKind::Simulated => Box::new(simulated::Simulated),
-    }
+        RuntimeKind::Docker => Box::new(docker::DockerRuntime::connect(
+            docker,
+            agent_id.to_owned(),
+            store.clone(),
+        )?),
+    })
 }

@@ -44,6 +44,20 @@ pub struct AgentStore {
     commit: flotilla_common::commit::GroupCommit,
     meta: sled::Tree,
     outbox: sled::Tree,
+    containers: sled::Tree,
+}
+
+/// A container the agent is about to create or has created, recorded
+/// before the create call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+    pub spec_hash: String,
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 fn seq_of(bytes: Option<sled::IVec>) -> u64 {
@@ -74,6 +88,7 @@ impl AgentStore {
             commit,
             meta: db.open_tree("meta")?,
             outbox: db.open_tree("outbox")?,
+            containers: db.open_tree("containers")?,
         })
     }
 
@@ -157,6 +172,31 @@ impl AgentStore {
     /// How many reports wait for the controller.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Records a container (before it is created, and again with its id).
+    pub async fn put_container(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        let bytes =
+            serde_json::to_vec(record).map_err(|err| StateError::Corrupt(err.to_string()))?;
+        self.containers.insert(record.name.as_bytes(), bytes)?;
+        self.commit.flush().await.map_err(StateError::Flush)
+    }
+
+    /// Forgets a container that was removed.
+    pub fn remove_container(&self, name: &str) -> Result<(), StateError> {
+        self.containers.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every recorded container.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        self.containers
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
+            })
+            .collect()
     }
 
     /// Flushes everything (on shutdown).

@@ -1,0 +1,330 @@
+//! The Docker engine calls the runtime makes, with the timeouts and
+//! retries bollard leaves to its caller: pulls get an inactivity timeout
+//! and retries with backoff (credentials go with every attempt), stops are
+//! bounded by the grace period, and every error becomes a sentence.
+
+use super::super::spec::{ContainerSpec, Registry};
+use backoff::backoff::Backoff;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Longest silence of a pull's progress stream before it is abandoned.
+pub const PULL_INACTIVITY: Duration = Duration::from_secs(60);
+/// Pull attempts before giving up.
+pub const PULL_ATTEMPTS: u32 = 3;
+
+/// Docker's answer, as a sentence (never containing credentials).
+pub fn describe(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether the error is a 404 from the engine.
+pub fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Whether the error is a 409 (name taken) from the engine.
+pub fn is_conflict(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+fn credentials(registry: &Registry) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(registry.username.clone()),
+        password: Some(registry.password.clone()),
+        serveraddress: Some(registry.server.clone()),
+        ..Default::default()
+    }
+}
+
+/// Whether the image is present locally.
+pub async fn image_present(docker: &Docker, image: &str) -> bool {
+    docker.inspect_image(image).await.is_ok()
+}
+
+/// Pulls `spec.image` with its credentials: retries with backoff, each
+/// attempt abandoned after [`PULL_INACTIVITY`] without progress.
+pub async fn pull(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
+    let (name, tag) = match spec.image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (spec.image.clone(), "latest".to_owned()),
+    };
+    let mut delay = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(500),
+        max_interval: Duration::from_secs(10),
+        max_elapsed_time: None,
+        ..Default::default()
+    };
+    let mut last = String::new();
+    for attempt in 1..=PULL_ATTEMPTS {
+        let options = CreateImageOptions {
+            from_image: Some(name.clone()),
+            tag: Some(tag.clone()),
+            ..Default::default()
+        };
+        let mut stream =
+            docker.create_image(Some(options), None, spec.registry.as_ref().map(credentials));
+        let outcome = loop {
+            match tokio::time::timeout(PULL_INACTIVITY, stream.next()).await {
+                Err(_) => break Err(format!("no progress for {} s", PULL_INACTIVITY.as_secs())),
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(err))) => break Err(describe(&err)),
+                Ok(Some(Ok(info))) => {
+                    if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                        break Err(error);
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(image = %spec.image, attempt, error = %err, "image pull failed");
+                last = err;
+                // Authentication and missing images will not fix themselves.
+                let lower = last.to_ascii_lowercase();
+                if lower.contains("unauthorized")
+                    || lower.contains("not found")
+                    || lower.contains("denied")
+                {
+                    break;
+                }
+                if attempt < PULL_ATTEMPTS {
+                    tokio::time::sleep(delay.next_backoff().unwrap_or(Duration::from_secs(5)))
+                        .await;
+                }
+            }
+        }
+    }
+    Err(format!("pull of {} failed: {last}", spec.image))
+}
+
+/// The create request for a spec.
+pub fn create_body(
+    spec: &ContainerSpec,
+    labels: HashMap<String, String>,
+    network: &str,
+) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        exposed.push(key.clone());
+        if let Some(host_port) = port.host_port {
+            bindings
+                .entry(key)
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: port.host_ip.clone(),
+                    host_port: Some(host_port.to_string()),
+                });
+        }
+    }
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_timeout: i64::try_from(spec.stop_grace.as_secs()).ok(),
+        host_config: Some(HostConfig {
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            memory: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            network_mode: Some(network.to_owned()),
+            // The agent applies the restart policy itself, so it can report
+            // every restart and give up with app-crashed.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates a container named `name`; `Ok(None)` when the name is taken
+/// (a container this agent created before a crash).
+pub async fn create(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<Option<String>, String> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    match docker.create_container(Some(options), body).await {
+        Ok(created) => Ok(Some(created.id)),
+        Err(err) if is_conflict(&err) => Ok(None),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// Starts a container.
+pub async fn start(docker: &Docker, id: &str) -> Result<(), String> {
+    docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await
+        .map_err(|err| describe(&err))
+}
+
+/// Stops a container: SIGTERM, then SIGKILL after `grace`. A container that
+/// is already gone or stopped is fine.
+pub async fn stop(docker: &Docker, id: &str, grace: Duration) -> Result<(), String> {
+    let options = StopContainerOptions {
+        t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+        signal: None,
+    };
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304 | 404,
+            ..
+        }) => Ok(()),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// Removes a container (forcibly: it is stopped already, or must go).
+pub async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(err) if is_not_found(&err) => Ok(()),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// What the runtime needs from an inspect.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub started_at: Option<String>,
+    pub labels: HashMap<String, String>,
+    /// The container's address on `network`.
+    pub ip: Option<String>,
+}
+
+/// Inspects a container; `Ok(None)` when it does not exist.
+pub async fn inspect(
+    docker: &Docker,
+    id: &str,
+    network: &str,
+) -> Result<Option<Inspected>, String> {
+    match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(info) => {
+            let state = info.state.unwrap_or_default();
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut networks| networks.remove(network))
+                .and_then(|endpoint| endpoint.ip_address)
+                .filter(|ip| !ip.is_empty());
+            Ok(Some(Inspected {
+                id: info.id.unwrap_or_else(|| id.to_owned()),
+                running: state.running.unwrap_or(false),
+                exit_code: state.exit_code,
+                oom_killed: state.oom_killed.unwrap_or(false),
+                started_at: state.started_at,
+                labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
+                ip,
+            }))
+        }
+        Err(err) if is_not_found(&err) => Ok(None),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// Every container (running or not) carrying `label=value`.
+pub async fn list_labelled(
+    docker: &Docker,
+    label: &str,
+    value: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, String> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{label}={value}")],
+        )])),
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|err| describe(&err))
+}
+
+/// Makes sure the agent's bridge network exists.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<(), String> {
+    if docker
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let request = bollard::models::NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([(
+            "flotilla.managed".to_owned(),
+            "true".to_owned(),
+        )])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => Ok(()),
+        Err(err) if is_conflict(&err) => Ok(()),
+        Err(err) => Err(describe(&err)),
+    }
+}

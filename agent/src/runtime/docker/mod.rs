@@ -1,0 +1,349 @@
+//! The Docker engine runtime: makes the desired state real on the local
+//! engine through bollard.
+//!
+//! Order of start-up matters: the event stream is subscribed from a point
+//! in time taken *before* existing containers are listed, so nothing that
+//! happens in between is missed. Existing containers carrying this agent's
+//! labels are adopted (not restarted); leftovers no desired state wants are
+//! removed. Then one [`slot`] task per placed configuration supervises its
+//! container, and a dispatcher routes engine events to them.
+
+pub mod engine;
+pub mod names;
+pub mod probe;
+pub mod slot;
+
+use super::Runtime;
+use crate::state::{AgentStore, Transition};
+use bollard::query_parameters::EventsOptions;
+use bollard::Docker;
+use flotilla_common::wire::messages::DesiredState;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What every slot shares.
+pub struct Context {
+    pub docker: Docker,
+    pub agent_id: String,
+    /// The bridge network containers join (probes reach them there).
+    pub network: String,
+    pub store: AgentStore,
+    pub reports: mpsc::Sender<Transition>,
+}
+
+/// Settings of the Docker runtime.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// Engine socket path.
+    pub socket: String,
+    /// Network containers are attached to (created when missing).
+    pub network: String,
+    /// How often stopped containers and unused images are cleaned up.
+    pub cleanup_every: Duration,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            socket: "/var/run/docker.sock".into(),
+            network: "flotilla".into(),
+            cleanup_every: Duration::from_secs(600),
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct DockerRuntime {
+    pub docker: Docker,
+    pub agent_id: String,
+    pub store: AgentStore,
+    pub settings: DockerSettings,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine. The client timeout covers the longest stop
+    /// grace period with room to spare; streams have their own timeouts.
+    pub fn connect(
+        settings: DockerSettings,
+        agent_id: String,
+        store: AgentStore,
+    ) -> Result<DockerRuntime, String> {
+        let timeout = crate::runtime::spec::MAX_GRACE.as_secs() + 60;
+        let docker =
+            Docker::connect_with_socket(&settings.socket, timeout, bollard::API_DEFAULT_VERSION)
+                .map_err(|err| {
+                    format!(
+                        "cannot reach the Docker engine at {}: {err}",
+                        settings.socket
+                    )
+                })?;
+        Ok(DockerRuntime {
+            docker,
+            agent_id,
+            store,
+            settings,
+        })
+    }
+}
+
+type SlotKey = (String, String);
+
+struct SlotHandle {
+    wanted: watch::Sender<Option<slot::Wanted>>,
+    events: mpsc::Sender<slot::Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
+    desired
+        .placements
+        .iter()
+        .map(|p| {
+            (
+                (p.stack_id.clone(), p.flag.clone()),
+                slot::Wanted {
+                    stack_id: p.stack_id.clone(),
+                    flag: p.flag.clone(),
+                    version_id: p.version_id.clone(),
+                    spec_json: p.spec_json.clone(),
+                    generation: desired.generation,
+                    hash: names::spec_hash(&p.spec_json),
+                },
+            )
+        })
+        .collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Runtime for DockerRuntime {
+    fn spawn(
+        self: Box<Self>,
+        desired: watch::Receiver<Arc<DesiredState>>,
+        reports: mpsc::Sender<Transition>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Err(err) = self.run(desired, reports).await {
+                tracing::error!(error = %err, "Docker runtime stopped");
+            }
+        })
+    }
+}
+
+impl DockerRuntime {
+    async fn run(
+        self: Box<Self>,
+        mut desired: watch::Receiver<Arc<DesiredState>>,
+        reports: mpsc::Sender<Transition>,
+    ) -> Result<(), String> {
+        let docker = self.docker.clone();
+        engine::ensure_network(&docker, &self.settings.network).await?;
+        let ctx = Arc::new(Context {
+            docker: docker.clone(),
+            agent_id: self.agent_id.clone(),
+            network: self.settings.network.clone(),
+            store: self.store.clone(),
+            reports,
+        });
+        // Subscribe from a time before the listing, so no event falls between.
+        let since = unix_now() - 1;
+        let mut found: HashMap<SlotKey, Vec<engine::Inspected>> = HashMap::new();
+        for summary in engine::list_labelled(&docker, names::AGENT, &self.agent_id).await? {
+            let Some(id) = summary.id else { continue };
+            if let Some(container) = engine::inspect(&docker, &id, &ctx.network).await? {
+                let key = (
+                    container
+                        .labels
+                        .get(names::STACK)
+                        .cloned()
+                        .unwrap_or_default(),
+                    container
+                        .labels
+                        .get(names::FLAG)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                found.entry(key).or_default().push(container);
+            }
+        }
+        tracing::info!(
+            containers = found.values().map(Vec::len).sum::<usize>(),
+            "existing containers found"
+        );
+        let (event_tx, mut event_rx) = mpsc::channel::<(SlotKey, slot::Event)>(256);
+        tokio::spawn(dispatch_events(
+            docker.clone(),
+            self.agent_id.clone(),
+            since,
+            event_tx,
+        ));
+        let mut slots: HashMap<SlotKey, SlotHandle> = HashMap::new();
+        let mut cleanup = tokio::time::interval(self.settings.cleanup_every);
+        cleanup.tick().await;
+        loop {
+            let state = desired.borrow_and_update().clone();
+            let wanted = wanted_slots(&state);
+            slots.retain(|_, handle| !handle.task.is_finished());
+            for (key, want) in &wanted {
+                match slots.get(key) {
+                    Some(handle) => {
+                        handle.wanted.send_if_modified(|current| {
+                            let changed = current.as_ref() != Some(want);
+                            *current = Some(want.clone());
+                            changed
+                        });
+                    }
+                    None => {
+                        let handle = spawn_slot(
+                            &ctx,
+                            key,
+                            Some(want.clone()),
+                            found.remove(key).unwrap_or_default(),
+                        );
+                        slots.insert(key.clone(), handle);
+                    }
+                }
+            }
+            for (key, handle) in &slots {
+                if !wanted.contains_key(key) {
+                    handle
+                        .wanted
+                        .send_if_modified(|current| current.take().is_some());
+                }
+            }
+            // Leftovers of slots nobody wants: remove them.
+            for (key, containers) in found.drain() {
+                if !wanted.contains_key(&key) {
+                    let handle = spawn_slot(&ctx, &key, None, containers);
+                    slots.insert(key, handle);
+                }
+            }
+            tokio::select! {
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some((key, event)) = event_rx.recv() => {
+                    if let Some(handle) = slots.get(&key) {
+                        let _ = handle.events.send(event).await;
+                    }
+                }
+                _ = cleanup.tick() => clean_up(&docker).await,
+            }
+        }
+    }
+}
+
+fn spawn_slot(
+    ctx: &Arc<Context>,
+    key: &SlotKey,
+    wanted: Option<slot::Wanted>,
+    found: Vec<engine::Inspected>,
+) -> SlotHandle {
+    let (wanted_tx, wanted_rx) = watch::channel(wanted);
+    let (events_tx, events_rx) = mpsc::channel(32);
+    let task = tokio::spawn(slot::run(
+        ctx.clone(),
+        key.0.clone(),
+        key.1.clone(),
+        wanted_rx,
+        events_rx,
+        found,
+    ));
+    SlotHandle {
+        wanted: wanted_tx,
+        events: events_tx,
+        task,
+    }
+}
+
+/// Follows the engine's container events for this agent's containers and
+/// routes them by slot. bollard's stream does not resubscribe: on error or
+/// end this subscribes again from the last event seen.
+async fn dispatch_events(
+    docker: Docker,
+    agent_id: String,
+    mut since: i64,
+    out: mpsc::Sender<(SlotKey, slot::Event)>,
+) {
+    loop {
+        let options = EventsOptions {
+            since: Some(since.to_string()),
+            until: None,
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                (
+                    "label".to_owned(),
+                    vec![format!("{}={agent_id}", names::AGENT)],
+                ),
+            ])),
+        };
+        let mut stream = docker.events(Some(options));
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(error = %engine::describe(&err), "Docker event stream failed; resubscribing");
+                    break;
+                }
+            };
+            if let Some(time) = event.time {
+                since = since.max(time);
+            }
+            let Some(actor) = event.actor else { continue };
+            let attributes = actor.attributes.unwrap_or_default();
+            let key = (
+                attributes.get(names::STACK).cloned().unwrap_or_default(),
+                attributes.get(names::FLAG).cloned().unwrap_or_default(),
+            );
+            let routed = slot::Event {
+                container_id: actor.id.unwrap_or_default(),
+                action: event.action.unwrap_or_default(),
+                exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+            };
+            if out.send((key, routed)).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Removes stopped containers this agent left behind and images unused for
+/// a day, so disks do not fill.
+async fn clean_up(docker: &Docker) {
+    let stopped = bollard::query_parameters::PruneContainersOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}=true", names::MANAGED)],
+        )])),
+    };
+    match docker.prune_containers(Some(stopped)).await {
+        Ok(report) => tracing::info!(
+            removed = report.containers_deleted.map_or(0, |c| c.len()),
+            "stopped containers pruned"
+        ),
+        Err(err) => tracing::warn!(error = %engine::describe(&err), "container prune failed"),
+    }
+    let images = bollard::query_parameters::PruneImagesOptions {
+        filters: Some(HashMap::from([
+            ("dangling".to_owned(), vec!["false".to_owned()]),
+            ("until".to_owned(), vec!["24h".to_owned()]),
+        ])),
+    };
+    match docker.prune_images(Some(images)).await {
+        Ok(report) => tracing::info!(
+            reclaimed = report.space_reclaimed.unwrap_or(0),
+            "unused images pruned"
+        ),
+        Err(err) => tracing::warn!(error = %engine::describe(&err), "image prune failed"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Health probes: an HTTP GET to the container's address on the agent's
+//! network, or a command run inside the container.
+
+use super::super::spec::Probe;
+use super::engine::describe;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::Docker;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use std::time::{Duration, Instant};
+
+/// Runs one probe against a container; `Ok` when healthy.
+pub async fn check(
+    docker: &Docker,
+    probe: &Probe,
+    container_id: &str,
+    ip: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, run(docker, probe, container_id, ip)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("probe timed out after {} ms", timeout.as_millis())),
+    }
+}
+
+async fn run(
+    docker: &Docker,
+    probe: &Probe,
+    container_id: &str,
+    ip: Option<&str>,
+) -> Result<(), String> {
+    match probe {
+        Probe::Http { path, port } => {
+            let ip = ip.ok_or("the container has no address on the agent's network")?;
+            http_get(ip, *port, path).await
+        }
+        Probe::Command(argv) => exec(docker, container_id, argv).await,
+    }
+}
+
+async fn http_get(ip: &str, port: u16, path: &str) -> Result<(), String> {
+    let stream = tokio::net::TcpStream::connect((ip, port))
+        .await
+        .map_err(|err| format!("GET http://{ip}:{port}{path}: {err}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|err| format!("GET {path}: {err}"))?;
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("{ip}:{port}"))
+        .header(hyper::header::USER_AGENT, "flotilla-agent-probe")
+        .body(Empty::<Bytes>::new())
+        .map_err(|err| format!("GET {path}: {err}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| format!("GET {path}: {err}"));
+    driver.abort();
+    let status = response?.status();
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+async fn exec(docker: &Docker, container_id: &str, argv: &[String]) -> Result<(), String> {
+    let created = docker
+        .create_exec(
+            container_id,
+            CreateExecOptions {
+                cmd: Some(argv.to_vec()),
+                attach_stdout: Some(false),
+                attach_stderr: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|err| describe(&err))?;
+    docker
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|err| describe(&err))?;
+    let started = Instant::now();
+    loop {
+        let info = docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|err| describe(&err))?;
+        if info.running != Some(true) {
+            return match info.exit_code {
+                Some(0) => Ok(()),
+                Some(code) => Err(format!("{} exited with {code}", argv.join(" "))),
+                None => Err(format!("{} did not report an exit code", argv.join(" "))),
+            };
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("probe command never finished".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,630 @@
+//! One supervisor task per placed configuration (a "slot": stack + flag).
+//! It owns that slot's container from pull to removal: creates and starts
+//! it, probes it, applies the restart policy when it dies, replaces it on
+//! update (rolling back when the new one fails), and stops it (SIGTERM,
+//! grace period, SIGKILL) when the slot is no longer wanted. Slots run
+//! independently, so a slow pull never holds up another container.
+
+use super::engine::{self, Inspected};
+use super::{names, probe, Context};
+use crate::runtime::spec::{ContainerSpec, Restart};
+use crate::state::{ContainerRecord, Transition};
+use flotilla_common::status::ContainerStatus;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What the slot should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub stack_id: String,
+    pub flag: String,
+    pub version_id: String,
+    pub spec_json: String,
+    pub generation: u64,
+    pub hash: String,
+}
+
+/// A container event routed to its slot.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub container_id: String,
+    /// `die`, `oom`, `start`, `destroy`, ...
+    pub action: String,
+    pub exit_code: Option<i64>,
+}
+
+/// The slot's running container.
+struct Live {
+    id: String,
+    name: String,
+    version_id: String,
+    hash: String,
+    spec: ContainerSpec,
+    ip: Option<String>,
+    /// When the container was (re)started by this agent.
+    started: Instant,
+    /// Consecutive failed probes.
+    probe_failures: u32,
+}
+
+/// Restarts within this window count toward giving up (`always`).
+const CRASH_WINDOW: Duration = Duration::from_secs(300);
+/// Restarts within the window before a container is `app-crashed`.
+const CRASH_LIMIT: usize = 5;
+
+struct Slot {
+    ctx: Arc<Context>,
+    stack_id: String,
+    flag: String,
+    live: Option<Live>,
+    /// A spec hash that failed to start; not retried until the spec changes.
+    failed: Option<String>,
+    restarts: VecDeque<Instant>,
+    total_restarts: u32,
+    /// When a pending restart is due.
+    restart_at: Option<Instant>,
+    /// The container died and will not be restarted.
+    gave_up: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Slot {
+    async fn report(
+        &self,
+        version_id: &str,
+        status: ContainerStatus,
+        exit_code: Option<i64>,
+        reason: Option<String>,
+    ) {
+        tracing::info!(stack_id = %self.stack_id, flag = %self.flag, version_id, status = %status, exit_code, reason = reason.as_deref().unwrap_or(""), "container status");
+        let transition = Transition {
+            stack_id: self.stack_id.clone(),
+            flag: self.flag.clone(),
+            version_id: version_id.to_owned(),
+            status,
+            exit_code,
+            reason,
+            time_ms: now_ms(),
+        };
+        let _ = self.ctx.reports.send(transition).await;
+    }
+
+    /// Pulls (per policy), records, creates and starts a container for
+    /// `wanted`; waits until it is healthy. Reports failures itself.
+    async fn launch(
+        &mut self,
+        wanted: &Wanted,
+        spec: &ContainerSpec,
+    ) -> Result<Live, (ContainerStatus, String)> {
+        let docker = &self.ctx.docker;
+        let need_pull = spec.pull == crate::runtime::spec::PullPolicy::Always
+            || !engine::image_present(docker, &spec.image).await;
+        if need_pull {
+            engine::pull(docker, spec)
+                .await
+                .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        }
+        let name = names::container_name(&wanted.stack_id, &wanted.flag, &wanted.hash);
+        let mut record = ContainerRecord {
+            name: name.clone(),
+            stack_id: wanted.stack_id.clone(),
+            flag: wanted.flag.clone(),
+            version_id: wanted.version_id.clone(),
+            spec_hash: wanted.hash.clone(),
+            container_id: None,
+        };
+        self.ctx
+            .store
+            .put_container(&record)
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err.to_string()))?;
+        let mut labels = names::labels(
+            &self.ctx.agent_id,
+            &wanted.stack_id,
+            &wanted.flag,
+            &wanted.version_id,
+            wanted.generation,
+            &wanted.hash,
+        );
+        labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let body = engine::create_body(spec, labels, &self.ctx.network);
+        let id = match engine::create(docker, &name, body)
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err))?
+        {
+            Some(id) => id,
+            // Created before a crash: the deterministic name finds it.
+            None => engine::inspect(docker, &name, &self.ctx.network)
+                .await
+                .map_err(|err| (ContainerStatus::StartFailure, err))?
+                .map(|c| c.id)
+                .ok_or((
+                    ContainerStatus::StartFailure,
+                    format!("container {name} vanished"),
+                ))?,
+        };
+        record.container_id = Some(id.clone());
+        let _ = self.ctx.store.put_container(&record).await;
+        if let Err(err) = engine::start(docker, &id).await {
+            let _ = engine::remove(docker, &id).await;
+            let _ = self.ctx.store.remove_container(&name);
+            return Err((ContainerStatus::StartFailure, err));
+        }
+        let mut live = Live {
+            id: id.clone(),
+            name: name.clone(),
+            version_id: wanted.version_id.clone(),
+            hash: wanted.hash.clone(),
+            spec: spec.clone(),
+            ip: None,
+            started: Instant::now(),
+            probe_failures: 0,
+        };
+        if let Err(failure) = self.wait_healthy(&mut live).await {
+            let _ = engine::remove(docker, &id).await;
+            let _ = self.ctx.store.remove_container(&name);
+            return Err(failure);
+        }
+        Ok(live)
+    }
+
+    /// Waits until a freshly started container is healthy: its probe passes
+    /// (failures inside the start period do not count), or, without a
+    /// probe, it is still running after a short settle.
+    async fn wait_healthy(&self, live: &mut Live) -> Result<(), (ContainerStatus, String)> {
+        let docker = &self.ctx.docker;
+        let Some(health) = live.spec.health.clone() else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return match engine::inspect(docker, &live.id, &self.ctx.network).await {
+                Ok(Some(c)) if c.running => {
+                    live.ip = c.ip;
+                    Ok(())
+                }
+                Ok(Some(c)) => Err((ContainerStatus::StartFailure, exit_reason(&c))),
+                Ok(None) => Err((
+                    ContainerStatus::StartFailure,
+                    "the container disappeared".into(),
+                )),
+                Err(err) => Err((ContainerStatus::StartFailure, err)),
+            };
+        };
+        let mut failures = 0;
+        loop {
+            let info = engine::inspect(docker, &live.id, &self.ctx.network)
+                .await
+                .map_err(|err| (ContainerStatus::StartFailure, err))?
+                .ok_or((
+                    ContainerStatus::StartFailure,
+                    "the container disappeared".to_owned(),
+                ))?;
+            if !info.running {
+                return Err((ContainerStatus::StartFailure, exit_reason(&info)));
+            }
+            live.ip = info.ip.clone();
+            match probe::check(
+                docker,
+                &health.probe,
+                &live.id,
+                live.ip.as_deref(),
+                health.timeout,
+            )
+            .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    if live.started.elapsed() >= health.start_period {
+                        failures += 1;
+                    }
+                    if failures >= health.retries {
+                        return Err((ContainerStatus::ProbeFailure, err));
+                    }
+                }
+            }
+            tokio::time::sleep(health.interval).await;
+        }
+    }
+
+    /// Stops and removes a container, reporting `stopping` and `terminated`.
+    async fn retire(&mut self, live: Live, report: bool) {
+        if report {
+            self.report(&live.version_id, ContainerStatus::Stopping, None, None)
+                .await;
+        }
+        let docker = &self.ctx.docker;
+        if let Err(err) = engine::stop(docker, &live.id, live.spec.stop_grace).await {
+            tracing::warn!(container = %live.name, error = %err, "stop failed; removing by force");
+        }
+        let exit = engine::inspect(docker, &live.id, &self.ctx.network)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.exit_code);
+        if let Err(err) = engine::remove(docker, &live.id).await {
+            tracing::warn!(container = %live.name, error = %err, "remove failed");
+        }
+        let _ = self.ctx.store.remove_container(&live.name);
+        if report {
+            self.report(&live.version_id, ContainerStatus::Terminated, exit, None)
+                .await;
+        }
+    }
+
+    /// First start of a slot.
+    async fn start_new(&mut self, wanted: &Wanted) {
+        self.report(&wanted.version_id, ContainerStatus::Starting, None, None)
+            .await;
+        let spec = match ContainerSpec::parse(&wanted.spec_json) {
+            Ok(spec) => spec,
+            Err(err) => {
+                self.failed = Some(wanted.hash.clone());
+                self.report(
+                    &wanted.version_id,
+                    ContainerStatus::StartFailure,
+                    None,
+                    Some(err),
+                )
+                .await;
+                return;
+            }
+        };
+        match self.launch(wanted, &spec).await {
+            Ok(live) => {
+                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                    .await;
+                self.reset_crashes();
+                self.live = Some(live);
+            }
+            Err((status, reason)) => {
+                self.failed = Some(wanted.hash.clone());
+                self.report(&wanted.version_id, status, None, Some(reason))
+                    .await;
+            }
+        }
+    }
+
+    /// Replaces the running container with one for `wanted`; puts the old
+    /// one back if the new one fails.
+    async fn update(&mut self, wanted: &Wanted, old: Live) {
+        self.report(&wanted.version_id, ContainerStatus::Updating, None, None)
+            .await;
+        let spec = match ContainerSpec::parse(&wanted.spec_json) {
+            Ok(spec) => spec,
+            Err(err) => {
+                self.failed = Some(wanted.hash.clone());
+                self.report(
+                    &wanted.version_id,
+                    ContainerStatus::StartFailure,
+                    None,
+                    Some(format!("{err}; version {} kept", old.version_id)),
+                )
+                .await;
+                self.live = Some(old);
+                return;
+            }
+        };
+        // Host ports cannot be bound twice: stop the old one first then.
+        let clash = spec.ports.iter().any(|p| {
+            p.host_port.is_some()
+                && old
+                    .spec
+                    .ports
+                    .iter()
+                    .any(|o| o.host_port == p.host_port && o.protocol == p.protocol)
+        });
+        if clash {
+            if let Err(err) = engine::stop(&self.ctx.docker, &old.id, old.spec.stop_grace).await {
+                tracing::warn!(container = %old.name, error = %err, "stop before replace failed");
+            }
+        }
+        match self.launch(wanted, &spec).await {
+            Ok(live) => {
+                self.retire(old, false).await;
+                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                    .await;
+                self.reset_crashes();
+                self.live = Some(live);
+            }
+            Err((status, reason)) => {
+                self.failed = Some(wanted.hash.clone());
+                if clash {
+                    if let Err(err) = engine::start(&self.ctx.docker, &old.id).await {
+                        tracing::error!(container = %old.name, error = %err, "rollback start failed");
+                    }
+                }
+                let reason = format!("{reason}; rolled back to version {}", old.version_id);
+                self.report(&wanted.version_id, status, None, Some(reason))
+                    .await;
+                self.live = Some(old);
+            }
+        }
+    }
+
+    fn reset_crashes(&mut self) {
+        self.restarts.clear();
+        self.total_restarts = 0;
+        self.restart_at = None;
+        self.gave_up = false;
+    }
+
+    /// The running container died (or failed its probe): restart per policy
+    /// with backoff, or give up.
+    async fn died(&mut self, exit_code: Option<i64>, reason: String, probe_failed: bool) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        let version = live.version_id.clone();
+        let policy = live.spec.restart;
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.restarts.pop_front();
+        }
+        let failure = probe_failed || exit_code != Some(0);
+        let restart = match policy {
+            Restart::Never => false,
+            Restart::OnFailure { max_attempts } => failure && self.total_restarts < max_attempts,
+            Restart::Always => self.restarts.len() < CRASH_LIMIT,
+        };
+        if probe_failed {
+            self.report(
+                &version,
+                ContainerStatus::ProbeFailure,
+                exit_code,
+                Some(reason.clone()),
+            )
+            .await;
+        }
+        if restart {
+            let delay =
+                Duration::from_secs(1 << self.total_restarts.min(5)).min(Duration::from_secs(30));
+            self.restarts.push_back(now);
+            self.total_restarts += 1;
+            self.restart_at = Some(now + delay);
+            self.report(
+                &version,
+                ContainerStatus::Restarting,
+                exit_code,
+                Some(format!("{reason}; restart in {} s", delay.as_secs())),
+            )
+            .await;
+            return;
+        }
+        self.gave_up = true;
+        self.restart_at = None;
+        if probe_failed {
+            return;
+        }
+        let status = if failure {
+            ContainerStatus::AppCrashed
+        } else {
+            ContainerStatus::Terminated
+        };
+        let reason = if failure && policy != Restart::Never {
+            format!("{reason}; gave up after {} restarts", self.total_restarts)
+        } else {
+            reason
+        };
+        self.report(&version, status, exit_code, Some(reason)).await;
+    }
+
+    /// Carries out a due restart.
+    async fn restart(&mut self) {
+        self.restart_at = None;
+        let Some(mut live) = self.live.take() else {
+            return;
+        };
+        let docker = self.ctx.docker.clone();
+        let _ = engine::stop(&docker, &live.id, Duration::from_secs(1)).await;
+        live.started = Instant::now();
+        live.probe_failures = 0;
+        let result = match engine::start(&docker, &live.id).await {
+            Ok(()) => self.wait_healthy(&mut live).await,
+            Err(err) => Err((ContainerStatus::StartFailure, err)),
+        };
+        let version = live.version_id.clone();
+        self.live = Some(live);
+        match result {
+            Ok(()) => {
+                self.report(&version, ContainerStatus::Running, None, None)
+                    .await
+            }
+            Err((status, reason)) => {
+                let probe_failed = status == ContainerStatus::ProbeFailure;
+                self.died(None, reason, probe_failed).await;
+            }
+        }
+    }
+
+    /// Runs the steady-state probe; after `retries` consecutive failures the
+    /// container is treated as dead.
+    async fn probe_tick(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let Some(health) = live.spec.health.clone() else {
+            return;
+        };
+        match probe::check(
+            &self.ctx.docker,
+            &health.probe,
+            &live.id,
+            live.ip.as_deref(),
+            health.timeout,
+        )
+        .await
+        {
+            Ok(()) => live.probe_failures = 0,
+            Err(err) => {
+                live.probe_failures += 1;
+                tracing::warn!(container = %live.name, failures = live.probe_failures, error = %err, "probe failed");
+                if live.probe_failures >= health.retries {
+                    live.probe_failures = 0;
+                    self.died(None, err, true).await;
+                }
+            }
+        }
+    }
+}
+
+fn exit_reason(c: &Inspected) -> String {
+    if c.oom_killed {
+        "OOMKilled".into()
+    } else {
+        format!("exited with code {}", c.exit_code.unwrap_or(-1))
+    }
+}
+
+/// Adopts the containers found for this slot at start: keeps the one that
+/// matches what is wanted (running or not), removes the rest.
+async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) {
+    let docker = slot.ctx.docker.clone();
+    for container in found {
+        let hash = container
+            .labels
+            .get(names::SPEC_HASH)
+            .cloned()
+            .unwrap_or_default();
+        let keep = slot.live.is_none() && wanted.is_some_and(|w| w.hash == hash);
+        let spec = wanted.and_then(|w| ContainerSpec::parse(&w.spec_json).ok());
+        match (keep, spec) {
+            (true, Some(spec)) => {
+                let version = container
+                    .labels
+                    .get(names::VERSION)
+                    .cloned()
+                    .unwrap_or_default();
+                let name = wanted
+                    .map(|w| names::container_name(&w.stack_id, &w.flag, &w.hash))
+                    .unwrap_or_default();
+                tracing::info!(container = %name, running = container.running, "adopted");
+                let running = container.running;
+                slot.live = Some(Live {
+                    id: container.id.clone(),
+                    name,
+                    version_id: version,
+                    hash,
+                    spec,
+                    ip: container.ip.clone(),
+                    started: Instant::now(),
+                    probe_failures: 0,
+                });
+                if !running {
+                    slot.died(container.exit_code, exit_reason(&container), false)
+                        .await;
+                }
+            }
+            _ => {
+                tracing::info!(container = %container.id, "removing a leftover container");
+                let _ = engine::stop(&docker, &container.id, Duration::from_secs(10)).await;
+                let _ = engine::remove(&docker, &container.id).await;
+            }
+        }
+    }
+}
+
+/// Runs a slot until it is no longer wanted and its container is gone.
+pub async fn run(
+    ctx: Arc<Context>,
+    stack_id: String,
+    flag: String,
+    mut wanted: watch::Receiver<Option<Wanted>>,
+    mut events: mpsc::Receiver<Event>,
+    found: Vec<Inspected>,
+) {
+    let mut slot = Slot {
+        ctx,
+        stack_id,
+        flag,
+        live: None,
+        failed: None,
+        restarts: VecDeque::new(),
+        total_restarts: 0,
+        restart_at: None,
+        gave_up: false,
+    };
+    let initial = wanted.borrow().clone();
+    adopt(&mut slot, initial.as_ref(), found).await;
+    let mut probe_timer = tokio::time::interval(Duration::from_secs(3600));
+    probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe_interval = None;
+    loop {
+        let want = wanted.borrow_and_update().clone();
+        match (&want, slot.live.take()) {
+            (None, None) => return,
+            (None, Some(live)) => {
+                slot.retire(live, true).await;
+                continue;
+            }
+            (Some(w), None) if slot.failed.as_ref() != Some(&w.hash) && !slot.gave_up => {
+                slot.start_new(w).await;
+                continue;
+            }
+            (Some(w), Some(live))
+                if live.hash != w.hash && slot.failed.as_ref() != Some(&w.hash) =>
+            {
+                slot.failed = None;
+                slot.update(w, live).await;
+                continue;
+            }
+            (_, live) => slot.live = live,
+        }
+        // A changed spec may be retried; the same one is not.
+        if let (Some(w), Some(failed)) = (&want, &slot.failed) {
+            if &w.hash != failed {
+                slot.failed = None;
+                slot.gave_up = false;
+                continue;
+            }
+        }
+        let interval = slot
+            .live
+            .as_ref()
+            .and_then(|l| l.spec.health.as_ref())
+            .map(|h| h.interval);
+        if interval != probe_interval {
+            probe_interval = interval;
+            probe_timer = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+            probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            probe_timer.tick().await;
+        }
+        let restart_at = slot.restart_at;
+        tokio::select! {
+            changed = wanted.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                let ours = slot.live.as_ref().is_some_and(|l| l.id == event.container_id);
+                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up {
+                    let inspected = engine::inspect(&slot.ctx.docker, &event.container_id, &slot.ctx.network).await.ok().flatten();
+                    let reason = inspected.as_ref().map_or_else(|| format!("exited with code {}", event.exit_code.unwrap_or(-1)), exit_reason);
+                    let code = inspected.and_then(|c| c.exit_code).or(event.exit_code);
+                    slot.died(code, reason, false).await;
+                } else if ours && event.action == "destroy" {
+                    // Removed behind the agent's back: create it again.
+                    if let Some(live) = slot.live.take() {
+                        let _ = slot.ctx.store.remove_container(&live.name);
+                        slot.report(&live.version_id, ContainerStatus::Terminated, None, Some("removed outside the agent".into())).await;
+                    }
+                }
+            }
+            () = async { match restart_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            } } => slot.restart().await,
+            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && slot.restart_at.is_none() => slot.probe_tick().await,
+        }
+    }
+}
