@@ -268,18 +268,18 @@ impl AgentProcess {
     /// Starts `flotilla-agent --data-dir dir run --runtime simulated` plus
     /// `args`.
     pub fn spawn(dir: &Path, args: &[&str]) -> anyhow::Result<AgentProcess> {
+        let mut all = vec!["--runtime", "simulated"];
+        all.extend_from_slice(args);
+        Self::spawn_with(dir, &all)
+    }
+
+    /// Starts `flotilla-agent --data-dir dir run` plus `args` (the Docker
+    /// runtime unless `args` say otherwise).
+    pub fn spawn_with(dir: &Path, args: &[&str]) -> anyhow::Result<AgentProcess> {
         let mut child = Command::new(binary("flotilla-agent")?)
             .arg("--data-dir")
             .arg(dir)
-            .args([
-                "--log-format",
-                "json",
-                "run",
-                "--runtime",
-                "simulated",
-                "--max-backoff",
-                "1",
-            ])
+            .args(["--log-format", "json", "run", "--max-backoff", "1"])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -566,4 +566,78 @@ impl Drop for UdpRelay {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Builds the example web image under `tag` (once per tag and process).
+pub fn ensure_image(tag: &str) -> anyhow::Result<()> {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    if built.iter().any(|t| t == tag) {
+        return Ok(());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build-image");
+    let output = Command::new(&script)
+        .arg(tag)
+        .output()
+        .context("cannot run examples/build-image")?;
+    if !output.status.success() {
+        bail!(
+            "building {tag} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    built.push(tag.to_owned());
+    Ok(())
+}
+
+/// Runs a `docker` command; returns its standard output.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .context("cannot run docker")?;
+    if !output.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Ids of the containers an agent manages (running or not).
+pub fn agent_containers(agent_id: &str) -> anyhow::Result<Vec<String>> {
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=flotilla.agent={agent_id}"),
+    ])?;
+    Ok(out
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Removes an agent's containers when dropped (a failed test leaves none).
+pub struct ContainerSweep(pub String);
+
+impl Drop for ContainerSweep {
+    fn drop(&mut self) {
+        if let Ok(ids) = agent_containers(&self.0) {
+            for id in ids {
+                let _ = docker(&["rm", "-f", &id]);
+            }
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -11,7 +11,7 @@ const FAST: &[&str] = &[
     "--heartbeat",
     "1",
     "--agent-lost-after",
-    "3",
+    "10",
     "--replace-after",
     "60",
     "--placement-timeout",
@@ -244,8 +244,8 @@ async fn desired_state_is_pushed_acked_and_resynced_after_reconnect() -> anyhow:
     let one = agent_by_instance(&agents, "i-one")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(one["generation"], 1);
-    assert_eq!(one["applied_generation"], 1);
+    assert_eq!(one["generation"], 1, "{one}");
+    assert_eq!(one["applied_generation"], 1, "{one}");
     assert_eq!(one["labels"]["lifecycle"], "on-demand");
     assert_eq!(one["placements"][0]["stack_id"], stack.as_str());
 
@@ -267,9 +267,9 @@ async fn desired_state_is_pushed_acked_and_resynced_after_reconnect() -> anyhow:
     let one = agent_by_instance(&agents, "i-one")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(one["generation"], 2);
-    assert_eq!(one["applied_generation"], 2);
-    assert_eq!(one["state"], "connected");
+    assert_eq!(one["generation"], 2, "{one}");
+    assert_eq!(one["applied_generation"], 2, "{one}");
+    assert_eq!(one["state"], "connected", "{one}");
     let containers = api.get(&format!("{path}/containers")).await?;
     assert_eq!(containers[0]["version_id"], v2.as_str());
 

@@ -370,9 +370,11 @@ impl ContainerSpec {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Number(n) => n.to_string(),
                 serde_json::Value::Bool(b) => b.to_string(),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "environment variable {name} must be a string, number or boolean, not {other}"
-                )),
+                ))
+                }
             };
             if value.contains('\0') {
                 return Err(format!("environment variable {name} contains a NUL byte"));

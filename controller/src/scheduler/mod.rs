@@ -81,6 +81,30 @@ fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
     }
 }
 
+/// Whether a reported container may still exist on an agent that can
+/// still remove it: its last status is not a final one.
+fn container_may_exist(
+    record: &InstanceStatusRecord,
+    eligible: &std::collections::HashSet<&str>,
+) -> bool {
+    let Some(agent) = record.agent_id.as_deref() else {
+        return false;
+    };
+    let last = record
+        .status
+        .parse::<flotilla_common::status::ContainerStatus>()
+        .ok();
+    let finished = matches!(
+        last,
+        Some(
+            flotilla_common::status::ContainerStatus::Terminated
+                | flotilla_common::status::ContainerStatus::StartFailure
+                | flotilla_common::status::ContainerStatus::AppCrashed
+        )
+    );
+    !finished && eligible.contains(agent)
+}
+
 /// One full pass, then a flush when anything changed. The pass itself is
 /// synchronous store work, so it runs on the blocking pool and never holds
 /// up the sessions' tasks.
@@ -128,6 +152,11 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         .filter(|a| a.state != AgentState::Revoked)
         .collect();
     let candidates: Vec<Candidate> = agents.iter().map(|a| candidate(fleet, a, now)).collect();
+    let eligible: std::collections::HashSet<&str> = candidates
+        .iter()
+        .filter(|c| c.eligible)
+        .map(|c| c.agent_id.as_str())
+        .collect();
 
     // Placement.
     let mut wants = Vec::new();
@@ -260,7 +289,8 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             wants: &wants,
             assigned: &assigned,
             reports: &reports,
-            still_held: held.contains_key(&stack.stack_id),
+            still_held: held.contains_key(&stack.stack_id)
+                || records.iter().any(|r| container_may_exist(r, &eligible)),
             placement_timeout: fleet.settings.placement_timeout,
         };
         let Some((next, reason)) = status::next(&observed) else {

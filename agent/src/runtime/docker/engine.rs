@@ -301,17 +301,30 @@ pub async fn list_labelled(
         .map_err(|err| describe(&err))
 }
 
-/// Makes sure the agent's bridge network exists.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<(), String> {
-    if docker
-        .inspect_network(
-            name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .is_ok()
-    {
-        return Ok(());
+/// Makes sure the agent's bridge network exists and returns the id to
+/// attach containers to. The engine allows two networks of one name (two
+/// agents creating it at once); then every agent picks the same one, the
+/// smallest id, and containers are attached by id, never by the ambiguous
+/// name.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, String> {
+    let find = || async {
+        let options = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+        };
+        docker
+            .list_networks(Some(options))
+            .await
+            .map(|networks| {
+                networks
+                    .into_iter()
+                    .filter(|n| n.name.as_deref() == Some(name))
+                    .filter_map(|n| n.id)
+                    .min()
+            })
+            .map_err(|err| describe(&err))
+    };
+    if let Some(id) = find().await? {
+        return Ok(id);
     }
     let request = bollard::models::NetworkCreateRequest {
         name: name.to_owned(),
@@ -322,9 +335,12 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<(), String> {
         )])),
         ..Default::default()
     };
-    match docker.create_network(request).await {
-        Ok(_) => Ok(()),
-        Err(err) if is_conflict(&err) => Ok(()),
-        Err(err) => Err(describe(&err)),
+    if let Err(err) = docker.create_network(request).await {
+        if !is_conflict(&err) {
+            return Err(describe(&err));
+        }
     }
+    find()
+        .await?
+        .ok_or_else(|| format!("network {name} could not be created"))
 }

@@ -28,8 +28,10 @@ use tokio::sync::{mpsc, watch};
 pub struct Context {
     pub docker: Docker,
     pub agent_id: String,
-    /// The bridge network containers join (probes reach them there).
+    /// The bridge network containers join (probes reach them there), by
+    /// name (as it appears in inspect output) and by id (to attach).
     pub network: String,
+    pub network_id: String,
     pub store: AgentStore,
     pub reports: mpsc::Sender<Transition>,
 }
@@ -144,11 +146,12 @@ impl DockerRuntime {
         reports: mpsc::Sender<Transition>,
     ) -> Result<(), String> {
         let docker = self.docker.clone();
-        engine::ensure_network(&docker, &self.settings.network).await?;
+        let network_id = engine::ensure_network(&docker, &self.settings.network).await?;
         let ctx = Arc::new(Context {
             docker: docker.clone(),
             agent_id: self.agent_id.clone(),
             network: self.settings.network.clone(),
+            network_id,
             store: self.store.clone(),
             reports,
         });

@@ -134,7 +134,7 @@ impl Slot {
             &wanted.hash,
         );
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = engine::create_body(spec, labels, &self.ctx.network);
+        let body = engine::create_body(spec, labels, &self.ctx.network_id);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
@@ -518,7 +518,22 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     started: Instant::now(),
                     probe_failures: 0,
                 });
-                if !running {
+                if running {
+                    // The previous agent process may have died before it
+                    // reported this container; saying it again is harmless.
+                    let version = slot
+                        .live
+                        .as_ref()
+                        .map(|l| l.version_id.clone())
+                        .unwrap_or_default();
+                    slot.report(
+                        &version,
+                        ContainerStatus::Running,
+                        None,
+                        Some("adopted after an agent restart".into()),
+                    )
+                    .await;
+                } else {
                     slot.died(container.exit_code, exit_reason(&container), false)
                         .await;
                 }
@@ -609,6 +624,11 @@ pub async fn run(
                 let ours = slot.live.as_ref().is_some_and(|l| l.id == event.container_id);
                 if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up {
                     let inspected = engine::inspect(&slot.ctx.docker, &event.container_id, &slot.ctx.network).await.ok().flatten();
+                    // A stop of the agent's own (update, rollback, restart)
+                    // whose container runs again by now: nothing died.
+                    if inspected.as_ref().is_some_and(|c| c.running) {
+                        continue;
+                    }
                     let reason = inspected.as_ref().map_or_else(|| format!("exited with code {}", event.exit_code.unwrap_or(-1)), exit_reason);
                     let code = inspected.and_then(|c| c.exit_code).or(event.exit_code);
                     slot.died(code, reason, false).await;

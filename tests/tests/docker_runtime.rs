@@ -1,0 +1,355 @@
+//! The Docker runtime end to end: real controller, real agent, the real
+//! Docker engine, an image built locally from Debian's busybox-static.
+
+use flotilla_tests::{
+    agent_containers, docker, enroll, ensure_image, free_tcp_port, AgentProcess, Api,
+    ContainerSweep, ControllerProcess,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const IMAGE: &str = "flotilla-test/web:1";
+
+struct Fleet {
+    controller: ControllerProcess,
+    api: Api,
+    agent_dir: tempfile::TempDir,
+    agent: Option<AgentProcess>,
+    agent_id: String,
+    network: String,
+    _sweep: ContainerSweep,
+    _dir: tempfile::TempDir,
+}
+
+async fn fleet(instance: &str) -> anyhow::Result<Fleet> {
+    ensure_image(IMAGE)?;
+    let dir = tempfile::tempdir()?;
+    let controller = ControllerProcess::spawn(
+        dir.path(),
+        &["--heartbeat", "1", "--placement-timeout", "60"],
+        &[],
+    )?;
+    let api = Api::admin(&controller.url(""), dir.path()).await?;
+    let agent_dir = tempfile::tempdir()?;
+    let (token, fingerprint) = api.join_token(json!({})).await?;
+    let (ok, out, err) = enroll(
+        agent_dir.path(),
+        controller.quic_addr,
+        &token,
+        &fingerprint,
+        instance,
+    )?;
+    anyhow::ensure!(ok, "{out}{err}");
+    let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
+    let agent =
+        AgentProcess::spawn_with(agent_dir.path(), &["--docker-network", &network(instance)])?;
+    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+    Ok(Fleet {
+        controller,
+        api,
+        agent_dir,
+        agent: Some(agent),
+        _sweep: ContainerSweep(agent_id.clone()),
+        agent_id,
+        network: network(instance),
+        _dir: dir,
+    })
+}
+
+/// One network per test agent, so parallel tests never race to create one.
+fn network(instance: &str) -> String {
+    format!("flotilla-test-{instance}")
+}
+
+fn template(container: Value) -> Value {
+    json!({
+        "version": "2017-03-03",
+        "label": "docker test",
+        "configurations": [{"role": "web", "flag": "Web01", "provision": {"instance_count": 1}, "container": container}]
+    })
+}
+
+fn web(port: u16, stage: &str) -> Value {
+    json!({
+        "image": IMAGE,
+        "environment_variables": {"STAGE": stage},
+        "ports": [format!("127.0.0.1:{port}:80/tcp")],
+        "labels": {"team": "web"},
+        "stop_grace_period": "5s",
+        "health_check": {"http": {"path": "/health", "port": 80}, "interval": "300ms", "timeout": "1s", "retries": 3}
+    })
+}
+
+async fn status_of(api: &Api, stack: &str, want: &[&str]) -> anyhow::Result<Value> {
+    api.wait_for(
+        &format!("/v3/alm/stack/{stack}"),
+        Duration::from_secs(60),
+        |s| want.iter().any(|w| s["stack_status"] == *w),
+    )
+    .await
+}
+
+fn inspect(id: &str, format: &str) -> anyhow::Result<String> {
+    docker(&["inspect", "-f", format, id])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_update_and_delete_run_real_containers() -> anyhow::Result<()> {
+    let f = fleet("i-docker-1").await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&template(web(port, "one"))).await?;
+    let described = status_of(&f.api, &stack, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    let ids = agent_containers(&f.agent_id)?;
+    assert_eq!(ids.len(), 1);
+    let id = &ids[0];
+    assert!(inspect(id, "{{.Config.Env}}")?.contains("STAGE=one"));
+    let labels = inspect(id, "{{json .Config.Labels}}")?;
+    for expected in [
+        "\"flotilla.stack\"",
+        &stack,
+        "\"team\":\"web\"",
+        "flotilla.spec-hash",
+        "flotilla.generation",
+    ] {
+        assert!(labels.contains(expected), "{labels}");
+    }
+    let name = inspect(id, "{{.Name}}")?;
+    assert!(
+        name.starts_with(&format!("/flotilla-{stack}-Web01-")),
+        "{name}"
+    );
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await?
+        .text()
+        .await?;
+    assert!(page.contains("Hello from a Flotilla container"), "{page}");
+    let containers = f
+        .api
+        .get(&format!("/v3/alm/stack/{stack}/containers"))
+        .await?;
+    assert_eq!(containers[0]["status"], "running");
+    assert_eq!(containers[0]["instance_id"], "i-docker-1");
+
+    // Update: a new container replaces the old one.
+    f.api.update(&stack, &template(web(port, "two"))).await?;
+    let described = status_of(&f.api, &stack, &["UPDATE_COMPLETE", "UPDATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "UPDATE_COMPLETE", "{described}");
+    let ids = agent_containers(&f.agent_id)?;
+    assert_eq!(ids.len(), 1, "the old container is gone");
+    assert_ne!(&ids[0], id);
+    assert!(inspect(&ids[0], "{{.Config.Env}}")?.contains("STAGE=two"));
+    let statuses: Vec<String> = f
+        .api
+        .get(&format!(
+            "/v3/events?stack_id={stack}&type=container.status"
+        ))
+        .await?
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(statuses, ["starting", "running", "updating", "running"]);
+
+    // Delete: stopped with SIGTERM, removed, reported.
+    let (status, _) = f
+        .api
+        .call(Method::DELETE, &format!("/v3/alm/stack/{stack}"), None)
+        .await?;
+    assert_eq!(status, 202);
+    status_of(&f.api, &stack, &["DELETE_COMPLETE"]).await?;
+    assert!(agent_containers(&f.agent_id)?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_update_rolls_back_and_failures_are_named() -> anyhow::Result<()> {
+    let f = fleet("i-docker-2").await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&template(web(port, "good"))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    let before = agent_containers(&f.agent_id)?;
+    // The new version dies at once: the old one is put back.
+    let mut broken = web(port, "broken");
+    broken["command"] = json!(["sh", "-c", "exit 3"]);
+    f.api.update(&stack, &template(broken)).await?;
+    let described = status_of(&f.api, &stack, &["UPDATE_FAILED", "UPDATE_COMPLETE"]).await?;
+    assert_eq!(described["stack_status"], "UPDATE_FAILED");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("start-failure")
+            && reason.contains("exited with code 3")
+            && reason.contains("rolled back"),
+        "{reason}"
+    );
+    assert_eq!(
+        agent_containers(&f.agent_id)?,
+        before,
+        "the previous container runs on"
+    );
+    assert_eq!(inspect(&before[0], "{{.State.Running}}")?, "true");
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/")).await?;
+    assert!(page.status().is_success());
+
+    // A probe that never passes: probe-failure, nothing left running.
+    let mut unhealthy = web(free_tcp_port()?, "unhealthy");
+    unhealthy["health_check"] = json!({"http": {"path": "/health", "port": 81}, "interval": "200ms", "timeout": "300ms", "retries": 2});
+    let second = f.api.apply(&template(unhealthy)).await?;
+    let described = status_of(&f.api, &second, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    assert!(
+        described["stack_status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("probe-failure"),
+        "{described}"
+    );
+
+    // A missing image: start-failure with the engine's reason; the first
+    // stack keeps running.
+    let third = f
+        .api
+        .apply(&template(json!({"image": "flotilla-test/missing:404"})))
+        .await?;
+    let described = status_of(&f.api, &third, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("start-failure") && reason.contains("flotilla-test/missing"),
+        "{reason}"
+    );
+    // A port already taken by the first stack.
+    let fourth = f
+        .api
+        .apply(&template(
+            json!({"image": IMAGE, "ports": [format!("127.0.0.1:{port}:80")]}),
+        ))
+        .await?;
+    let described = status_of(&f.api, &fourth, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    assert!(
+        described["stack_status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allocated"),
+        "{described}"
+    );
+    assert_eq!(
+        inspect(&before[0], "{{.State.Running}}")?,
+        "true",
+        "other containers are untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_container_ends_app_crashed() -> anyhow::Result<()> {
+    let f = fleet("i-docker-3").await?;
+    let spec = json!({
+        "image": IMAGE,
+        "command": ["sh", "-c", "sleep 1; exit 7"],
+        "restart": {"policy": "on-failure", "max_attempts": 2}
+    });
+    let stack = f.api.apply(&template(spec)).await?;
+    let containers = f
+        .api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}/containers"),
+            Duration::from_secs(60),
+            |c| c[0]["status"] == "app-crashed",
+        )
+        .await?;
+    assert_eq!(containers[0]["exit_code"], 7);
+    let reason = containers[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("exited with code 7") && reason.contains("gave up after 2 restarts"),
+        "{reason}"
+    );
+    let statuses: Vec<String> = f
+        .api
+        .get(&format!(
+            "/v3/events?stack_id={stack}&type=container.status"
+        ))
+        .await?
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "restarting").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last().map(String::as_str), Some("app-crashed"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_kill_9_adopts_without_restarting_and_never_duplicates() -> anyhow::Result<()> {
+    let mut f = fleet("i-docker-4").await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&template(web(port, "steady"))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    let id = agent_containers(&f.agent_id)?.remove(0);
+    let started = inspect(&id, "{{.State.StartedAt}}")?;
+
+    // Steady: kill -9 and restart; the container is adopted, not restarted.
+    if let Some(agent) = f.agent.take() {
+        agent.kill9()?;
+    }
+    let agent = AgentProcess::spawn_with(f.agent_dir.path(), &["--docker-network", &f.network])?;
+    agent.wait_log("adopted", Duration::from_secs(20))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(agent_containers(&f.agent_id)?, vec![id.clone()]);
+    assert_eq!(
+        inspect(&id, "{{.State.StartedAt}}")?,
+        started,
+        "not restarted"
+    );
+
+    // During an update: kill -9 at once, restart; exactly one container, the new version.
+    f.api
+        .update(&stack, &template(web(port, "during-update")))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    agent.kill9()?;
+    let agent = AgentProcess::spawn_with(f.agent_dir.path(), &["--docker-network", &f.network])?;
+    status_of(&f.api, &stack, &["UPDATE_COMPLETE"]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ids = agent_containers(&f.agent_id)?;
+    assert_eq!(ids.len(), 1, "no duplicate, no orphan: {ids:?}");
+    assert!(inspect(&ids[0], "{{.Config.Env}}")?.contains("STAGE=during-update"));
+
+    // During a create: a second stack, kill -9 right away.
+    let other_port = free_tcp_port()?;
+    let second = f
+        .api
+        .apply(&template(web(other_port, "during-create")))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.kill9()?;
+    let agent = AgentProcess::spawn_with(f.agent_dir.path(), &["--docker-network", &f.network])?;
+    status_of(&f.api, &second, &["CREATE_COMPLETE"]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ids = agent_containers(&f.agent_id)?;
+    assert_eq!(ids.len(), 2, "one container per stack: {ids:?}");
+    agent.terminate()?;
+    // SIGTERM of the agent leaves the containers running.
+    for id in agent_containers(&f.agent_id)? {
+        assert_eq!(inspect(&id, "{{.State.Running}}")?, "true");
+    }
+    drop(f.controller);
+    Ok(())
+}
