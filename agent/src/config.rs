@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// The Docker network containers join (created when missing).
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_NETWORK")]
     pub docker_network: Option<String>,
+    /// Seconds before containers no desired state wants are removed.
+    #[arg(long, env = "FLOTILLA_AGENT_ORPHAN_GRACE")]
+    pub orphan_grace: Option<u64>,
 }
 
 /// Keys of the configuration file.
@@ -84,6 +87,7 @@ pub struct FileConfig {
     pub quic_disable_gso: Option<bool>,
     pub docker_socket: Option<String>,
     pub docker_network: Option<String>,
+    pub orphan_grace: Option<u64>,
 }
 
 /// A configuration problem, named.

@@ -170,6 +170,7 @@ async fn run(
             .clone()
             .or_else(|| file.docker_network.clone())
             .unwrap_or_else(|| "flotilla".into()),
+        orphan_grace: Duration::from_secs(args.orphan_grace.or(file.orphan_grace).unwrap_or(60)),
         ..Default::default()
     };
     let runtime_task = flotilla_agent::runtime::build(

@@ -34,6 +34,8 @@ pub struct Context {
     pub network_id: String,
     pub store: AgentStore,
     pub reports: mpsc::Sender<Transition>,
+    /// How long containers no desired state wants are left before removal.
+    pub orphan_grace: Duration,
 }
 
 /// Settings of the Docker runtime.
@@ -45,6 +47,8 @@ pub struct DockerSettings {
     pub network: String,
     /// How often stopped containers and unused images are cleaned up.
     pub cleanup_every: Duration,
+    /// How long unwanted containers found at start are left before removal.
+    pub orphan_grace: Duration,
 }
 
 impl Default for DockerSettings {
@@ -53,6 +57,7 @@ impl Default for DockerSettings {
             socket: "/var/run/docker.sock".into(),
             network: "flotilla".into(),
             cleanup_every: Duration::from_secs(600),
+            orphan_grace: Duration::from_secs(60),
         }
     }
 }
@@ -154,6 +159,7 @@ impl DockerRuntime {
             network_id,
             store: self.store.clone(),
             reports,
+            orphan_grace: self.settings.orphan_grace,
         });
         // Subscribe from a time before the listing, so no event falls between.
         let since = unix_now() - 1;

@@ -567,7 +567,14 @@ pub async fn run(
         restart_at: None,
         gave_up: false,
     };
-    let initial = wanted.borrow().clone();
+    let mut initial = wanted.borrow().clone();
+    if initial.is_none() && !found.is_empty() {
+        // Containers no desired state wants: the controller may still be
+        // about to want them (a desired state in flight), so wait a while.
+        tracing::info!(stack_id = %slot.stack_id, flag = %slot.flag, grace_secs = slot.ctx.orphan_grace.as_secs(), "unwanted containers; removing after the grace period");
+        let _ = tokio::time::timeout(slot.ctx.orphan_grace, wanted.changed()).await;
+        initial = wanted.borrow().clone();
+    }
     adopt(&mut slot, initial.as_ref(), found).await;
     let mut probe_timer = tokio::time::interval(Duration::from_secs(3600));
     probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
