@@ -296,6 +296,11 @@ impl AgentProcess {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// The process id (for RSS and CPU readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a log line contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> anyhow::Result<()> {
         let started = Instant::now();

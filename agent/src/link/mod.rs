@@ -249,10 +249,13 @@ impl Link {
                     match message {
                         ControllerMessage::Desired(desired) => {
                             let generation = desired.generation;
+                            let desired = Arc::new(desired);
+                            // The runtime may start at once; the ack waits
+                            // until the state is on disk.
+                            self.desired.send_replace(desired.clone());
                             self.store.put_desired(&desired).await?;
                             frame::write(send, &AgentMessage::Ack { generation }, max).await.map_err(protocol)?;
                             tracing::info!(generation, placements = desired.placements.len(), "desired state applied");
-                            self.desired.send_replace(Arc::new(desired));
                         }
                         ControllerMessage::StatusAck { seq } => {
                             let removed = self.store.ack(seq)?;

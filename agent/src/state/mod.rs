@@ -174,12 +174,20 @@ impl AgentStore {
         self.outbox.len()
     }
 
-    /// Records a container (before it is created, and again with its id).
+    /// Records a container before it is created (flushed: the record must
+    /// survive a crash right after the create call).
     pub async fn put_container(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        self.note_container(record)?;
+        self.commit.flush().await.map_err(StateError::Flush)
+    }
+
+    /// Updates a container's record (its id, once known) without waiting
+    /// for the disk: the name recorded earlier is what recovery relies on.
+    pub fn note_container(&self, record: &ContainerRecord) -> Result<(), StateError> {
         let bytes =
             serde_json::to_vec(record).map_err(|err| StateError::Corrupt(err.to_string()))?;
         self.containers.insert(record.name.as_bytes(), bytes)?;
-        self.commit.flush().await.map_err(StateError::Flush)
+        Ok(())
     }
 
     /// Forgets a container that was removed.

@@ -25,8 +25,6 @@ use std::time::Duration;
 
 /// How often a pass runs without a nudge.
 const TICK: Duration = Duration::from_secs(5);
-/// Nudges arriving within this window share one pass.
-const COALESCE: Duration = Duration::from_millis(20);
 
 /// A stack with its latest template body.
 struct Loaded {
@@ -299,7 +297,16 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         if next == stack.stack_status && reason == stack.status_reason {
             continue;
         }
-        store.set_stack_status(&stack.stack_id, next, reason.clone(), now)?;
+        // Only if no operator changed the stack since it was read.
+        if !store.transition_stack_status(
+            &stack.stack_id,
+            stack.stack_status,
+            next,
+            reason.clone(),
+            now,
+        )? {
+            continue;
+        }
         store.append_event(
             "stack.status",
             Some(&stack.stack_id),
@@ -327,7 +334,9 @@ pub async fn run(fleet: Arc<Fleet>) {
             Err(err) => tracing::error!(error = %err, "scheduler pass failed"),
         }
         tokio::select! {
-            () = fleet.nudge.notified() => tokio::time::sleep(COALESCE).await,
+            // Nudges that arrive during a pass leave one permit: they are
+            // served together by the next pass.
+            () = fleet.nudge.notified() => {}
             () = tokio::time::sleep(TICK) => {}
         }
     }

@@ -165,6 +165,40 @@ impl Store {
         )
     }
 
+    /// Moves a stack from `from` to `to`, only if it is still in `from`
+    /// (compare-and-swap): a derived status never overwrites a change an
+    /// operator made meanwhile (a delete, an update). Returns whether it
+    /// moved.
+    pub fn transition_stack_status(
+        &self,
+        stack_id: &str,
+        from: StackStatus,
+        to: StackStatus,
+        reason: Option<String>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        loop {
+            let Some(old) = self.stacks.get(stack_id.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut stack: StackRecord = decode("stacks", stack_id.as_bytes(), &old)?;
+            if stack.stack_status != from {
+                return Ok(false);
+            }
+            stack.stack_status = to;
+            stack.status_reason = reason.clone();
+            stack.updated_ms = now_ms;
+            let new = encode("stacks", &stack)?;
+            if self
+                .stacks
+                .compare_and_swap(stack_id.as_bytes(), Some(&old), Some(new))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
     /// All versions of a stack, oldest first.
     pub fn versions(&self, stack_id: &str) -> StoreResult<Vec<VersionRecord>> {
         scan(&self.versions, "versions", &pair_prefix(stack_id))

@@ -102,6 +102,7 @@ impl Slot {
         &mut self,
         wanted: &Wanted,
         spec: &ContainerSpec,
+        settle: bool,
     ) -> Result<Live, (ContainerStatus, String)> {
         let docker = &self.ctx.docker;
         let need_pull = spec.pull == crate::runtime::spec::PullPolicy::Always
@@ -151,7 +152,7 @@ impl Slot {
                 ))?,
         };
         record.container_id = Some(id.clone());
-        let _ = self.ctx.store.put_container(&record).await;
+        let _ = self.ctx.store.note_container(&record);
         if let Err(err) = engine::start(docker, &id).await {
             let _ = engine::remove(docker, &id).await;
             let _ = self.ctx.store.remove_container(&name);
@@ -167,7 +168,7 @@ impl Slot {
             started: Instant::now(),
             probe_failures: 0,
         };
-        if let Err(failure) = self.wait_healthy(&mut live).await {
+        if let Err(failure) = self.wait_healthy(&mut live, settle).await {
             let _ = engine::remove(docker, &id).await;
             let _ = self.ctx.store.remove_container(&name);
             return Err(failure);
@@ -176,11 +177,20 @@ impl Slot {
     }
 
     /// Waits until a freshly started container is healthy: its probe passes
-    /// (failures inside the start period do not count), or, without a
-    /// probe, it is still running after a short settle.
-    async fn wait_healthy(&self, live: &mut Live) -> Result<(), (ContainerStatus, String)> {
+    /// (failures inside the start period do not count). Without a probe it
+    /// is healthy once started, unless `settle` asks to see it still
+    /// running a moment later (updates, which must decide on a rollback;
+    /// a first start learns of a quick death from the event stream).
+    async fn wait_healthy(
+        &self,
+        live: &mut Live,
+        settle: bool,
+    ) -> Result<(), (ContainerStatus, String)> {
         let docker = &self.ctx.docker;
         let Some(health) = live.spec.health.clone() else {
+            if !settle {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
             return match engine::inspect(docker, &live.id, &self.ctx.network).await {
                 Ok(Some(c)) if c.running => {
@@ -274,7 +284,7 @@ impl Slot {
                 return;
             }
         };
-        match self.launch(wanted, &spec).await {
+        match self.launch(wanted, &spec, false).await {
             Ok(live) => {
                 self.report(&wanted.version_id, ContainerStatus::Running, None, None)
                     .await;
@@ -323,7 +333,7 @@ impl Slot {
                 tracing::warn!(container = %old.name, error = %err, "stop before replace failed");
             }
         }
-        match self.launch(wanted, &spec).await {
+        match self.launch(wanted, &spec, true).await {
             Ok(live) => {
                 self.retire(old, false).await;
                 self.report(&wanted.version_id, ContainerStatus::Running, None, None)
@@ -428,7 +438,7 @@ impl Slot {
         live.started = Instant::now();
         live.probe_failures = 0;
         let result = match engine::start(&docker, &live.id).await {
-            Ok(()) => self.wait_healthy(&mut live).await,
+            Ok(()) => self.wait_healthy(&mut live, false).await,
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
         let version = live.version_id.clone();
