@@ -159,6 +159,7 @@ async fn run(
     let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
     let outbox = Arc::new(Notify::new());
     let (reports_tx, mut reports_rx) = mpsc::channel(256);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
     let docker_settings = flotilla_agent::runtime::docker::DockerSettings {
         socket: args
             .docker_socket
@@ -180,7 +181,7 @@ async fn run(
         docker_settings,
     )
     .map_err(anyhow::Error::msg)?
-    .spawn(desired_rx, reports_tx);
+    .spawn(desired_rx, reports_tx, commands_rx);
     let reporter_store = store.clone();
     let reporter_notify = outbox.clone();
     let reporter = tokio::spawn(async move {
@@ -219,6 +220,7 @@ async fn run(
         },
         desired: desired_tx,
         outbox,
+        commands: commands_tx,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let link_task = tokio::spawn(link.run(stop_rx));

@@ -51,6 +51,14 @@ fn authed_routes(id: &str) -> Vec<(Method, String)> {
         (Method::DELETE, "/v3/alm/agent/join-token/jt-x".into()),
         (Method::GET, "/v3/alm/agents".into()),
         (Method::GET, "/v3/alm/agents/ag-x".into()),
+        (
+            Method::POST,
+            format!("/v3/alm/stack/{id}/instances/i-1/restart"),
+        ),
+        (
+            Method::GET,
+            format!("/v3/alm/stack/{id}/instances/i-1/logs"),
+        ),
     ]
 }
 
@@ -157,6 +165,18 @@ async fn bad_input_on_every_endpoint_gets_the_error_shape_and_stores_nothing() {
             "/v3/alm/agent/join-token/jt-none".to_owned(),
         ),
         (Method::GET, "/v3/alm/agents/ag-none".to_owned()),
+        (
+            Method::POST,
+            format!("/v3/alm/stack/{id}/instances/i-none/stop"),
+        ),
+        (
+            Method::GET,
+            format!("/v3/alm/stack/{id}/instances/i-none/logs"),
+        ),
+        (
+            Method::POST,
+            "/v3/alm/stack/mo-none-tk/instances/i-none/stop".to_owned(),
+        ),
     ] {
         assert_eq!(
             t.send(method.clone(), &path, Some(&token), None)
@@ -236,6 +256,14 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/alm/agent/join-token/{id}", &["delete"]),
         ("/v3/alm/agents", &["get"]),
         ("/v3/alm/agents/{agent_id}", &["get"]),
+        (
+            "/v3/alm/stack/{stack_id}/instances/{instance_id}/{action}",
+            &["post"],
+        ),
+        (
+            "/v3/alm/stack/{stack_id}/instances/{instance_id}/logs",
+            &["get"],
+        ),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

@@ -353,3 +353,138 @@ async fn agent_kill_9_adopts_without_restarting_and_never_duplicates() -> anyhow
     drop(f.controller);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> anyhow::Result<()> {
+    let f = fleet("i-docker-5").await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&template(web(port, "ops"))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    let id = agent_containers(&f.agent_id)?.remove(0);
+    let containers = format!("/v3/alm/stack/{stack}/containers");
+    let base = format!("/v3/alm/stack/{stack}/instances/i-docker-5");
+    // Some output to read: httpd -v logs each request.
+    reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await?
+        .text()
+        .await?;
+
+    let (status, body) = f
+        .api
+        .call(Method::POST, &format!("{base}/stop"), None)
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted");
+    f.api
+        .wait_for(&containers, Duration::from_secs(30), |c| {
+            c[0]["status"] == "terminated"
+        })
+        .await?;
+    assert_eq!(inspect(&id, "{{.State.Running}}")?, "false");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        inspect(&id, "{{.State.Running}}")?,
+        "false",
+        "an operator stop is not undone by the restart policy"
+    );
+
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/start"), None)
+        .await?;
+    assert_eq!(status, 202);
+    f.api
+        .wait_for(&containers, Duration::from_secs(30), |c| {
+            c[0]["status"] == "running"
+        })
+        .await?;
+    assert_eq!(inspect(&id, "{{.State.Running}}")?, "true");
+    let started = inspect(&id, "{{.State.StartedAt}}")?;
+
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/restart"), None)
+        .await?;
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while inspect(&id, "{{.State.StartedAt}}")? == started && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(inspect(&id, "{{.State.StartedAt}}")?, started, "restarted");
+    f.api
+        .wait_for(&containers, Duration::from_secs(30), |c| {
+            c[0]["status"] == "running"
+        })
+        .await?;
+
+    // Logs: the backlog, then a followed stream that sees a new request.
+    reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await?
+        .text()
+        .await?;
+    let logs = f
+        .api
+        .http
+        .get(format!("{}{base}/logs?tail=50", f.api.base))
+        .bearer_auth(&f.api.token)
+        .send()
+        .await?;
+    assert_eq!(logs.status().as_u16(), 200);
+    let text = logs.text().await?;
+    assert!(text.contains("url:/health"), "{text}");
+    let mut follow = f
+        .api
+        .http
+        .get(format!("{}{base}/logs?tail=0&follow=true", f.api.base))
+        .bearer_auth(&f.api.token)
+        .send()
+        .await?;
+    assert_eq!(follow.status().as_u16(), 200);
+    // Once output flows (the health probe's requests), make a request of our own.
+    let first = tokio::time::timeout(Duration::from_secs(10), follow.chunk()).await??;
+    assert!(
+        first.is_some_and(|c| !c.is_empty()),
+        "the followed stream delivers output"
+    );
+    reqwest::get(format!("http://127.0.0.1:{port}/followed"))
+        .await?
+        .text()
+        .await
+        .ok();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("url:/followed") && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), follow.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    assert!(
+        seen.contains("url:/followed"),
+        "the followed stream shows new output: {seen:?}"
+    );
+    drop(follow);
+
+    // Refusals: unknown action, instance not running the stack.
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/explode"), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = f
+        .api
+        .call(
+            Method::POST,
+            &format!("/v3/alm/stack/{stack}/instances/i-nowhere/restart"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404);
+    // The agent keeps serving after the followed stream was dropped.
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/restart"), None)
+        .await?;
+    assert_eq!(status, 202);
+    Ok(())
+}

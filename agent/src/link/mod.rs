@@ -45,6 +45,8 @@ pub struct Link {
     pub desired: watch::Sender<Arc<DesiredState>>,
     /// Signalled when the outbox has something new.
     pub outbox: Arc<Notify>,
+    /// Operator commands and log requests go to the runtime through this.
+    pub commands: mpsc::Sender<crate::runtime::RuntimeCommand>,
 }
 
 /// Why a session ended.
@@ -202,10 +204,12 @@ impl Link {
                 }
             }
         });
+        let logs = tokio::spawn(serve_logs(connection.clone(), self.commands.clone()));
         let result = self
             .exchange(connection, &mut send, &mut incoming, welcome.heartbeat_secs)
             .await;
         reader.abort();
+        logs.abort();
         result
     }
 
@@ -264,6 +268,10 @@ impl Link {
                         ControllerMessage::Welcome(_) => {
                             return Err(SessionError::Protocol("welcome sent twice".into()));
                         }
+                        ControllerMessage::Command(command) => {
+                            tracing::info!(stack_id = %command.stack_id, flag = ?command.flag, action = ?command.action, "operator command");
+                            let _ = self.commands.send(crate::runtime::RuntimeCommand::Act(command)).await;
+                        }
                     }
                 }
                 () = self.outbox.notified() => {}
@@ -274,4 +282,56 @@ impl Link {
             }
         }
     }
+}
+
+/// Largest log request accepted.
+const MAX_LOGS_REQUEST: usize = 16 * 1024;
+
+/// Serves the log streams the controller opens on this connection.
+async fn serve_logs(
+    connection: quinn::Connection,
+    commands: mpsc::Sender<crate::runtime::RuntimeCommand>,
+) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(log_stream(send, recv, commands.clone()));
+    }
+}
+
+/// One log stream: read the request, forward the runtime's output as
+/// frames until it ends or the controller resets the stream.
+async fn log_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    commands: mpsc::Sender<crate::runtime::RuntimeCommand>,
+) {
+    use flotilla_common::wire::messages::{LogsFrame, LogsRequest};
+    let request = match frame::read::<_, LogsRequest>(&mut recv, MAX_LOGS_REQUEST).await {
+        Ok(Some(request)) => request,
+        _ => return,
+    };
+    let (sink, mut output) = mpsc::channel(16);
+    if commands
+        .send(crate::runtime::RuntimeCommand::Logs { request, sink })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let end = loop {
+        match output.recv().await {
+            Some(Ok(chunk)) => {
+                if frame::write(&mut send, &LogsFrame::Chunk(chunk), 1 << 20)
+                    .await
+                    .is_err()
+                {
+                    // The controller went away: dropping `output` stops the runtime's stream.
+                    return;
+                }
+            }
+            Some(Err(error)) => break LogsFrame::End { error: Some(error) },
+            None => break LogsFrame::End { error: None },
+        }
+    };
+    let _ = frame::write(&mut send, &end, 1 << 20).await;
+    let _ = send.finish();
 }

@@ -15,13 +15,29 @@ use tokio::sync::{mpsc, watch};
 /// Something that makes the desired state real.
 pub trait Runtime: Send + 'static {
     /// Starts the runtime's task. It reads every new desired state from
-    /// `desired` (the latest wins; intermediate ones may be skipped) and
-    /// sends each transition on `reports`. It ends when `desired` closes.
+    /// `desired` (the latest wins; intermediate ones may be skipped), sends
+    /// each transition on `reports`, and carries out operator `commands`.
+    /// It ends when `desired` closes.
     fn spawn(
         self: Box<Self>,
         desired: watch::Receiver<Arc<DesiredState>>,
         reports: mpsc::Sender<Transition>,
+        commands: mpsc::Receiver<RuntimeCommand>,
     ) -> tokio::task::JoinHandle<()>;
+}
+
+/// An operator request for the runtime.
+#[derive(Debug)]
+pub enum RuntimeCommand {
+    /// Restart, stop or start containers of a stack.
+    Act(flotilla_common::wire::messages::Command),
+    /// Stream a container's output into `sink` until it ends, `follow` is
+    /// off and the backlog is sent, or the receiver is dropped. An `Err`
+    /// item ends the stream with that reason.
+    Logs {
+        request: flotilla_common::wire::messages::LogsRequest,
+        sink: mpsc::Sender<Result<Vec<u8>, String>>,
+    },
 }
 
 /// Runtime choices on the command line.

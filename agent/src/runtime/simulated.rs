@@ -3,9 +3,10 @@
 //! `stopping` then `terminated`. It exercises everything around the
 //! runtime (persistence, outbox, acks, stack status) without Docker.
 
-use super::Runtime;
+use super::{Runtime, RuntimeCommand};
 use crate::state::Transition;
 use flotilla_common::status::ContainerStatus;
+use flotilla_common::wire::messages::Action;
 use flotilla_common::wire::messages::DesiredState;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,10 +26,12 @@ impl Runtime for Simulated {
         self: Box<Self>,
         mut desired: watch::Receiver<Arc<DesiredState>>,
         reports: mpsc::Sender<Transition>,
+        mut commands: mpsc::Receiver<RuntimeCommand>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             // (stack, flag) -> version running.
             let mut running: HashMap<(String, String), String> = HashMap::new();
+            let mut commands_open = true;
             loop {
                 let state = desired.borrow_and_update().clone();
                 let mut transitions = Vec::new();
@@ -71,8 +74,51 @@ impl Runtime for Simulated {
                         return;
                     }
                 }
-                if desired.changed().await.is_err() {
-                    return;
+                loop {
+                    tokio::select! {
+                        changed = desired.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        command = commands.recv(), if commands_open => match command {
+                            Some(RuntimeCommand::Act(command)) => {
+                                let statuses: &[ContainerStatus] = match command.action {
+                                    Action::Restart => &[ContainerStatus::Restarting, ContainerStatus::Running],
+                                    Action::Stop => &[ContainerStatus::Stopping, ContainerStatus::Terminated],
+                                    Action::Start => &[ContainerStatus::Starting, ContainerStatus::Running],
+                                };
+                                let targets: Vec<((String, String), String)> = running
+                                    .iter()
+                                    .filter(|((stack, flag), _)| {
+                                        *stack == command.stack_id && command.flag.as_ref().is_none_or(|f| f == flag)
+                                    })
+                                    .map(|(key, version)| (key.clone(), version.clone()))
+                                    .collect();
+                                for ((stack_id, flag), version_id) in targets {
+                                    for status in statuses {
+                                        let transition = Transition {
+                                            stack_id: stack_id.clone(),
+                                            flag: flag.clone(),
+                                            version_id: version_id.clone(),
+                                            status: *status,
+                                            exit_code: None,
+                                            reason: Some(format!("operator {:?}", command.action).to_lowercase()),
+                                            time_ms: now_ms(),
+                                        };
+                                        if reports.send(transition).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
+                            Some(RuntimeCommand::Logs { sink, .. }) => {
+                                let _ = sink.send(Ok(b"the simulated runtime runs no containers and has no output\n".to_vec())).await;
+                            }
+                            None => commands_open = false,
+                        }
+                    }
                 }
             }
         })

@@ -32,6 +32,49 @@ pub enum ControllerMessage {
     /// Every status report with a sequence number up to `seq` is persisted
     /// on the controller; the agent may drop them from its outbox.
     StatusAck { seq: u64 },
+    /// An operator's action on this agent's containers of a stack.
+    Command(Command),
+}
+
+/// An operator action on the containers of one stack on one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub stack_id: String,
+    /// One configuration, or all of the stack's on this agent.
+    pub flag: Option<String>,
+    pub action: Action,
+}
+
+/// What an operator can do to a running container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Stop (SIGTERM, grace, SIGKILL) and start again.
+    Restart,
+    /// Stop and keep stopped until started (or the spec changes).
+    Stop,
+    /// Start a container stopped by an operator.
+    Start,
+}
+
+/// Controller → agent, first frame of a log stream (a stream the
+/// controller opens on the control connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub stack_id: String,
+    pub flag: Option<String>,
+    /// Lines from the end to start with (all when `None`).
+    pub tail: Option<u32>,
+    /// Keep streaming new lines until the controller closes the stream.
+    pub follow: bool,
+}
+
+/// Agent → controller, on a log stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogsFrame {
+    /// Output bytes (stdout and stderr, interleaved as the engine gives them).
+    Chunk(Vec<u8>),
+    /// The stream is over; `error` says why when it did not end normally.
+    End { error: Option<String> },
 }
 
 /// What an agent says about itself when it connects.

@@ -12,6 +12,7 @@ pub mod caller;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod instances;
 pub mod stacks;
 pub mod state;
 pub mod templates;
@@ -96,6 +97,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
             stacks::delete
         ))
         .routes(routes!(stacks::containers))
+        .routes(routes!(instances::act))
+        .routes(routes!(instances::logs))
         .routes(routes!(events::spot_shutdown))
         .routes(routes!(events::container_status))
         .routes(routes!(events::list))

@@ -19,6 +19,8 @@ pub struct Live {
     pub facts: Option<HostFacts>,
     /// The session's writer waits on this for new desired states.
     pub desired: watch::Sender<Arc<DesiredRecord>>,
+    /// Other messages for the agent (operator commands) go to the writer.
+    pub out: tokio::sync::mpsc::Sender<flotilla_common::wire::messages::ControllerMessage>,
 }
 
 /// The live sessions, by agent id.
@@ -78,6 +80,25 @@ impl Registry {
         if let Some(live) = self.lock().get(agent_id) {
             live.desired.send_replace(desired);
         }
+    }
+
+    /// Sends a message to a connected agent (without waiting: a full queue
+    /// is refused). Returns whether it was queued.
+    pub fn send(
+        &self,
+        agent_id: &str,
+        message: flotilla_common::wire::messages::ControllerMessage,
+    ) -> bool {
+        self.lock()
+            .get(agent_id)
+            .is_some_and(|live| live.out.try_send(message).is_ok())
+    }
+
+    /// The connection of a connected agent (to open streams on it).
+    pub fn connection(&self, agent_id: &str) -> Option<quinn::Connection> {
+        self.lock()
+            .get(agent_id)
+            .map(|live| live.connection.clone())
     }
 
     /// Whether the agent has a live session.

@@ -105,7 +105,9 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         }
     };
     let (desired_tx, desired_rx) = watch::channel(desired);
+    let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
     let live = Live {
+        out: out_tx.clone(),
         session_id,
         connection: connection.clone(),
         connected_at: Instant::now(),
@@ -135,7 +137,6 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         }
         return;
     }
-    let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
     let writer = tokio::spawn(write_loop(send, out_rx, desired_rx, hello.generation, max));
 
     let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection).await;

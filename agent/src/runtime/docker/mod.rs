@@ -9,11 +9,12 @@
 //! container, and a dispatcher routes engine events to them.
 
 pub mod engine;
+pub mod logs;
 pub mod names;
 pub mod probe;
 pub mod slot;
 
-use super::Runtime;
+use super::{Runtime, RuntimeCommand};
 use crate::state::{AgentStore, Transition};
 use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
@@ -100,7 +101,7 @@ type SlotKey = (String, String);
 
 struct SlotHandle {
     wanted: watch::Sender<Option<slot::Wanted>>,
-    events: mpsc::Sender<slot::Event>,
+    events: mpsc::Sender<slot::SlotMessage>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,9 +136,10 @@ impl Runtime for DockerRuntime {
         self: Box<Self>,
         desired: watch::Receiver<Arc<DesiredState>>,
         reports: mpsc::Sender<Transition>,
+        commands: mpsc::Receiver<RuntimeCommand>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            if let Err(err) = self.run(desired, reports).await {
+            if let Err(err) = self.run(desired, reports, commands).await {
                 tracing::error!(error = %err, "Docker runtime stopped");
             }
         })
@@ -149,6 +151,7 @@ impl DockerRuntime {
         self: Box<Self>,
         mut desired: watch::Receiver<Arc<DesiredState>>,
         reports: mpsc::Sender<Transition>,
+        mut commands: mpsc::Receiver<RuntimeCommand>,
     ) -> Result<(), String> {
         let docker = self.docker.clone();
         let network_id = engine::ensure_network(&docker, &self.settings.network).await?;
@@ -196,6 +199,7 @@ impl DockerRuntime {
         let mut slots: HashMap<SlotKey, SlotHandle> = HashMap::new();
         let mut cleanup = tokio::time::interval(self.settings.cleanup_every);
         cleanup.tick().await;
+        let mut commands_open = true;
         loop {
             let state = desired.borrow_and_update().clone();
             let wanted = wanted_slots(&state);
@@ -242,9 +246,22 @@ impl DockerRuntime {
                 }
                 Some((key, event)) = event_rx.recv() => {
                     if let Some(handle) = slots.get(&key) {
-                        let _ = handle.events.send(event).await;
+                        let _ = handle.events.send(slot::SlotMessage::Engine(event)).await;
                     }
                 }
+                command = commands.recv(), if commands_open => match command {
+                    Some(RuntimeCommand::Act(command)) => {
+                        for ((stack, flag), handle) in &slots {
+                            if *stack == command.stack_id && command.flag.as_ref().is_none_or(|f| f == flag) {
+                                let _ = handle.events.send(slot::SlotMessage::Operator(command.action)).await;
+                            }
+                        }
+                    }
+                    Some(RuntimeCommand::Logs { request, sink }) => {
+                        tokio::spawn(logs::stream(docker.clone(), self.agent_id.clone(), request, sink));
+                    }
+                    None => commands_open = false,
+                },
                 _ = cleanup.tick() => clean_up(&docker).await,
             }
         }

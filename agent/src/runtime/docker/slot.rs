@@ -26,6 +26,15 @@ pub struct Wanted {
     pub hash: String,
 }
 
+/// What a slot is told besides its desired state.
+#[derive(Debug, Clone)]
+pub enum SlotMessage {
+    /// Something happened to a container on the engine.
+    Engine(Event),
+    /// An operator asked for a restart, stop or start.
+    Operator(flotilla_common::wire::messages::Action),
+}
+
 /// A container event routed to its slot.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -67,6 +76,8 @@ struct Slot {
     restart_at: Option<Instant>,
     /// The container died and will not be restarted.
     gave_up: bool,
+    /// An operator stopped the container; it stays stopped until started.
+    held: bool,
 }
 
 fn now_ms() -> i64 {
@@ -427,6 +438,75 @@ impl Slot {
         self.report(&version, status, exit_code, Some(reason)).await;
     }
 
+    /// An operator's restart, stop or start.
+    async fn operate(&mut self, action: flotilla_common::wire::messages::Action) {
+        use flotilla_common::wire::messages::Action;
+        let Some(mut live) = self.live.take() else {
+            tracing::info!(stack_id = %self.stack_id, flag = %self.flag, ?action, "no container to act on");
+            return;
+        };
+        let docker = self.ctx.docker.clone();
+        let version = live.version_id.clone();
+        let reason = Some(format!("operator {}", format!("{action:?}").to_lowercase()));
+        match action {
+            Action::Stop if !self.held => {
+                self.report(&version, ContainerStatus::Stopping, None, reason)
+                    .await;
+                self.held = true;
+                self.restart_at = None;
+                if let Err(err) = engine::stop(&docker, &live.id, live.spec.stop_grace).await {
+                    tracing::warn!(container = %live.name, error = %err, "operator stop failed");
+                }
+                let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.exit_code);
+                self.report(
+                    &version,
+                    ContainerStatus::Terminated,
+                    exit,
+                    Some("stopped by an operator".into()),
+                )
+                .await;
+                self.live = Some(live);
+            }
+            Action::Start | Action::Restart => {
+                if action == Action::Restart {
+                    self.report(&version, ContainerStatus::Restarting, None, reason)
+                        .await;
+                    let _ = engine::stop(&docker, &live.id, live.spec.stop_grace).await;
+                } else if !self.held {
+                    self.live = Some(live);
+                    return;
+                } else {
+                    self.report(&version, ContainerStatus::Starting, None, reason)
+                        .await;
+                }
+                self.held = false;
+                self.reset_crashes();
+                live.started = Instant::now();
+                live.probe_failures = 0;
+                let result = match engine::start(&docker, &live.id).await {
+                    Ok(()) => self.wait_healthy(&mut live, false).await,
+                    Err(err) => Err((ContainerStatus::StartFailure, err)),
+                };
+                self.live = Some(live);
+                match result {
+                    Ok(()) => {
+                        self.report(&version, ContainerStatus::Running, None, None)
+                            .await
+                    }
+                    Err((status, reason)) => {
+                        self.died(None, reason, status == ContainerStatus::ProbeFailure)
+                            .await
+                    }
+                }
+            }
+            Action::Stop => self.live = Some(live),
+        }
+    }
+
     /// Carries out a due restart.
     async fn restart(&mut self) {
         self.restart_at = None;
@@ -563,7 +643,7 @@ pub async fn run(
     stack_id: String,
     flag: String,
     mut wanted: watch::Receiver<Option<Wanted>>,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::Receiver<SlotMessage>,
     found: Vec<Inspected>,
 ) {
     let mut slot = Slot {
@@ -576,6 +656,7 @@ pub async fn run(
         total_restarts: 0,
         restart_at: None,
         gave_up: false,
+        held: false,
     };
     let mut initial = wanted.borrow().clone();
     if initial.is_none() && !found.is_empty() {
@@ -637,9 +718,16 @@ pub async fn run(
                 }
             }
             event = events.recv() => {
-                let Some(event) = event else { return };
+                let Some(message) = event else { return };
+                let event = match message {
+                    SlotMessage::Operator(action) => {
+                        slot.operate(action).await;
+                        continue;
+                    }
+                    SlotMessage::Engine(event) => event,
+                };
                 let ours = slot.live.as_ref().is_some_and(|l| l.id == event.container_id);
-                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up {
+                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up && !slot.held {
                     let inspected = engine::inspect(&slot.ctx.docker, &event.container_id, &slot.ctx.network).await.ok().flatten();
                     // A stop of the agent's own (update, rollback, restart)
                     // whose container runs again by now: nothing died.
@@ -661,7 +749,7 @@ pub async fn run(
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             } } => slot.restart().await,
-            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && slot.restart_at.is_none() => slot.probe_tick().await,
+            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.held && slot.restart_at.is_none() => slot.probe_tick().await,
         }
     }
 }
