@@ -1,0 +1,216 @@
+//! Pulls through a real registry (Debian's docker-registry on loopback,
+//! basic auth): with the right credentials, the wrong ones, and for an
+//! image that is not there.
+
+use flotilla_tests::{
+    agent_containers, docker, enroll, ensure_image, free_tcp_port, AgentProcess, Api,
+    ContainerSweep, ControllerProcess,
+};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const USER: &str = "deployer";
+const PASSWORD: &str = "s3cret-registry-password";
+
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry() -> anyhow::Result<Registry> {
+    let dir = tempfile::tempdir()?;
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", USER, PASSWORD])
+        .output()?;
+    anyhow::ensure!(htpasswd.status.success(), "htpasswd failed");
+    std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout)?;
+    let port = free_tcp_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: flotilla-test\n    path: {htpasswd}\n",
+        root = dir.path().join("data").display(),
+        htpasswd = dir.path().join("htpasswd").display(),
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config)?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok(Registry {
+                child,
+                addr,
+                _dir: dir,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("the registry did not start")
+}
+
+/// Pushes the test image as `<registry>/private/web:1` and removes the
+/// local copy of that name, so the agent has to pull it.
+fn push(registry: &Registry) -> anyhow::Result<String> {
+    ensure_image("flotilla-test/web:1")?;
+    let image = format!("{}/private/web:1", registry.addr);
+    docker(&["tag", "flotilla-test/web:1", &image])?;
+    let config = tempfile::tempdir()?;
+    let config_dir = config.path().to_string_lossy().into_owned();
+    let mut login = Command::new("docker")
+        .args([
+            "--config",
+            &config_dir,
+            "login",
+            &registry.addr,
+            "-u",
+            USER,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = login
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        stdin.write_all(PASSWORD.as_bytes())?;
+    }
+    anyhow::ensure!(login.wait()?.success(), "docker login failed");
+    let pushed = Command::new("docker")
+        .args(["--config", &config_dir, "push", &image])
+        .output()?;
+    anyhow::ensure!(
+        pushed.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    docker(&["rmi", &image])?;
+    Ok(image)
+}
+
+fn template(container: Value) -> Value {
+    json!({
+        "version": "2017-03-03",
+        "configurations": [{"role": "web", "flag": "Web01", "provision": {"instance_count": 1}, "container": container}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_use_registry_credentials_and_name_the_failures() -> anyhow::Result<()> {
+    let registry = registry()?;
+    let image = push(&registry)?;
+    let dir = tempfile::tempdir()?;
+    let controller = ControllerProcess::spawn(dir.path(), &["--heartbeat", "1"], &[])?;
+    let api = Api::admin(&controller.url(""), dir.path()).await?;
+    let agent_dir = tempfile::tempdir()?;
+    let (token, fingerprint) = api.join_token(json!({})).await?;
+    let (ok, out, err) = enroll(
+        agent_dir.path(),
+        controller.quic_addr,
+        &token,
+        &fingerprint,
+        "i-registry",
+    )?;
+    anyhow::ensure!(ok, "{out}{err}");
+    let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
+    let _sweep = ContainerSweep(agent_id.clone());
+    let agent = AgentProcess::spawn_with(
+        agent_dir.path(),
+        &["--docker-network", "flotilla-test-registry"],
+    )?;
+    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+    let wait = |stack: String| {
+        let api = &api;
+        async move {
+            api.wait_for(
+                &format!("/v3/alm/stack/{stack}"),
+                Duration::from_secs(90),
+                |s| s["stack_status"] == "CREATE_COMPLETE" || s["stack_status"] == "CREATE_FAILED",
+            )
+            .await
+        }
+    };
+
+    // Wrong password: refused by the registry, reported as such.
+    let wrong = api
+        .apply(&template(
+            json!({"image": image, "registry": {"username": USER, "password": "wrong-password"}}),
+        ))
+        .await?;
+    let described = wait(wrong).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED", "{described}");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        reason.contains("start-failure")
+            && (reason.contains("unauthorized") || reason.contains("authentication")),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("wrong-password"),
+        "credentials never appear in reasons"
+    );
+
+    // No credentials at all: refused too.
+    let anonymous = api.apply(&template(json!({"image": image}))).await?;
+    assert_eq!(wait(anonymous).await?["stack_status"], "CREATE_FAILED");
+
+    // A missing image with the right credentials: the registry's reason.
+    let missing = format!("{}/private/missing:1", registry.addr);
+    let absent = api
+        .apply(&template(
+            json!({"image": missing, "registry": {"username": USER, "password": PASSWORD}}),
+        ))
+        .await?;
+    let described = wait(absent).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(reason.contains("private/missing"), "{reason}");
+
+    // The right credentials: pulled and running.
+    let good = api
+        .apply(&template(json!({"image": image, "registry": {"username": USER, "password": PASSWORD}, "pull_policy": "always"})))
+        .await?;
+    let described = wait(good).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    let ids = agent_containers(&agent_id)?;
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Config.Image}}", &ids[0]])?,
+        image
+    );
+    for secret in [PASSWORD, "wrong-password"] {
+        assert!(
+            !agent.log_text().contains(secret),
+            "registry passwords never reach the agent's log"
+        );
+        assert!(
+            !controller.log_text().contains(secret),
+            "nor the controller's"
+        );
+    }
+    agent.terminate()?;
+    let _ = docker(&["rmi", "-f", &image]);
+    Ok(())
+}
