@@ -488,3 +488,71 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
     assert_eq!(status, 202);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwanted_labelled_containers_are_removed_after_the_grace_period() -> anyhow::Result<()> {
+    let mut f = fleet("i-docker-6").await?;
+    if let Some(agent) = f.agent.take() {
+        agent.terminate()?;
+    }
+    // A container carrying this agent's labels that no desired state wants
+    // (left by a crash, or started by hand).
+    let stray = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("flotilla.agent={}", f.agent_id),
+        "--label",
+        "flotilla.managed=true",
+        "--label",
+        "flotilla.stack=mo-gone-tk",
+        "--label",
+        "flotilla.flag=Old",
+        IMAGE,
+    ])?;
+    let agent = AgentProcess::spawn_with(
+        f.agent_dir.path(),
+        &["--docker-network", &f.network, "--orphan-grace", "2"],
+    )?;
+    agent.wait_log("unwanted containers", Duration::from_secs(20))?;
+    assert_eq!(
+        inspect(&stray, "{{.State.Running}}")?,
+        "true",
+        "left alone during the grace period"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !agent_containers(&f.agent_id)?.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        agent_containers(&f.agent_id)?.is_empty(),
+        "removed after the grace period"
+    );
+    // A container of another agent is not touched.
+    let foreign = docker(&[
+        "run",
+        "-d",
+        "--label",
+        "flotilla.agent=ag-someone-else",
+        IMAGE,
+    ])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(inspect(&foreign, "{{.State.Running}}")?, "true");
+    docker(&["rm", "-f", &foreign])?;
+    // A bad image reference fails clearly.
+    let bad = f
+        .api
+        .apply(&template(json!({"image": "Not/A:Valid:Ref"})))
+        .await?;
+    let described = status_of(&f.api, &bad, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    assert!(
+        described["stack_status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a valid image reference"),
+        "{described}"
+    );
+    agent.terminate()?;
+    Ok(())
+}

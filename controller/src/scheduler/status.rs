@@ -31,7 +31,9 @@ fn complete(status: StackStatus) -> StackStatus {
 
 fn failed(status: StackStatus) -> StackStatus {
     match status {
-        StackStatus::CreateInProgress | StackStatus::CreateComplete => StackStatus::CreateFailed,
+        StackStatus::CreateInProgress | StackStatus::CreateComplete | StackStatus::CreateFailed => {
+            StackStatus::CreateFailed
+        }
         _ => StackStatus::UpdateFailed,
     }
 }
@@ -224,6 +226,9 @@ mod tests {
         let (status, reason) = run(&case).expect("failed");
         assert_eq!(status, StackStatus::CreateFailed);
         assert!(reason.is_some_and(|r| r.contains("wants 2")));
+        // Still failing: a failed create stays a failed create.
+        case.status = StackStatus::CreateFailed;
+        assert_eq!(run(&case).map(|(s, _)| s), Some(StackStatus::CreateFailed));
         // A failed stack recovers when it is satisfied later.
         case.assigned = assigned(&[("web", &["a", "b"])]);
         case.reports[1] = report("b", "web", "v2", "running");
