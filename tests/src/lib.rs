@@ -646,3 +646,57 @@ pub fn free_tcp_port() -> anyhow::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A controller and one agent on the real Docker engine, with its own
+/// network and its containers removed when dropped.
+pub struct DockerFleet {
+    pub controller: ControllerProcess,
+    pub api: Api,
+    pub agent_dir: tempfile::TempDir,
+    pub agent: Option<AgentProcess>,
+    pub agent_id: String,
+    /// The agent's Docker network (one per fleet, so parallel tests never
+    /// race to create the same one).
+    pub network: String,
+    _sweep: ContainerSweep,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerFleet {
+    /// Starts a controller (with `controller_args`), enrolls an agent as
+    /// `instance` and runs it with the Docker runtime on the network
+    /// `flotilla-test-<instance>`. `controller_env` sets controller variables.
+    pub async fn start(
+        instance: &str,
+        controller_args: &[&str],
+        controller_env: &[(&str, &str)],
+    ) -> anyhow::Result<DockerFleet> {
+        let dir = tempfile::tempdir()?;
+        let controller = ControllerProcess::spawn(dir.path(), controller_args, controller_env)?;
+        let api = Api::admin(&controller.url(""), dir.path()).await?;
+        let agent_dir = tempfile::tempdir()?;
+        let (token, fingerprint) = api.join_token(serde_json::json!({})).await?;
+        let (ok, out, err) = enroll(
+            agent_dir.path(),
+            controller.quic_addr,
+            &token,
+            &fingerprint,
+            instance,
+        )?;
+        anyhow::ensure!(ok, "{out}{err}");
+        let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
+        let network = format!("flotilla-test-{instance}");
+        let agent = AgentProcess::spawn_with(agent_dir.path(), &["--docker-network", &network])?;
+        agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+        Ok(DockerFleet {
+            controller,
+            api,
+            agent_dir,
+            agent: Some(agent),
+            _sweep: ContainerSweep(agent_id.clone()),
+            agent_id,
+            network,
+            _dir: dir,
+        })
+    }
+}

@@ -2,10 +2,7 @@
 //! basic auth): with the right credentials, the wrong ones, and for an
 //! image that is not there.
 
-use flotilla_tests::{
-    agent_containers, docker, enroll, ensure_image, free_tcp_port, AgentProcess, Api,
-    ContainerSweep, ControllerProcess,
-};
+use flotilla_tests::{agent_containers, docker, ensure_image, free_tcp_port, DockerFleet};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -115,36 +112,23 @@ fn template(container: Value) -> Value {
 async fn pulls_use_registry_credentials_and_name_the_failures() -> anyhow::Result<()> {
     let registry = registry()?;
     let image = push(&registry)?;
-    let dir = tempfile::tempdir()?;
-    let controller = ControllerProcess::spawn(dir.path(), &["--heartbeat", "1"], &[])?;
-    let api = Api::admin(&controller.url(""), dir.path()).await?;
-    let agent_dir = tempfile::tempdir()?;
-    let (token, fingerprint) = api.join_token(json!({})).await?;
-    let (ok, out, err) = enroll(
-        agent_dir.path(),
-        controller.quic_addr,
-        &token,
-        &fingerprint,
-        "i-registry",
-    )?;
-    anyhow::ensure!(ok, "{out}{err}");
-    let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
-    let _sweep = ContainerSweep(agent_id.clone());
-    let agent = AgentProcess::spawn_with(
-        agent_dir.path(),
-        &["--docker-network", "flotilla-test-registry"],
-    )?;
-    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
-    let wait = |stack: String| {
-        let api = &api;
-        async move {
-            api.wait_for(
-                &format!("/v3/alm/stack/{stack}"),
-                Duration::from_secs(90),
-                |s| s["stack_status"] == "CREATE_COMPLETE" || s["stack_status"] == "CREATE_FAILED",
-            )
-            .await
-        }
+    let fleet = DockerFleet::start("i-registry", &["--heartbeat", "1"], &[]).await?;
+    let (api, controller, agent, agent_id) = (
+        &fleet.api,
+        &fleet.controller,
+        fleet
+            .agent
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no agent"))?,
+        fleet.agent_id.clone(),
+    );
+    let wait = |stack: String| async move {
+        api.wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(90),
+            |s| s["stack_status"] == "CREATE_COMPLETE" || s["stack_status"] == "CREATE_FAILED",
+        )
+        .await
     };
 
     // Wrong password: refused by the registry, reported as such.
@@ -210,7 +194,6 @@ async fn pulls_use_registry_credentials_and_name_the_failures() -> anyhow::Resul
             "nor the controller's"
         );
     }
-    agent.terminate()?;
     let _ = docker(&["rmi", "-f", &image]);
     Ok(())
 }

@@ -2,8 +2,7 @@
 //! Docker engine, an image built locally from Debian's busybox-static.
 
 use flotilla_tests::{
-    agent_containers, docker, enroll, ensure_image, free_tcp_port, AgentProcess, Api,
-    ContainerSweep, ControllerProcess,
+    agent_containers, docker, ensure_image, free_tcp_port, AgentProcess, Api, DockerFleet,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -11,55 +10,14 @@ use std::time::Duration;
 
 const IMAGE: &str = "flotilla-test/web:1";
 
-struct Fleet {
-    controller: ControllerProcess,
-    api: Api,
-    agent_dir: tempfile::TempDir,
-    agent: Option<AgentProcess>,
-    agent_id: String,
-    network: String,
-    _sweep: ContainerSweep,
-    _dir: tempfile::TempDir,
-}
-
-async fn fleet(instance: &str) -> anyhow::Result<Fleet> {
+async fn fleet(instance: &str) -> anyhow::Result<DockerFleet> {
     ensure_image(IMAGE)?;
-    let dir = tempfile::tempdir()?;
-    let controller = ControllerProcess::spawn(
-        dir.path(),
+    DockerFleet::start(
+        instance,
         &["--heartbeat", "1", "--placement-timeout", "60"],
         &[],
-    )?;
-    let api = Api::admin(&controller.url(""), dir.path()).await?;
-    let agent_dir = tempfile::tempdir()?;
-    let (token, fingerprint) = api.join_token(json!({})).await?;
-    let (ok, out, err) = enroll(
-        agent_dir.path(),
-        controller.quic_addr,
-        &token,
-        &fingerprint,
-        instance,
-    )?;
-    anyhow::ensure!(ok, "{out}{err}");
-    let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
-    let agent =
-        AgentProcess::spawn_with(agent_dir.path(), &["--docker-network", &network(instance)])?;
-    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
-    Ok(Fleet {
-        controller,
-        api,
-        agent_dir,
-        agent: Some(agent),
-        _sweep: ContainerSweep(agent_id.clone()),
-        agent_id,
-        network: network(instance),
-        _dir: dir,
-    })
-}
-
-/// One network per test agent, so parallel tests never race to create one.
-fn network(instance: &str) -> String {
-    format!("flotilla-test-{instance}")
+    )
+    .await
 }
 
 fn template(container: Value) -> Value {

@@ -8,13 +8,12 @@
 use anyhow::Context;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
-use flotilla_tests::{enroll, ensure_image, AgentProcess, Api, ControllerProcess};
+use flotilla_tests::{ensure_image, Api, DockerFleet};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "flotilla-test/web:1";
 const ROUNDS: usize = 9;
-const NETWORK: &str = "flotilla-bench";
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
@@ -24,13 +23,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Bare engine: create + start, as `docker run -d` does. With `same`, the
 /// container gets the settings the agent gives its own (its network, an
 /// init process), so the comparison isolates what Flotilla adds.
-async fn bare(docker: &bollard::Docker, round: usize, same: bool) -> anyhow::Result<f64> {
+async fn bare(
+    docker: &bollard::Docker,
+    round: usize,
+    same: bool,
+    network: &str,
+) -> anyhow::Result<f64> {
     let name = format!("flotilla-bench-bare-{round}-{same}");
     let started = Instant::now();
     let body = ContainerCreateBody {
         image: Some(IMAGE.into()),
         host_config: same.then(|| bollard::models::HostConfig {
-            network_mode: Some(NETWORK.into()),
+            network_mode: Some(network.into()),
             init: Some(true),
             ..Default::default()
         }),
@@ -139,40 +143,28 @@ fn proc_stat(pid: u32) -> anyhow::Result<(u64, u64)> {
 async fn main() -> anyhow::Result<()> {
     ensure_image(IMAGE)?;
     let docker = bollard::Docker::connect_with_local_defaults()?;
-    let dir = tempfile::tempdir()?;
-    let controller = ControllerProcess::spawn(
-        dir.path(),
+    let fleet = DockerFleet::start(
+        "bench-agent",
         &[],
         &[("RUST_LOG", "warn,flotilla_controller::server=info")],
-    )?;
-    let api = Api::admin(&controller.url(""), dir.path()).await?;
-    let agent_dir = tempfile::tempdir()?;
-    let (token, fingerprint) = api.join_token(json!({})).await?;
-    let (ok, out, err) = enroll(
-        agent_dir.path(),
-        controller.quic_addr,
-        &token,
-        &fingerprint,
-        "bench-agent",
-    )?;
-    anyhow::ensure!(ok, "{out}{err}");
-    let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
-    let agent = AgentProcess::spawn_with(agent_dir.path(), &["--docker-network", NETWORK])?;
-    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
-    let _sweep = flotilla_tests::ContainerSweep(agent_id);
+    )
+    .await?;
+    let api = &fleet.api;
+    let agent = fleet.agent.as_ref().context("no agent")?;
+    let network = fleet.network.clone();
 
     // Warm every path once (the agent creates its network), then
     // alternate so all see the same machine state.
-    flotilla(&api).await?;
-    bare(&docker, 0, false).await?;
-    bare(&docker, 0, true).await?;
+    flotilla(api).await?;
+    bare(&docker, 0, false, &network).await?;
+    bare(&docker, 0, true, &network).await?;
     let mut plain_ms = Vec::new();
     let mut bare_ms = Vec::new();
     let mut flotilla_ms = Vec::new();
     for round in 1..=ROUNDS {
-        plain_ms.push(bare(&docker, round, false).await?);
-        bare_ms.push(bare(&docker, round, true).await?);
-        flotilla_ms.push(flotilla(&api).await?);
+        plain_ms.push(bare(&docker, round, false, &network).await?);
+        bare_ms.push(bare(&docker, round, true, &network).await?);
+        flotilla_ms.push(flotilla(api).await?);
     }
     let (p, b, f) = (
         median(plain_ms.clone()),
@@ -229,7 +221,5 @@ async fn main() -> anyhow::Result<()> {
         |s| s["stack_status"] == "DELETE_COMPLETE",
     )
     .await?;
-    agent.terminate()?;
-    controller.terminate()?;
     Ok(())
 }
