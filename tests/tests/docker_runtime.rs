@@ -444,6 +444,46 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
         .call(Method::POST, &format!("{base}/restart"), None)
         .await?;
     assert_eq!(status, 202);
+    f.api
+        .wait_for(&containers, Duration::from_secs(30), |c| {
+            c[0]["status"] == "running"
+        })
+        .await?;
+
+    // A probe that starts failing while the container runs: probe-failure,
+    // then a restart per the policy.
+    let id = agent_containers(&f.agent_id)?.remove(0);
+    docker(&["exec", &id, "rm", "/www/health"])?;
+    let events = format!("/v3/events?stack_id={stack}&type=container.status");
+    let seen = f
+        .api
+        .wait_for(&events, Duration::from_secs(30), |e| {
+            e.as_array()
+                .is_some_and(|e| e.iter().any(|e| e["data"]["status"] == "probe-failure"))
+        })
+        .await?;
+    let failure = seen
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["data"]["status"] == "probe-failure"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        failure["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("404"),
+        "{failure}"
+    );
+    f.api
+        .wait_for(&events, Duration::from_secs(30), |e| {
+            e.as_array().is_some_and(|e| {
+                e.iter()
+                    .filter(|e| e["data"]["status"] == "restarting")
+                    .count()
+                    >= 2
+            })
+        })
+        .await?;
     Ok(())
 }
 
