@@ -18,6 +18,8 @@ fn body_routes(id: &str) -> Vec<(Method, String)> {
         (Method::POST, "/v3/event/container/status".into()),
         (Method::POST, "/v3/admin/clients".into()),
         (Method::POST, "/v3/alm/agent/join-token".into()),
+        (Method::POST, "/v3/alm/agent/agent_status".into()),
+        (Method::POST, "/v3/alm/agent/container_status".into()),
     ]
 }
 
@@ -59,6 +61,12 @@ fn authed_routes(id: &str) -> Vec<(Method, String)> {
             Method::GET,
             format!("/v3/alm/stack/{id}/instances/i-1/logs"),
         ),
+        (
+            Method::GET,
+            format!("/v3/alm/agent/config?stack_id={id}&flag=Web01"),
+        ),
+        (Method::POST, "/v3/alm/agent/agent_status".into()),
+        (Method::POST, "/v3/alm/agent/container_status".into()),
     ]
 }
 
@@ -264,6 +272,9 @@ async fn openapi_document_covers_every_route_and_error() {
             "/v3/alm/stack/{stack_id}/instances/{instance_id}/logs",
             &["get"],
         ),
+        ("/v3/alm/agent/config", &["get"]),
+        ("/v3/alm/agent/agent_status", &["post"]),
+        ("/v3/alm/agent/container_status", &["post"]),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

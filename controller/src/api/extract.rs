@@ -101,8 +101,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_urlencoded::from_bytes(bytes)
-        .map_err(|err| ApiError::bad_request("invalid_form", format!("malformed form body: {err}")))
+    serde_urlencoded::from_bytes(bytes).map_err(|err| {
+        // serde names the field for missing or mistyped values; anything
+        // else is a body that is not a form at all.
+        let message = err.to_string();
+        let code = if message.contains("field") || message.contains("invalid") {
+            "invalid_field"
+        } else {
+            "invalid_form"
+        };
+        ApiError::bad_request(code, format!("form body: {message}"))
+    })
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {

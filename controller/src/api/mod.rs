@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod almagent;
 pub mod caller;
 pub mod error;
 pub mod events;
@@ -108,6 +109,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::revoke_join_token))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent))
+        .routes(routes!(almagent::config))
+        .routes(routes!(almagent::agent_status))
+        .routes(routes!(almagent::container_status))
 }
 
 /// The generated OpenAPI document (also served at `/v3/openapi.json`).

@@ -1,0 +1,246 @@
+//! The calls the original Go alm-agent makes, answered as the Mobingi API
+//! did, so VMs still running it can be managed by Flotilla: its config
+//! lookup (flat `container_*` keys) and its form-encoded status reports.
+
+use super::caller::AgentCaller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiQuery, JsonOrForm};
+use super::state::AppState;
+use super::templates::{latest_version, stored_body};
+use crate::clock;
+use crate::store::{InstanceStatusRecord, StackRecord};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ConfigQuery {
+    pub stack_id: Option<String>,
+    pub flag: Option<String>,
+}
+
+/// A status report as the alm-agent posts it (form-encoded).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AlmStatus {
+    pub stack_id: String,
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    pub instance_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn stack_for(state: &AppState, caller: &AgentCaller, stack_id: &str) -> ApiResult<StackRecord> {
+    state
+        .store
+        .stack(stack_id)?
+        .filter(|stack| caller.0.may_use(stack))
+        .ok_or_else(|| ApiError::not_found("stack_id", stack_id))
+}
+
+fn text(container: &Map<String, Value>, key: &str) -> Value {
+    container
+        .get(key)
+        .filter(|v| v.is_string())
+        .cloned()
+        .unwrap_or(Value::String(String::new()))
+}
+
+/// Container ports as the alm-agent wants them: plain numbers.
+fn ports(container: &Map<String, Value>) -> Vec<u16> {
+    container
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|port| match port {
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            Value::String(s) => s
+                .split('/')
+                .next()
+                .and_then(|mapping| mapping.rsplit(':').next())
+                .and_then(|p| p.parse().ok()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A flag's container config in the alm-agent's keys; `{}` for an unknown
+/// flag (as Mobingi answered).
+#[utoipa::path(get, path = "/v3/alm/agent/config", tag = "agent",
+    security(("bearer" = [])),
+    params(ConfigQuery),
+    responses(
+        (status = 200, description = "container_image, container_registry_username, container_registry_password, container_code_dir, container_git_repo, container_git_reference, container_git_private_key, container_ports, container_updated, container_env_vars; {} for an unknown flag", body = Object),
+        (status = 400, description = "stack_id or flag missing", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+    ))]
+pub async fn config(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiQuery(query): ApiQuery<ConfigQuery>,
+) -> ApiResult<Json<Value>> {
+    let (Some(stack_id), Some(flag)) = (
+        query.stack_id.filter(|s| !s.is_empty()),
+        query.flag.filter(|f| !f.is_empty()),
+    ) else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "stack_id and flag are required",
+        ));
+    };
+    let stack = stack_for(&state, &caller, &stack_id)?;
+    let version = latest_version(&state, &stack)?;
+    let body = stored_body(&version)?;
+    let Some(container) = crate::template::configuration(&body, &flag)
+        .and_then(|config| config.get("container"))
+        .and_then(Value::as_object)
+    else {
+        return Ok(Json(json!({})));
+    };
+    let registry = container
+        .get("registry")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let env: Map<String, Value> = container
+        .get("environment_variables")
+        .and_then(Value::as_object)
+        .map(|vars| {
+            vars.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Value::String(v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "container_image": text(container, "image"),
+        "container_registry_username": text(&registry, "username"),
+        "container_registry_password": text(&registry, "password"),
+        "container_code_dir": text(container, "codeDir"),
+        "container_git_repo": text(container, "gitRepo"),
+        "container_git_reference": text(container, "gitReference"),
+        "container_git_private_key": text(container, "gitPrivateKey"),
+        "container_ports": ports(container),
+        "container_updated": clock::unix_secs(version.created_ms),
+        "container_env_vars": env,
+    })))
+}
+
+fn check_report(report: &AlmStatus) -> ApiResult<()> {
+    let word = |s: &str| {
+        (1..=32).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    if !word(&report.status) {
+        return Err(
+            ApiError::bad_request("invalid_field", "status must be a short word")
+                .context(json!({"path": "status"})),
+        );
+    }
+    if !crate::fleet::enroll::valid_instance_id(&report.instance_id) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "instance_id is not a valid instance id",
+        )
+        .context(json!({"path": "instance_id"})));
+    }
+    if report
+        .message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > 1024)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "message is longer than 1024 characters",
+        )
+        .context(json!({"path": "message"})));
+    }
+    Ok(())
+}
+
+async fn record(
+    state: &AppState,
+    caller: &AgentCaller,
+    report: AlmStatus,
+    kind: &'static str,
+) -> ApiResult<StatusCode> {
+    let stack = stack_for(state, caller, &report.stack_id)?;
+    check_report(&report)?;
+    let time = clock::rfc3339_ms(clock::now_ms());
+    if kind == "container.status" {
+        state.store.put_instance_status(&InstanceStatusRecord {
+            stack_id: stack.stack_id.clone(),
+            instance_id: report.instance_id.clone(),
+            status: report.status.clone(),
+            flag: None,
+            exit_code: None,
+            reason: report.message.clone(),
+            updated: time.clone(),
+            source: "alm-agent".into(),
+            version_id: None,
+            agent_id: report.agent_id.clone(),
+        })?;
+    }
+    state.store.append_event(
+        kind,
+        Some(&stack.stack_id),
+        Some(&report.instance_id),
+        time,
+        json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" }),
+    )?;
+    state.store.flush().await?;
+    tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %report.status, kind, "alm-agent report");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The alm-agent's report about itself.
+#[utoipa::path(post, path = "/v3/alm/agent/agent_status", tag = "agent",
+    security(("bearer" = [])),
+    request_body(content = AlmStatus, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 202, description = "Recorded"),
+        (status = 400, description = "Missing or invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither form-encoded nor JSON", body = ErrorBody),
+    ))]
+pub async fn agent_status(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    JsonOrForm(report): JsonOrForm<AlmStatus>,
+) -> ApiResult<StatusCode> {
+    record(&state, &caller, report, "agent.status").await
+}
+
+/// The alm-agent's report about its container; shown in the stack's
+/// containers view.
+#[utoipa::path(post, path = "/v3/alm/agent/container_status", tag = "agent",
+    security(("bearer" = [])),
+    request_body(content = AlmStatus, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 202, description = "Recorded"),
+        (status = 400, description = "Missing or invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither form-encoded nor JSON", body = ErrorBody),
+    ))]
+pub async fn container_status(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    JsonOrForm(report): JsonOrForm<AlmStatus>,
+) -> ApiResult<StatusCode> {
+    record(&state, &caller, report, "container.status").await
+}

@@ -1,0 +1,201 @@
+//! The original Go alm-agent's HTTP calls, replayed as it makes them:
+//! form-encoded token request with the stack's credentials, then
+//! `Authorization: <token_type> <token>`.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::TestServer;
+
+fn template() -> Value {
+    json!({
+        "version": "2017-03-03",
+        "configurations": [{
+            "role": "web", "flag": "Web01",
+            "provision": {"instance_count": 0},
+            "container": {
+                "image": "registry.example:5000/shop/web:1",
+                "registry": {"username": "deploy", "password": "registry-pass"},
+                "codeDir": "/srv/app",
+                "gitRepo": "git@example.com:shop/web.git",
+                "gitReference": "release",
+                "gitPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n",
+                "ports": ["8080:80/tcp", 443],
+                "environment_variables": {"STAGE": "production", "WORKERS": 4}
+            }
+        }]
+    })
+}
+
+#[tokio::test]
+async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
+    let t = TestServer::start().await;
+    let admin = t.admin_token().await;
+    let (stack, _) = t.apply(&admin, &template()).await;
+    let (other, _) = t.apply(&admin, &template()).await;
+    let auth_token = t
+        .get(&format!("/v3/alm/stack/{stack}"), &admin)
+        .await
+        .json()["auth_token"]
+        .as_str()
+        .expect("auth_token")
+        .to_owned();
+
+    // Token request, form-encoded, with the stack's id and auth_token.
+    let reply = t
+        .raw(t.http.post(t.url("/v3/access_token")).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", stack.as_str()),
+            ("client_secret", auth_token.as_str()),
+        ]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let token = reply.json();
+    let authorization = format!(
+        "{} {}",
+        token["token_type"].as_str().expect("type"),
+        token["access_token"].as_str().expect("token")
+    );
+
+    // Config by flag, in the alm-agent's keys.
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/agent/config?stack_id={stack}&flag=Web01")))
+                .header("Authorization", &authorization),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let config = reply.json();
+    let keys: Vec<&String> = config.as_object().expect("object").keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "container_image",
+            "container_registry_username",
+            "container_registry_password",
+            "container_code_dir",
+            "container_git_repo",
+            "container_git_reference",
+            "container_git_private_key",
+            "container_ports",
+            "container_updated",
+            "container_env_vars"
+        ]
+    );
+    assert_eq!(
+        config["container_image"],
+        "registry.example:5000/shop/web:1"
+    );
+    assert_eq!(config["container_registry_username"], "deploy");
+    assert_eq!(config["container_registry_password"], "registry-pass");
+    assert_eq!(config["container_code_dir"], "/srv/app");
+    assert_eq!(config["container_git_repo"], "git@example.com:shop/web.git");
+    assert_eq!(config["container_git_reference"], "release");
+    assert!(config["container_git_private_key"]
+        .as_str()
+        .is_some_and(|k| k.contains("OPENSSH")));
+    assert_eq!(config["container_ports"], json!([80, 443]));
+    assert!(config["container_updated"]
+        .as_i64()
+        .is_some_and(|t| t > 1_700_000_000));
+    assert_eq!(
+        config["container_env_vars"],
+        json!({"STAGE": "production", "WORKERS": "4"})
+    );
+
+    // An unknown flag: {} as Mobingi answered.
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/agent/config?stack_id={stack}&flag=Nope")))
+                .header("Authorization", &authorization),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({}));
+    // Another stack's config is not this stack's to read.
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/agent/config?stack_id={other}&flag=Web01")))
+                .header("Authorization", &authorization),
+        )
+        .await;
+    assert_eq!(reply.error(404), "not_found");
+
+    // Status reports, form-encoded.
+    for (path, status, message) in [
+        (
+            "/v3/alm/agent/agent_status",
+            "running",
+            "alm-agent 0.3.1 started",
+        ),
+        (
+            "/v3/alm/agent/container_status",
+            "starting",
+            "pulling image",
+        ),
+        ("/v3/alm/agent/container_status", "running", "container up"),
+    ] {
+        let reply = t
+            .raw(
+                t.http
+                    .post(t.url(path))
+                    .header("Authorization", &authorization)
+                    .form(&[
+                        ("stack_id", stack.as_str()),
+                        ("agent_id", "alm-agent-7"),
+                        ("instance_id", "i-0legacy"),
+                        ("status", status),
+                        ("message", message),
+                    ]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{path}: {}", reply.text);
+    }
+    let containers = t
+        .get(&format!("/v3/alm/stack/{stack}/containers"), &admin)
+        .await
+        .json();
+    assert_eq!(containers[0]["instance_id"], "i-0legacy");
+    assert_eq!(containers[0]["status"], "running");
+    assert_eq!(containers[0]["reason"], "container up");
+    assert_eq!(containers[0]["source"], "alm-agent");
+    let events = t
+        .get(
+            &format!("/v3/events?stack_id={stack}&type=agent.status"),
+            &admin,
+        )
+        .await
+        .json();
+    assert_eq!(events[0]["data"]["message"], "alm-agent 0.3.1 started");
+
+    // A bad report is refused; a wrong stack secret gets 401 at the token.
+    let reply = t
+        .raw(
+            t.http
+                .post(t.url("/v3/alm/agent/container_status"))
+                .header("Authorization", &authorization)
+                .form(&[("stack_id", stack.as_str()), ("instance_id", "i-0legacy")]),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
+    let reply = t
+        .raw(t.http.post(t.url("/v3/access_token")).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", stack.as_str()),
+            ("client_secret", "not-the-auth-token"),
+        ]))
+        .await;
+    assert_eq!(reply.error(401), "invalid_client");
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/agent/config?stack_id={stack}&flag=Web01"))),
+        )
+        .await;
+    assert_eq!(reply.error(401), "unauthorized");
+    t.stop().await;
+}
