@@ -444,9 +444,20 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
         .call(Method::POST, &format!("{base}/restart"), None)
         .await?;
     assert_eq!(status, 202);
+    // Wait for this second restart to finish: two restarts reported, and
+    // running after them.
+    let events = format!("/v3/events?stack_id={stack}&type=container.status");
+    let count = |e: &Value, status: &str| {
+        e.as_array().map_or(0, |e| {
+            e.iter().filter(|e| e["data"]["status"] == status).count()
+        })
+    };
     f.api
-        .wait_for(&containers, Duration::from_secs(30), |c| {
-            c[0]["status"] == "running"
+        .wait_for(&events, Duration::from_secs(30), |e| {
+            count(e, "restarting") >= 2
+                && e.as_array()
+                    .and_then(|e| e.last())
+                    .is_some_and(|e| e["data"]["status"] == "running")
         })
         .await?;
 
@@ -454,12 +465,10 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
     // then a restart per the policy.
     let id = agent_containers(&f.agent_id)?.remove(0);
     docker(&["exec", &id, "rm", "/www/health"])?;
-    let events = format!("/v3/events?stack_id={stack}&type=container.status");
     let seen = f
         .api
         .wait_for(&events, Duration::from_secs(30), |e| {
-            e.as_array()
-                .is_some_and(|e| e.iter().any(|e| e["data"]["status"] == "probe-failure"))
+            count(e, "probe-failure") >= 1
         })
         .await?;
     let failure = seen
@@ -476,12 +485,7 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
     );
     f.api
         .wait_for(&events, Duration::from_secs(30), |e| {
-            e.as_array().is_some_and(|e| {
-                e.iter()
-                    .filter(|e| e["data"]["status"] == "restarting")
-                    .count()
-                    >= 2
-            })
+            count(e, "restarting") >= 3
         })
         .await?;
     Ok(())
