@@ -172,6 +172,9 @@ async fn run(
             .or_else(|| file.docker_network.clone())
             .unwrap_or_else(|| "flotilla".into()),
         orphan_grace: Duration::from_secs(args.orphan_grace.or(file.orphan_grace).unwrap_or(60)),
+        code_root: std::fs::canonicalize(data_dir)
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?
+            .join("code"),
         ..Default::default()
     };
     let runtime_task = flotilla_agent::runtime::build(

@@ -393,6 +393,7 @@ async fn bad_frames_close_only_their_connection_and_a_malicious_agent_speaks_onl
         exit_code: Some(1),
         reason: Some("forged".into()),
         time_ms: 0,
+        commit: None,
     }]);
     frame::write(&mut send, &forged, 1 << 20).await?;
     // The controller acknowledges (so the report leaves the outbox) but drops it.

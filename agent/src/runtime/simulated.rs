@@ -69,6 +69,7 @@ impl Runtime for Simulated {
                         exit_code: (status == ContainerStatus::Terminated).then_some(0),
                         reason: None,
                         time_ms: now_ms(),
+                        commit: None,
                     };
                     if reports.send(transition).await.is_err() {
                         return;
@@ -106,6 +107,7 @@ impl Runtime for Simulated {
                                             exit_code: None,
                                             reason: Some(format!("operator {:?}", command.action).to_lowercase()),
                                             time_ms: now_ms(),
+                        commit: None,
                                         };
                                         if reports.send(transition).await.is_err() {
                                             return;

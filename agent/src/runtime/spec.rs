@@ -162,6 +162,20 @@ struct Raw {
     registry: Option<RawRegistry>,
     #[serde(default)]
     pull_policy: Option<String>,
+    #[serde(default, rename = "gitRepo")]
+    git_repo: Option<String>,
+    #[serde(default, rename = "gitReference")]
+    git_reference: Option<String>,
+    #[serde(default, rename = "gitPrivateKey")]
+    git_private_key: Option<String>,
+    #[serde(default, rename = "gitKnownHosts")]
+    git_known_hosts: Option<String>,
+    #[serde(default, rename = "gitTrustOnFirstUse")]
+    git_trust_on_first_use: bool,
+    #[serde(default, rename = "gitPoll")]
+    git_poll: Option<DurationText>,
+    #[serde(default, rename = "codeDir")]
+    code_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +237,41 @@ pub struct ContainerSpec {
     pub health: Option<Health>,
     pub registry: Option<Registry>,
     pub pull: PullPolicy,
+    /// Code deployed from git into the container's code directory.
+    pub git: Option<Git>,
+    /// Where the code is mounted (`codeDir`); when absent, the image's
+    /// `com.mobingi.code_dir` label, else `/var/www/html`.
+    pub code_dir: Option<String>,
+}
+
+/// A code deploy from git.
+#[derive(Clone, PartialEq)]
+pub struct Git {
+    pub repo: String,
+    /// Branch, tag or commit (default `master`).
+    pub reference: String,
+    /// SSH key for the fetch; never logged.
+    pub private_key: Option<String>,
+    /// `known_hosts` lines the server's host key must match.
+    pub known_hosts: Option<String>,
+    /// Accept an unknown host key the first time (only when asked).
+    pub trust_on_first_use: bool,
+    /// Check the reference for new commits this often.
+    pub poll: Option<Duration>,
+}
+
+impl std::fmt::Debug for Git {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Git")
+            .field("repo", &self.repo)
+            .field("reference", &self.reference)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("poll", &self.poll)
+            .finish()
+    }
 }
 
 /// Default stop grace period.
@@ -456,6 +505,30 @@ impl ContainerSpec {
             health,
             registry,
             pull,
+            git: match raw.git_repo.filter(|r| !r.trim().is_empty()) {
+                None => None,
+                Some(repo) => Some(Git {
+                    repo,
+                    reference: raw
+                        .git_reference
+                        .filter(|r| !r.trim().is_empty())
+                        .unwrap_or_else(|| "master".into()),
+                    private_key: raw.git_private_key.filter(|k| !k.trim().is_empty()),
+                    known_hosts: raw.git_known_hosts.filter(|k| !k.trim().is_empty()),
+                    trust_on_first_use: raw.git_trust_on_first_use,
+                    poll: raw
+                        .git_poll
+                        .as_ref()
+                        .map(|d| duration(d, "gitPoll"))
+                        .transpose()?,
+                }),
+            },
+            code_dir: match raw.code_dir {
+                Some(dir) if !dir.starts_with('/') => {
+                    return Err(format!("codeDir {dir:?} must be an absolute path"))
+                }
+                other => other,
+            },
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct Transition {
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
     pub time_ms: i64,
+    /// The git commit the container serves, for code deploys.
+    pub commit: Option<String>,
 }
 
 /// Handle on the agent's store; cheap to clone.
@@ -125,6 +127,7 @@ impl AgentStore {
                 exit_code: transition.exit_code,
                 reason: transition.reason.clone(),
                 time_ms: transition.time_ms,
+                commit: transition.commit.clone(),
             };
             let bytes = serde_json::to_vec(&report).map_err(|err| {
                 ConflictableTransactionError::Abort(StateError::Corrupt(err.to_string()))
@@ -228,6 +231,7 @@ mod tests {
             exit_code: None,
             reason: None,
             time_ms: 1,
+            commit: None,
         }
     }
 

@@ -135,6 +135,8 @@ pub struct StatusReport {
     pub reason: Option<String>,
     /// When the transition happened (ms since the epoch, agent clock).
     pub time_ms: i64,
+    /// The git commit deployed, for code deploys.
+    pub commit: Option<String>,
 }
 
 /// Host facts, sent in [`Hello`] and every heartbeat.

@@ -190,6 +190,7 @@ async fn record(
             source: "alm-agent".into(),
             version_id: None,
             agent_id: report.agent_id.clone(),
+            commit: None,
         })?;
     }
     state.store.append_event(

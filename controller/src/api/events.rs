@@ -167,6 +167,7 @@ pub async fn container_status(
         source: "http".into(),
         version_id: None,
         agent_id: None,
+        commit: None,
     })?;
     state.store.append_event(
         "container.status",

@@ -308,6 +308,7 @@ async fn statuses(
                 source: "quic".into(),
                 version_id: Some(report.version_id.clone()),
                 agent_id: Some(agent.agent_id.clone()),
+                commit: report.commit.clone(),
             },
             event_kind: "container.status",
             event_data: json!({
@@ -318,6 +319,7 @@ async fn statuses(
                 "version_id": report.version_id,
                 "agent_id": agent.agent_id,
                 "seq": report.seq,
+                "commit": report.commit,
                 "source": "quic",
             }),
         });

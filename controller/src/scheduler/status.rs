@@ -125,6 +125,7 @@ mod tests {
             source: "quic".into(),
             version_id: Some(version.into()),
             agent_id: Some(agent.into()),
+            commit: None,
         }
     }
 

@@ -154,6 +154,9 @@ pub struct InstanceStatusRecord {
     /// The reporting agent (fleet link reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// The git commit the container serves (code deploys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// A configuration an agent is pinned to at enrollment (as alm-agent runs

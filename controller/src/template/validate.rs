@@ -205,8 +205,31 @@ fn container_section(check: &mut Checker, container: &Map<String, Value>, path: 
             );
         }
     }
-    for key in ["gitRepo", "gitReference", "gitPrivateKey"] {
+    for key in [
+        "gitRepo",
+        "gitReference",
+        "gitPrivateKey",
+        "gitKnownHosts",
+        "codeDir",
+        "pull_policy",
+    ] {
         check.string(container, path, key, false);
+    }
+    if let Some(value) = container.get("gitTrustOnFirstUse") {
+        if !value.is_boolean() {
+            check.report(
+                &format!("{path}/gitTrustOnFirstUse"),
+                "gitTrustOnFirstUse must be a boolean",
+            );
+        }
+    }
+    if let Some(value) = container.get("gitPoll") {
+        if !(value.is_string() || value.is_number()) {
+            check.report(
+                &format!("{path}/gitPoll"),
+                "gitPoll must be a duration like \"60s\" or a number of seconds",
+            );
+        }
     }
     if let Some(env) = check.object(container, path, "environment_variables", false) {
         for (name, value) in env {

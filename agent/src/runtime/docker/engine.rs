@@ -67,6 +67,17 @@ fn credentials(registry: &Registry) -> DockerCredentials {
     }
 }
 
+/// A label of a local image, if it has it.
+pub async fn image_label(docker: &Docker, image: &str, label: &str) -> Option<String> {
+    docker
+        .inspect_image(image)
+        .await
+        .ok()?
+        .config?
+        .labels?
+        .remove(label)
+}
+
 /// Whether the image is present locally.
 pub async fn image_present(docker: &Docker, image: &str) -> bool {
     docker.inspect_image(image).await.is_ok()

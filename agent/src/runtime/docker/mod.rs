@@ -9,6 +9,7 @@
 //! container, and a dispatcher routes engine events to them.
 
 pub mod engine;
+pub mod git;
 pub mod logs;
 pub mod names;
 pub mod probe;
@@ -37,6 +38,8 @@ pub struct Context {
     pub reports: mpsc::Sender<Transition>,
     /// How long containers no desired state wants are left before removal.
     pub orphan_grace: Duration,
+    /// Where git mirrors and code releases live.
+    pub code_root: std::path::PathBuf,
 }
 
 /// Settings of the Docker runtime.
@@ -50,6 +53,8 @@ pub struct DockerSettings {
     pub cleanup_every: Duration,
     /// How long unwanted containers found at start are left before removal.
     pub orphan_grace: Duration,
+    /// Where git mirrors and code releases live (under the agent's data dir).
+    pub code_root: std::path::PathBuf,
 }
 
 impl Default for DockerSettings {
@@ -59,6 +64,7 @@ impl Default for DockerSettings {
             network: "flotilla".into(),
             cleanup_every: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(60),
+            code_root: std::path::PathBuf::from("./flotilla-agent-data/code"),
         }
     }
 }
@@ -163,6 +169,7 @@ impl DockerRuntime {
             store: self.store.clone(),
             reports,
             orphan_grace: self.settings.orphan_grace,
+            code_root: self.settings.code_root.clone(),
         });
         // Subscribe from a time before the listing, so no event falls between.
         let since = unix_now() - 1;

@@ -12,6 +12,7 @@ pub const FLAG: &str = "flotilla.flag";
 pub const VERSION: &str = "flotilla.version";
 pub const GENERATION: &str = "flotilla.generation";
 pub const SPEC_HASH: &str = "flotilla.spec-hash";
+pub const COMMIT: &str = "flotilla.commit";
 
 /// Short hash of a spec's JSON text.
 pub fn spec_hash(spec_json: &str) -> String {
@@ -31,7 +32,8 @@ pub fn container_name(stack_id: &str, flag: &str, hash: &str) -> String {
             })
             .collect()
     };
-    format!("flotilla-{}-{}-{}", clean(stack_id), clean(flag), hash)
+    let name = format!("flotilla-{}-{}-{}", clean(stack_id), clean(flag), hash);
+    name.trim_end_matches('-').to_owned()
 }
 
 /// The labels every managed container carries (user labels added after).

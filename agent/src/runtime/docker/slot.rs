@@ -6,7 +6,7 @@
 //! independently, so a slow pull never holds up another container.
 
 use super::engine::{self, Inspected};
-use super::{names, probe, Context};
+use super::{git, names, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart};
 use crate::state::{ContainerRecord, Transition};
 use flotilla_common::status::ContainerStatus;
@@ -56,6 +56,8 @@ struct Live {
     started: Instant,
     /// Consecutive failed probes.
     probe_failures: u32,
+    /// The git commit mounted, for code deploys.
+    commit: Option<String>,
 }
 
 /// Restarts within this window count toward giving up (`always`).
@@ -78,6 +80,8 @@ struct Slot {
     gave_up: bool,
     /// An operator stopped the container; it stays stopped until started.
     held: bool,
+    /// The last git poll failure reported (each distinct one once).
+    last_poll_error: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -103,6 +107,7 @@ impl Slot {
             exit_code,
             reason,
             time_ms: now_ms(),
+            commit: self.live.as_ref().and_then(|l| l.commit.clone()),
         };
         let _ = self.ctx.reports.send(transition).await;
     }
@@ -123,7 +128,36 @@ impl Slot {
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
         }
-        let name = names::container_name(&wanted.stack_id, &wanted.flag, &wanted.hash);
+        // A code deploy: the commit's release, complete before it is mounted.
+        let mut spec = spec.clone();
+        let mut commit = None;
+        let mut suffix = wanted.hash.clone();
+        if let Some(git) = spec.git.clone() {
+            let root = &self.ctx.code_root;
+            let resolved = git::resolve(root, &git)
+                .await
+                .map_err(|err| (ContainerStatus::StartFailure, err))?;
+            let slot_dir = root.join("releases").join(names::container_name(
+                &wanted.stack_id,
+                &wanted.flag,
+                "",
+            ));
+            let release = git::export(root, &slot_dir, &git, &resolved)
+                .await
+                .map_err(|err| (ContainerStatus::StartFailure, err))?;
+            let code_dir = match spec.code_dir.clone() {
+                Some(dir) => dir,
+                None => engine::image_label(docker, &spec.image, "com.mobingi.code_dir")
+                    .await
+                    .unwrap_or_else(|| "/var/www/html".to_owned()),
+            };
+            spec.binds
+                .push(format!("{}:{code_dir}:ro", release.path.display()));
+            suffix = format!("{}-{}", wanted.hash, &resolved[..resolved.len().min(10)]);
+            commit = Some(resolved);
+        }
+        let spec = &spec;
+        let name = names::container_name(&wanted.stack_id, &wanted.flag, &suffix);
         let mut record = ContainerRecord {
             name: name.clone(),
             stack_id: wanted.stack_id.clone(),
@@ -145,6 +179,9 @@ impl Slot {
             wanted.generation,
             &wanted.hash,
         );
+        if let Some(commit) = &commit {
+            labels.insert(names::COMMIT.to_owned(), commit.clone());
+        }
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let body = engine::create_body(spec, labels, &self.ctx.network_id);
         let id = match engine::create(docker, &name, body)
@@ -178,6 +215,7 @@ impl Slot {
             ip: None,
             started: Instant::now(),
             probe_failures: 0,
+            commit,
         };
         if let Err(failure) = self.wait_healthy(&mut live, settle).await {
             let _ = engine::remove(docker, &id).await;
@@ -297,10 +335,10 @@ impl Slot {
         };
         match self.launch(wanted, &spec, false).await {
             Ok(live) => {
-                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
-                    .await;
                 self.reset_crashes();
                 self.live = Some(live);
+                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                    .await;
             }
             Err((status, reason)) => {
                 self.failed = Some(wanted.hash.clone());
@@ -347,10 +385,10 @@ impl Slot {
         match self.launch(wanted, &spec, true).await {
             Ok(live) => {
                 self.retire(old, false).await;
-                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
-                    .await;
                 self.reset_crashes();
                 self.live = Some(live);
+                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                    .await;
             }
             Err((status, reason)) => {
                 self.failed = Some(wanted.hash.clone());
@@ -436,6 +474,44 @@ impl Slot {
             reason
         };
         self.report(&version, status, exit_code, Some(reason)).await;
+    }
+
+    /// Checks the deployed reference for a new commit and redeploys when
+    /// there is one. A failed fetch keeps the running release.
+    async fn poll_git(&mut self, wanted: &Wanted) {
+        let Some(git) = self.live.as_ref().and_then(|l| l.spec.git.clone()) else {
+            return;
+        };
+        match git::resolve(&self.ctx.code_root, &git).await {
+            Ok(commit) if self.live.as_ref().and_then(|l| l.commit.as_ref()) != Some(&commit) => {
+                tracing::info!(stack_id = %self.stack_id, flag = %self.flag, commit = %commit, "new commit; redeploying");
+                if let Some(old) = self.live.take() {
+                    self.update(wanted, old).await;
+                }
+            }
+            Ok(_) => self.last_poll_error = None,
+            Err(err) => {
+                tracing::warn!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "git poll failed; the running release stays");
+                // Each distinct failure is reported once, with the release
+                // that keeps serving.
+                if self.last_poll_error.as_ref() != Some(&err) {
+                    let version = self
+                        .live
+                        .as_ref()
+                        .map(|l| l.version_id.clone())
+                        .unwrap_or_default();
+                    let commit = self
+                        .live
+                        .as_ref()
+                        .and_then(|l| l.commit.clone())
+                        .unwrap_or_default();
+                    let reason = format!("{err}; still serving {commit}");
+                    self.report(&version, ContainerStatus::Running, None, Some(reason))
+                        .await;
+                    self.last_poll_error = Some(err);
+                }
+            }
+        }
     }
 
     /// An operator's restart, stop or start.
@@ -607,6 +683,7 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     ip: container.ip.clone(),
                     started: Instant::now(),
                     probe_failures: 0,
+                    commit: container.labels.get(names::COMMIT).cloned(),
                 });
                 if running {
                     // The previous agent process may have died before it
@@ -657,6 +734,7 @@ pub async fn run(
         restart_at: None,
         gave_up: false,
         held: false,
+        last_poll_error: None,
     };
     let mut initial = wanted.borrow().clone();
     if initial.is_none() && !found.is_empty() {
@@ -670,6 +748,8 @@ pub async fn run(
     let mut probe_timer = tokio::time::interval(Duration::from_secs(3600));
     probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probe_interval = None;
+    let mut git_timer = tokio::time::interval(Duration::from_secs(3600));
+    let mut git_interval: Option<Duration> = None;
     loop {
         let want = wanted.borrow_and_update().clone();
         match (&want, slot.live.take()) {
@@ -710,6 +790,17 @@ pub async fn run(
             probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             probe_timer.tick().await;
         }
+        let poll = slot
+            .live
+            .as_ref()
+            .and_then(|l| l.spec.git.as_ref())
+            .and_then(|g| g.poll);
+        if poll != git_interval {
+            git_interval = poll;
+            git_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+            git_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            git_timer.tick().await;
+        }
         let restart_at = slot.restart_at;
         tokio::select! {
             changed = wanted.changed() => {
@@ -749,6 +840,11 @@ pub async fn run(
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             } } => slot.restart().await,
+            _ = git_timer.tick(), if git_interval.is_some() && !slot.held && slot.restart_at.is_none() => {
+                if let Some(w) = want.clone() {
+                    slot.poll_git(&w).await;
+                }
+            }
             _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.held && slot.restart_at.is_none() => slot.probe_tick().await,
         }
     }
