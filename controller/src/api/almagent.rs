@@ -178,29 +178,30 @@ async fn record(
     let stack = stack_for(state, caller, &report.stack_id)?;
     check_report(&report)?;
     let time = clock::rfc3339_ms(clock::now_ms());
-    if kind == "container.status" {
-        state.store.put_instance_status(&InstanceStatusRecord {
-            stack_id: stack.stack_id.clone(),
-            instance_id: report.instance_id.clone(),
-            status: report.status.clone(),
-            flag: None,
-            exit_code: None,
-            reason: report.message.clone(),
-            updated: time.clone(),
-            source: "alm-agent".into(),
-            version_id: None,
-            agent_id: report.agent_id.clone(),
-            commit: None,
-        })?;
-    }
-    state.store.append_event(
+    let instance = (kind == "container.status").then(|| InstanceStatusRecord {
+        stack_id: stack.stack_id.clone(),
+        instance_id: report.instance_id.clone(),
+        status: report.status.clone(),
+        flag: None,
+        exit_code: None,
+        reason: report.message.clone(),
+        updated: time.clone(),
+        source: "alm-agent".into(),
+        version_id: None,
+        agent_id: report.agent_id.clone(),
+        commit: None,
+    });
+    let data = json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" });
+    super::events::record_report(
+        state,
+        &stack,
+        &report.instance_id,
+        instance.as_ref(),
         kind,
-        Some(&stack.stack_id),
-        Some(&report.instance_id),
         time,
-        json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" }),
-    )?;
-    state.store.flush().await?;
+        data,
+    )
+    .await?;
     tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %report.status, kind, "alm-agent report");
     Ok(StatusCode::ACCEPTED)
 }

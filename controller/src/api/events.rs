@@ -102,14 +102,17 @@ pub async fn spot_shutdown(
 ) -> ApiResult<StatusCode> {
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     check_instance_id(&notice.instance_id)?;
-    state.store.append_event(
+    let time = clock::rfc3339_ms(clock::now_ms());
+    record_report(
+        &state,
+        &stack,
+        &notice.instance_id,
+        None,
         "spot.shutdown",
-        Some(&stack.stack_id),
-        Some(&notice.instance_id),
-        clock::rfc3339_ms(clock::now_ms()),
+        time,
         json!({ "source": "http" }),
-    )?;
-    state.store.flush().await?;
+    )
+    .await?;
     state.nudge();
     tracing::warn!(stack_id = %stack.stack_id, instance_id = %notice.instance_id, "spot shutdown notice");
     Ok(StatusCode::ACCEPTED)
@@ -156,7 +159,7 @@ pub async fn container_status(
         .context(json!({ "path": "reason" })));
     }
     let time = clock::rfc3339_ms(clock::now_ms());
-    state.store.put_instance_status(&InstanceStatusRecord {
+    let instance = InstanceStatusRecord {
         stack_id: stack.stack_id.clone(),
         instance_id: report.instance_id.clone(),
         status: status.to_string(),
@@ -168,24 +171,48 @@ pub async fn container_status(
         version_id: None,
         agent_id: None,
         commit: None,
-    })?;
-    state.store.append_event(
+    };
+    let data = json!({
+        "status": status,
+        "flag": report.flag,
+        "exit_code": report.exit_code,
+        "reason": report.reason,
+        "source": "http",
+    });
+    record_report(
+        &state,
+        &stack,
+        &report.instance_id,
+        Some(&instance),
         "container.status",
-        Some(&stack.stack_id),
-        Some(&report.instance_id),
         time,
-        json!({
-            "status": status,
-            "flag": report.flag,
-            "exit_code": report.exit_code,
-            "reason": report.reason,
-            "source": "http",
-        }),
-    )?;
-    state.store.flush().await?;
+        data,
+    )
+    .await?;
     state.nudge();
     tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %status, "container status");
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Stores a report from an HTTP-only agent: the instance's latest status
+/// (when given) and the event, made durable before the 202.
+pub(super) async fn record_report(
+    state: &AppState,
+    stack: &StackRecord,
+    instance_id: &str,
+    instance: Option<&InstanceStatusRecord>,
+    kind: &str,
+    time: String,
+    data: serde_json::Value,
+) -> ApiResult<()> {
+    if let Some(instance) = instance {
+        state.store.put_instance_status(instance)?;
+    }
+    state
+        .store
+        .append_event(kind, Some(&stack.stack_id), Some(instance_id), time, data)?;
+    state.store.flush().await?;
+    Ok(())
 }
 
 /// The event history, oldest first, filtered. Operators see their own
