@@ -315,23 +315,39 @@ impl Slot {
         }
     }
 
-    /// First start of a slot.
-    async fn start_new(&mut self, wanted: &Wanted) {
-        self.report(&wanted.version_id, ContainerStatus::Starting, None, None)
-            .await;
-        let spec = match ContainerSpec::parse(&wanted.spec_json) {
-            Ok(spec) => spec,
+    /// The spec of `wanted`, or `None` after reporting why it is unusable
+    /// (and that `kept`, the running version, stays).
+    async fn parse_or_fail(
+        &mut self,
+        wanted: &Wanted,
+        kept: Option<&str>,
+    ) -> Option<ContainerSpec> {
+        match ContainerSpec::parse(&wanted.spec_json) {
+            Ok(spec) => Some(spec),
             Err(err) => {
                 self.failed = Some(wanted.hash.clone());
+                let reason = match kept {
+                    Some(version) => format!("{err}; version {version} kept"),
+                    None => err,
+                };
                 self.report(
                     &wanted.version_id,
                     ContainerStatus::StartFailure,
                     None,
-                    Some(err),
+                    Some(reason),
                 )
                 .await;
-                return;
+                None
             }
+        }
+    }
+
+    /// First start of a slot.
+    async fn start_new(&mut self, wanted: &Wanted) {
+        self.report(&wanted.version_id, ContainerStatus::Starting, None, None)
+            .await;
+        let Some(spec) = self.parse_or_fail(wanted, None).await else {
+            return;
         };
         match self.launch(wanted, &spec, false).await {
             Ok(live) => {
@@ -353,20 +369,9 @@ impl Slot {
     async fn update(&mut self, wanted: &Wanted, old: Live) {
         self.report(&wanted.version_id, ContainerStatus::Updating, None, None)
             .await;
-        let spec = match ContainerSpec::parse(&wanted.spec_json) {
-            Ok(spec) => spec,
-            Err(err) => {
-                self.failed = Some(wanted.hash.clone());
-                self.report(
-                    &wanted.version_id,
-                    ContainerStatus::StartFailure,
-                    None,
-                    Some(format!("{err}; version {} kept", old.version_id)),
-                )
-                .await;
-                self.live = Some(old);
-                return;
-            }
+        let Some(spec) = self.parse_or_fail(wanted, Some(&old.version_id)).await else {
+            self.live = Some(old);
+            return;
         };
         // Host ports cannot be bound twice: stop the old one first then.
         let clash = spec.ports.iter().any(|p| {
