@@ -21,5 +21,6 @@ pub mod facts;
 pub mod identity;
 pub mod link;
 pub mod runtime;
+pub mod spot;
 pub mod state;
 pub mod tls;
