@@ -48,6 +48,23 @@ async fn status_of(api: &Api, stack: &str, want: &[&str]) -> anyhow::Result<Valu
     .await
 }
 
+/// Every container status reported for a stack, oldest first.
+async fn reported_statuses(api: &Api, stack: &str) -> anyhow::Result<Vec<String>> {
+    let events = api
+        .get(&format!(
+            "/v3/events?stack_id={stack}&type=container.status"
+        ))
+        .await?;
+    Ok(events
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 fn inspect(id: &str, format: &str) -> anyhow::Result<String> {
     docker(&["inspect", "-f", format, id])
 }
@@ -98,19 +115,7 @@ async fn apply_update_and_delete_run_real_containers() -> anyhow::Result<()> {
     assert_eq!(ids.len(), 1, "the old container is gone");
     assert_ne!(&ids[0], id);
     assert!(inspect(&ids[0], "{{.Config.Env}}")?.contains("STAGE=two"));
-    let statuses: Vec<String> = f
-        .api
-        .get(&format!(
-            "/v3/events?stack_id={stack}&type=container.status"
-        ))
-        .await?
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let statuses = reported_statuses(&f.api, &stack).await?;
     assert_eq!(statuses, ["starting", "running", "updating", "running"]);
 
     // Delete: stopped with SIGTERM, removed, reported.
@@ -232,19 +237,7 @@ async fn a_crash_looping_container_ends_app_crashed() -> anyhow::Result<()> {
         reason.contains("exited with code 7") && reason.contains("gave up after 2 restarts"),
         "{reason}"
     );
-    let statuses: Vec<String> = f
-        .api
-        .get(&format!(
-            "/v3/events?stack_id={stack}&type=container.status"
-        ))
-        .await?
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let statuses = reported_statuses(&f.api, &stack).await?;
     assert_eq!(
         statuses.iter().filter(|s| *s == "restarting").count(),
         2,

@@ -719,6 +719,22 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
     }
 }
 
+/// Rebuilds `timer` when the period it should tick at changed (`None`: it
+/// is not used); the first tick comes one period from now.
+async fn retime(
+    timer: &mut tokio::time::Interval,
+    current: &mut Option<Duration>,
+    wanted: Option<Duration>,
+) {
+    if wanted == *current {
+        return;
+    }
+    *current = wanted;
+    *timer = tokio::time::interval(wanted.unwrap_or(Duration::from_secs(3600)));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer.tick().await;
+}
+
 /// Runs a slot until it is no longer wanted and its container is gone.
 pub async fn run(
     ctx: Arc<Context>,
@@ -789,23 +805,13 @@ pub async fn run(
             .as_ref()
             .and_then(|l| l.spec.health.as_ref())
             .map(|h| h.interval);
-        if interval != probe_interval {
-            probe_interval = interval;
-            probe_timer = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
-            probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            probe_timer.tick().await;
-        }
+        retime(&mut probe_timer, &mut probe_interval, interval).await;
         let poll = slot
             .live
             .as_ref()
             .and_then(|l| l.spec.git.as_ref())
             .and_then(|g| g.poll);
-        if poll != git_interval {
-            git_interval = poll;
-            git_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
-            git_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            git_timer.tick().await;
-        }
+        retime(&mut git_timer, &mut git_interval, poll).await;
         let restart_at = slot.restart_at;
         tokio::select! {
             changed = wanted.changed() => {
