@@ -18,9 +18,64 @@ pub struct Common {
     /// Directory for the identity (keys 0600) and the state store.
     #[arg(long, env = "FLOTILLA_AGENT_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// This VM's instance id (default: the hostname).
+    /// This VM's instance id (default: the cloud's, else the hostname).
     #[arg(long, env = "FLOTILLA_AGENT_INSTANCE_ID", global = true)]
     pub instance_id: Option<String>,
+    /// Which cloud's metadata service to watch for spot notices and to ask
+    /// for the instance id, type and lifecycle (default: auto).
+    #[arg(long, env = "FLOTILLA_AGENT_CLOUD", global = true)]
+    pub cloud: Option<CloudChoice>,
+    /// The metadata service's base URL (default: the cloud's own).
+    #[arg(long, env = "FLOTILLA_AGENT_METADATA_URL", global = true)]
+    pub metadata_url: Option<String>,
+}
+
+/// `--cloud` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudChoice {
+    Aws,
+    Gcp,
+    Azure,
+    /// No cloud: no notices, no metadata.
+    None,
+    /// Ask each cloud's metadata service at start (at most a second).
+    Auto,
+}
+
+impl CloudChoice {
+    /// The cloud, when one was named.
+    pub fn named(self) -> Option<crate::spot::Cloud> {
+        match self {
+            CloudChoice::Aws => Some(crate::spot::Cloud::Aws),
+            CloudChoice::Gcp => Some(crate::spot::Cloud::Gcp),
+            CloudChoice::Azure => Some(crate::spot::Cloud::Azure),
+            CloudChoice::None | CloudChoice::Auto => None,
+        }
+    }
+}
+
+/// Parses an interval: `500ms`, `1s`, `1.5s`, `2m`, or bare seconds.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 1s or 500ms"))?;
+    let millis = match unit {
+        "ms" => value,
+        "s" => value * 1000.0,
+        "m" => value * 60_000.0,
+        _ => return Err(format!("{text:?}: the unit is ms, s or m")),
+    };
+    if !(100.0..=60_000.0).contains(&millis) {
+        return Err(format!("{text:?} is outside 100ms..60s"));
+    }
+    Ok(std::time::Duration::from_millis(millis as u64))
 }
 
 /// `enroll` settings.
@@ -68,6 +123,10 @@ pub struct RunArgs {
     /// Seconds before containers no desired state wants are removed.
     #[arg(long, env = "FLOTILLA_AGENT_ORPHAN_GRACE")]
     pub orphan_grace: Option<u64>,
+    /// How often to ask the metadata service for a spot notice (`1s`,
+    /// `500ms`; 100ms..60s).
+    #[arg(long, env = "FLOTILLA_AGENT_SPOT_POLL_INTERVAL", value_parser = parse_interval)]
+    pub spot_poll_interval: Option<std::time::Duration>,
 }
 
 /// Keys of the configuration file.
@@ -88,6 +147,9 @@ pub struct FileConfig {
     pub docker_socket: Option<String>,
     pub docker_network: Option<String>,
     pub orphan_grace: Option<u64>,
+    pub cloud: Option<CloudChoice>,
+    pub metadata_url: Option<String>,
+    pub spot_poll_interval: Option<String>,
 }
 
 /// A configuration problem, named.
@@ -151,6 +213,19 @@ pub fn labels(args: &[String], file: &FileConfig) -> Result<BTreeMap<String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_parse_with_units_and_bounds() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_interval("10ms").is_err());
+        assert!(parse_interval("2h").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
 
     #[test]
     fn labels_merge_and_refuse_garbage() {

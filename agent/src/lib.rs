@@ -14,11 +14,16 @@
 //! - [`link`]: the control session and its reconnect loop.
 //! - [`runtime`]: what turns desired state into containers, behind a trait.
 //! - [`facts`]: host facts from sysinfo.
+//! - [`spot`]: the clouds' metadata services: detection, instance facts,
+//!   the notice watcher and the notice's REST fallback.
+//! - [`lifecycle`]: what a notice sets off: report it once, drain before
+//!   the deadline, report drained.
 
 pub mod config;
 pub mod enroll;
 pub mod facts;
 pub mod identity;
+pub mod lifecycle;
 pub mod link;
 pub mod runtime;
 pub mod spot;

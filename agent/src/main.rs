@@ -92,11 +92,17 @@ async fn enroll(
         }
     };
     let hostname = flotilla_agent::facts::hostname();
-    let instance_id = common
+    let instance_id = match common
         .instance_id
         .clone()
         .or_else(|| file.instance_id.clone())
-        .unwrap_or_else(|| hostname.clone());
+    {
+        Some(id) => id,
+        None => cloud_facts(common, file)
+            .await
+            .and_then(|(_, facts)| facts.instance_id)
+            .unwrap_or_else(|| hostname.clone()),
+    };
     if Identity::exists(data_dir) {
         tracing::warn!(data_dir = %data_dir.display(), "replacing the existing identity");
     }
@@ -118,6 +124,42 @@ async fn enroll(
     );
     println!("next: flotilla-agent run --data-dir {}", data_dir.display());
     Ok(())
+}
+
+/// How long start-up waits for a metadata service.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The cloud (named, or detected with `auto`) and what its metadata
+/// service says about this instance.
+async fn cloud_facts(
+    common: &Common,
+    file: &config::FileConfig,
+) -> Option<(
+    flotilla_agent::spot::Cloud,
+    flotilla_agent::spot::detect::InstanceFacts,
+)> {
+    use flotilla_agent::spot::detect;
+    let choice = common
+        .cloud
+        .or(file.cloud)
+        .unwrap_or(config::CloudChoice::Auto);
+    let base = common
+        .metadata_url
+        .clone()
+        .or_else(|| file.metadata_url.clone());
+    let cloud = match choice {
+        config::CloudChoice::None => return None,
+        config::CloudChoice::Auto => {
+            let found = detect::detect(base.as_deref(), METADATA_TIMEOUT).await;
+            tracing::info!(cloud = ?found.map(|c| c.name()), "cloud detection");
+            found?
+        }
+        named => named.named()?,
+    };
+    let base = base.unwrap_or_else(|| cloud.default_base().to_owned());
+    let facts = detect::instance_facts(cloud, &base, METADATA_TIMEOUT).await;
+    tracing::info!(cloud = cloud.name(), instance_id = ?facts.instance_id, instance_type = ?facts.instance_type, lifecycle = ?facts.lifecycle, "instance metadata");
+    Some((cloud, facts))
 }
 
 fn der_of(bytes: &[u8]) -> Option<Vec<u8>> {
@@ -150,12 +192,22 @@ async fn run(
         .runtime
         .or(file.runtime)
         .unwrap_or(flotilla_agent::runtime::RuntimeKind::Docker);
-    let labels = config::labels(&args.labels, file)?;
+    let cloud = cloud_facts(common, file).await;
+    let mut labels = cloud
+        .as_ref()
+        .map(|(cloud, facts)| facts.labels(*cloud))
+        .unwrap_or_default();
+    labels.extend(config::labels(&args.labels, file)?);
     let store = AgentStore::open(&data_dir.join("state"))?;
     let initial = store.desired()?.unwrap_or(DesiredState {
         generation: 0,
         placements: Vec::new(),
     });
+    let spot_interval = match (args.spot_poll_interval, &file.spot_poll_interval) {
+        (Some(interval), _) => interval,
+        (None, Some(text)) => config::parse_interval(text).map_err(anyhow::Error::msg)?,
+        (None, None) => Duration::from_secs(1),
+    };
     let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
     let outbox = Arc::new(Notify::new());
     let (reports_tx, mut reports_rx) = mpsc::channel(256);
@@ -209,6 +261,34 @@ async fn run(
         .max_frame
         .or(file.max_frame)
         .unwrap_or(flotilla_common::wire::DEFAULT_MAX_FRAME);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let (notice_tx, notice_rx) = mpsc::channel(16);
+    let watcher = cloud.map(|(cloud, _)| {
+        let base = common
+            .metadata_url
+            .clone()
+            .or_else(|| file.metadata_url.clone())
+            .unwrap_or_else(|| cloud.default_base().to_owned());
+        tokio::spawn(flotilla_agent::spot::watch::watch(
+            flotilla_agent::spot::watch::WatchSettings {
+                cloud,
+                base,
+                interval: spot_interval,
+            },
+            notice_tx,
+        ))
+    });
+    let lifecycle = tokio::spawn(
+        flotilla_agent::lifecycle::Lifecycle {
+            store: store.clone(),
+            instance_id: identity.enrollment.instance_id.clone(),
+            outbox: outbox.clone(),
+            connected: connected_rx,
+            desired: desired_tx.subscribe(),
+            commands: commands_tx.clone(),
+        }
+        .run(notice_rx),
+    );
     let link = Link {
         identity,
         store: store.clone(),
@@ -224,12 +304,17 @@ async fn run(
         desired: desired_tx,
         outbox,
         commands: commands_tx,
+        connected: connected_tx,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let link_task = tokio::spawn(link.run(stop_rx));
     flotilla_common::process::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = link_task.await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    lifecycle.abort();
     runtime_task.abort();
     reporter.abort();
     store.flush().await?;

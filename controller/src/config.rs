@@ -59,6 +59,15 @@ pub struct Overrides {
     /// Turn off UDP segmentation offload (for NICs that reject it).
     #[arg(long, env = "FLOTILLA_QUIC_DISABLE_GSO", global = true)]
     pub quic_disable_gso: bool,
+    /// The REST API's URL as agents reach it (`http://host:port`), for their
+    /// spot-notice fallback. Default: the listen address, unless it is a
+    /// wildcard.
+    #[arg(long, env = "FLOTILLA_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Drain an agent when its cloud recommends a rebalance (AWS), not only
+    /// on a termination notice.
+    #[arg(long, env = "FLOTILLA_DRAIN_ON_REBALANCE", global = true)]
+    pub drain_on_rebalance: bool,
 }
 
 /// The keys a configuration file may hold.
@@ -76,6 +85,8 @@ struct FileConfig {
     heartbeat: Option<u64>,
     max_frame: Option<usize>,
     quic_disable_gso: Option<bool>,
+    public_url: Option<String>,
+    drain_on_rebalance: Option<bool>,
 }
 
 /// The controller's effective configuration.
@@ -172,11 +183,20 @@ impl Config {
                         defaults.placement_timeout,
                     ),
                     gso: !(overrides.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
+                    drain_on_rebalance: overrides.drain_on_rebalance
+                        || file.drain_on_rebalance.unwrap_or(false),
                     ..defaults
                 }
             },
         };
+        let listen = config.listen;
         let mut config = config;
+        config.fleet.api_url = overrides
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .or_else(|| (!listen.ip().is_unspecified()).then(|| format!("http://{listen}")))
+            .map(|url| url.trim_end_matches('/').to_owned());
         config.fleet.keep_alive = config
             .fleet
             .heartbeat
@@ -199,6 +219,17 @@ impl Config {
                 key: "token_ttl",
                 reason: format!("{} s is outside 1 s..30 days", self.token_ttl.as_secs()),
             });
+        }
+        if let Some(url) = &self.fleet.api_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() <= 2048
+                && !url.chars().any(char::is_whitespace);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "public_url",
+                    reason: format!("{url:?} is not an http:// or https:// URL"),
+                });
+            }
         }
         let frame_cap = flotilla_common::wire::frame::ABSOLUTE_MAX_FRAME;
         if self.fleet.max_frame < 64 * 1024 || self.fleet.max_frame > frame_cap {

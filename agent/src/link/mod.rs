@@ -47,6 +47,8 @@ pub struct Link {
     pub outbox: Arc<Notify>,
     /// Operator commands and log requests go to the runtime through this.
     pub commands: mpsc::Sender<crate::runtime::RuntimeCommand>,
+    /// True while a session is up (the spot fallback reads it).
+    pub connected: watch::Sender<bool>,
 }
 
 /// Why a session ended.
@@ -134,6 +136,7 @@ impl Link {
                 SessionError::Connect(format!("{controller}: {}", describe_connection_error(&err)))
             })?;
         let result = self.serve(&connection).await;
+        self.connected.send_replace(false);
         if let Some(reason) = connection.close_reason() {
             return Err(SessionError::Lost(describe_connection_error(&reason)));
         }
@@ -186,6 +189,9 @@ impl Link {
             }
         };
         self.store.ack(welcome.acked_seq)?;
+        self.store.ack_lifecycle(welcome.acked_lifecycle)?;
+        self.store.put_api_url(welcome.api_url.as_deref())?;
+        self.connected.send_replace(true);
         tracing::info!(agent_id = %welcome.agent_id, generation, outbox = self.store.outbox_len(), "connected to the controller");
 
         // Reading is not cancel-safe, so it runs in its own task.
@@ -226,7 +232,16 @@ impl Link {
             tokio::time::interval(Duration::from_secs(u64::from(heartbeat_secs.max(1))));
         heartbeat.tick().await;
         let mut sent_up_to = 0u64;
+        let mut lifecycle_sent = 0u64;
         loop {
+            // Lifecycle reports (a cloud notice) go before anything else.
+            for report in self.store.pending_lifecycle(lifecycle_sent)? {
+                let id = report.id;
+                frame::write(send, &AgentMessage::Lifecycle(report), max)
+                    .await
+                    .map_err(protocol)?;
+                lifecycle_sent = id;
+            }
             // Send whatever the outbox holds beyond what is in flight.
             loop {
                 let batch = self.store.pending(sent_up_to, BATCH)?;
@@ -264,6 +279,10 @@ impl Link {
                         ControllerMessage::StatusAck { seq } => {
                             let removed = self.store.ack(seq)?;
                             tracing::debug!(seq, removed, "reports acknowledged");
+                        }
+                        ControllerMessage::LifecycleAck { id } => {
+                            let removed = self.store.ack_lifecycle(id)?;
+                            tracing::debug!(id, removed, "lifecycle report acknowledged");
                         }
                         ControllerMessage::Welcome(_) => {
                             return Err(SessionError::Protocol("welcome sent twice".into()));

@@ -10,7 +10,8 @@ pub mod spec;
 use crate::state::Transition;
 use flotilla_common::wire::messages::DesiredState;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Something that makes the desired state real.
 pub trait Runtime: Send + 'static {
@@ -38,6 +39,22 @@ pub enum RuntimeCommand {
         request: flotilla_common::wire::messages::LogsRequest,
         sink: mpsc::Sender<Result<Vec<u8>, String>>,
     },
+    /// The VM goes away: every stop from now on must end by this instant,
+    /// so stop grace periods are shortened to fit.
+    Deadline(std::time::Instant),
+    /// Stop every container now and for good: from here on the desired
+    /// state no longer counts. `done` gets how many containers were still
+    /// there to stop.
+    Drain { done: oneshot::Sender<u32> },
+}
+
+/// The stop grace period that still fits before `stop_by`: what the spec
+/// asks for, shortened so SIGKILL comes before the VM goes.
+pub fn bounded_grace(wanted: Duration, stop_by: Option<std::time::Instant>) -> Duration {
+    match stop_by {
+        Some(at) => wanted.min(at.saturating_duration_since(std::time::Instant::now())),
+        None => wanted,
+    }
 }
 
 /// Runtime choices on the command line.

@@ -32,11 +32,17 @@ impl Runtime for Simulated {
             // (stack, flag) -> version running.
             let mut running: HashMap<(String, String), String> = HashMap::new();
             let mut commands_open = true;
+            let mut draining = false;
             loop {
                 let state = desired.borrow_and_update().clone();
                 let mut transitions = Vec::new();
                 let mut wanted: HashMap<(String, String), String> = HashMap::new();
-                for placement in &state.placements {
+                let placements = if draining {
+                    &[][..]
+                } else {
+                    &state.placements[..]
+                };
+                for placement in placements {
                     let key = (placement.stack_id.clone(), placement.flag.clone());
                     let first = match running.get(&key) {
                         None => Some(ContainerStatus::Starting),
@@ -117,6 +123,29 @@ impl Runtime for Simulated {
                             }
                             Some(RuntimeCommand::Logs { sink, .. }) => {
                                 let _ = sink.send(Ok(b"the simulated runtime runs no containers and has no output\n".to_vec())).await;
+                            }
+                            Some(RuntimeCommand::Deadline(_)) => {}
+                            Some(RuntimeCommand::Drain { done }) => {
+                                draining = true;
+                                let stopped = u32::try_from(running.len()).unwrap_or(u32::MAX);
+                                for ((stack_id, flag), version_id) in running.drain() {
+                                    for status in [ContainerStatus::Stopping, ContainerStatus::Terminated] {
+                                        let transition = Transition {
+                                            stack_id: stack_id.clone(),
+                                            flag: flag.clone(),
+                                            version_id: version_id.clone(),
+                                            status,
+                                            exit_code: (status == ContainerStatus::Terminated).then_some(0),
+                                            reason: Some("drained".into()),
+                                            time_ms: now_ms(),
+                                            commit: None,
+                                        };
+                                        if reports.send(transition).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                let _ = done.send(stopped);
                             }
                             None => commands_open = false,
                         }

@@ -1,8 +1,9 @@
-//! The tiny HTTP exchange the metadata services need, on hyper: one
-//! request per connection, a hard time-out, bodies bounded.
+//! The tiny HTTP exchange the metadata services (and the controller's REST
+//! fallback) need, on hyper: one request per connection, a hard time-out,
+//! bodies bounded.
 
 use super::CheckError;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use std::time::Duration;
 
@@ -31,7 +32,19 @@ pub async fn request(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Answer, CheckError> {
-    tokio::time::timeout(timeout, exchange(base, method, path, headers))
+    send(base, method, path, headers, Vec::new(), timeout).await
+}
+
+/// Like [`request`], with a body.
+pub async fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, CheckError> {
+    tokio::time::timeout(timeout, exchange(base, method, path, headers, body))
         .await
         .map_err(|_| CheckError::TimedOut)?
 }
@@ -41,6 +54,7 @@ async fn exchange(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: Vec<u8>,
 ) -> Result<Answer, CheckError> {
     let unreachable = |err: String| CheckError::Unreachable(err);
     let authority = base
@@ -68,7 +82,7 @@ async fn exchange(
         request = request.header(*name, *value);
     }
     let request = request
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(body)))
         .map_err(|err| unreachable(err.to_string()))?;
     let response = sender
         .send_request(request)

@@ -12,7 +12,10 @@
 //! unexpected answers (an IMDSv2 401, say) are errors to log and retry,
 //! never a termination.
 
+pub mod detect;
+pub mod fallback;
 pub mod http;
+pub mod watch;
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -38,7 +41,7 @@ impl Cloud {
 }
 
 /// What the cloud announced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeKind {
     /// The VM will be terminated (AWS `terminate`, Azure `Terminate`).
     Terminate,
@@ -61,6 +64,68 @@ pub struct Notice {
     pub kind: NoticeKind,
     /// When the cloud acts (RFC 3339 or the cloud's own format), if said.
     pub deadline: Option<String>,
+}
+
+impl Cloud {
+    /// The name used in labels, events and the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws",
+            Cloud::Gcp => "gcp",
+            Cloud::Azure => "azure",
+        }
+    }
+}
+
+impl NoticeKind {
+    /// The action's name on the wire and in events.
+    pub fn action(&self) -> &'static str {
+        match self {
+            NoticeKind::Terminate => "terminate",
+            NoticeKind::Stop => "stop",
+            NoticeKind::Hibernate => "hibernate",
+            NoticeKind::Preempt => "preempt",
+            NoticeKind::Rebalance => "rebalance",
+            NoticeKind::Maintenance => "maintenance",
+        }
+    }
+
+    /// The warning each cloud documents when its notice carries no time:
+    /// AWS two minutes, GCP preemption 30 s and host maintenance 60 s,
+    /// Azure Spot eviction at least 30 s.
+    fn documented_warning(&self, cloud: Cloud) -> Option<i64> {
+        match (self, cloud) {
+            (NoticeKind::Rebalance, _) => None,
+            (NoticeKind::Maintenance, _) => Some(60_000),
+            (NoticeKind::Preempt, _) => Some(30_000),
+            (_, Cloud::Aws) => Some(120_000),
+            (_, _) => Some(30_000),
+        }
+    }
+}
+
+impl Notice {
+    /// The notice as reported to the controller: the cloud's time as ms
+    /// since the epoch (RFC 3339 for AWS, RFC 1123 for Azure), or the
+    /// documented warning from `now_ms` when the cloud gives none.
+    pub fn to_wire(&self, now_ms: i64) -> flotilla_common::wire::messages::CloudNotice {
+        let parsed = self.deadline.as_deref().and_then(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .or_else(|_| chrono::DateTime::parse_from_rfc2822(text))
+                .ok()
+                .map(|t| t.timestamp_millis())
+        });
+        let deadline_ms = match (&self.kind, parsed) {
+            (NoticeKind::Rebalance, _) => None,
+            (_, Some(at)) => Some(at),
+            (kind, None) => kind.documented_warning(self.cloud).map(|w| now_ms + w),
+        };
+        flotilla_common::wire::messages::CloudNotice {
+            cloud: self.cloud.name().to_owned(),
+            action: self.kind.action().to_owned(),
+            deadline_ms,
+        }
+    }
 }
 
 /// Why a check found nothing usable (logged and retried).
@@ -259,4 +324,45 @@ async fn azure(base: &str, timeout: Duration) -> Result<Option<Notice>, CheckErr
             deadline: event.not_before.filter(|d| !d.is_empty()),
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_come_from_the_cloud_or_its_documented_warning() {
+        let aws = Notice {
+            cloud: Cloud::Aws,
+            kind: NoticeKind::Terminate,
+            deadline: Some("2026-11-25T17:11:44Z".into()),
+        };
+        assert_eq!(aws.to_wire(0).deadline_ms, Some(1_795_626_704_000));
+        assert_eq!(aws.to_wire(0).action, "terminate");
+        let azure = Notice {
+            cloud: Cloud::Azure,
+            kind: NoticeKind::Preempt,
+            deadline: Some("Wed, 25 Nov 2026 17:11:44 GMT".into()),
+        };
+        assert_eq!(azure.to_wire(0).deadline_ms, Some(1_795_626_704_000));
+        let gcp = Notice {
+            cloud: Cloud::Gcp,
+            kind: NoticeKind::Preempt,
+            deadline: None,
+        };
+        assert_eq!(gcp.to_wire(1_000).deadline_ms, Some(31_000));
+        let garbled = Notice {
+            cloud: Cloud::Aws,
+            kind: NoticeKind::Stop,
+            deadline: Some("soon".into()),
+        };
+        assert_eq!(garbled.to_wire(0).deadline_ms, Some(120_000));
+        let rebalance = Notice {
+            cloud: Cloud::Aws,
+            kind: NoticeKind::Rebalance,
+            deadline: Some("2026-11-25T17:11:44Z".into()),
+        };
+        assert_eq!(rebalance.to_wire(0).deadline_ms, None);
+        assert!(!rebalance.to_wire(0).is_final());
+    }
 }

@@ -6,12 +6,19 @@
 //! acknowledged or sent: the desired state before its ack, a report before
 //! it leaves.
 
-use flotilla_common::wire::messages::{DesiredState, StatusReport};
+use flotilla_common::wire::messages::{
+    CloudNotice, DesiredState, LifecycleEvent, LifecycleReport, StatusReport,
+};
 use sled::transaction::{ConflictableTransactionError, Transactional};
 use std::path::Path;
 
 const DESIRED: &[u8] = b"desired";
 const NEXT_SEQ: &[u8] = b"next_seq";
+const NEXT_LIFECYCLE: &[u8] = b"next_lifecycle";
+const API_URL: &[u8] = b"api_url";
+const DRAINED: &[u8] = b"drained";
+/// Prefix of the per-action record of notices seen (`notice:terminate`).
+const NOTICE_PREFIX: &str = "notice:";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,7 @@ pub struct AgentStore {
     meta: sled::Tree,
     outbox: sled::Tree,
     containers: sled::Tree,
+    lifecycle: sled::Tree,
 }
 
 /// A container the agent is about to create or has created, recorded
@@ -91,6 +99,7 @@ impl AgentStore {
             meta: db.open_tree("meta")?,
             outbox: db.open_tree("outbox")?,
             containers: db.open_tree("containers")?,
+            lifecycle: db.open_tree("lifecycle")?,
         })
     }
 
@@ -210,6 +219,131 @@ impl AgentStore {
             .collect()
     }
 
+    /// Numbers a lifecycle event and stores it in the lifecycle outbox,
+    /// atomically and flushed. A notice is also remembered by its action
+    /// (so the same notice is not reported twice, even across restarts),
+    /// a drain as done.
+    pub async fn push_lifecycle(
+        &self,
+        time_ms: i64,
+        event: LifecycleEvent,
+    ) -> Result<LifecycleReport, StateError> {
+        let result = (&self.meta, &self.lifecycle).transaction(|(meta, lifecycle)| {
+            let id = seq_of(meta.get(NEXT_LIFECYCLE)?);
+            let report = LifecycleReport {
+                id,
+                time_ms,
+                event: event.clone(),
+            };
+            let bytes = serde_json::to_vec(&report).map_err(|err| {
+                ConflictableTransactionError::Abort(StateError::Corrupt(err.to_string()))
+            })?;
+            lifecycle.insert(&id.to_be_bytes(), bytes.clone())?;
+            meta.insert(NEXT_LIFECYCLE, &(id + 1).to_be_bytes())?;
+            match &event {
+                LifecycleEvent::Notice(notice) => {
+                    let key = format!("{NOTICE_PREFIX}{}", notice.action);
+                    meta.insert(key.as_bytes(), bytes)?;
+                }
+                LifecycleEvent::Drained { .. } => {
+                    meta.insert(DRAINED, bytes)?;
+                }
+            }
+            Ok(report)
+        });
+        let report = result.map_err(|err| match err {
+            sled::transaction::TransactionError::Abort(err) => err,
+            sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
+        })?;
+        self.commit.flush().await.map_err(StateError::Flush)?;
+        Ok(report)
+    }
+
+    /// The notice reported for this action, if one was.
+    pub fn notice(&self, action: &str) -> Result<Option<(u64, CloudNotice)>, StateError> {
+        let key = format!("{NOTICE_PREFIX}{action}");
+        let Some(bytes) = self.meta.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let report: LifecycleReport =
+            serde_json::from_slice(&bytes).map_err(|err| StateError::Corrupt(err.to_string()))?;
+        Ok(match report.event {
+            LifecycleEvent::Notice(notice) => Some((report.id, notice)),
+            LifecycleEvent::Drained { .. } => None,
+        })
+    }
+
+    /// The notice that ends this VM, if one came (the earliest deadline).
+    pub fn final_notice(&self) -> Result<Option<(u64, CloudNotice)>, StateError> {
+        let mut found: Option<(u64, CloudNotice)> = None;
+        for entry in self.meta.scan_prefix(NOTICE_PREFIX.as_bytes()) {
+            let (_, bytes) = entry?;
+            let report: LifecycleReport = serde_json::from_slice(&bytes)
+                .map_err(|err| StateError::Corrupt(err.to_string()))?;
+            if let LifecycleEvent::Notice(notice) = report.event {
+                let earlier = found.as_ref().is_none_or(|(_, f)| {
+                    notice.deadline_ms.unwrap_or(i64::MAX) < f.deadline_ms.unwrap_or(i64::MAX)
+                });
+                if notice.is_final() && earlier {
+                    found = Some((report.id, notice));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether this agent has drained (it stopped everything for good).
+    pub fn drained(&self) -> Result<bool, StateError> {
+        Ok(self.meta.contains_key(DRAINED)?)
+    }
+
+    /// Lifecycle reports the controller has not acknowledged, oldest first.
+    pub fn pending_lifecycle(&self, after: u64) -> Result<Vec<LifecycleReport>, StateError> {
+        self.lifecycle
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
+            })
+            .collect()
+    }
+
+    /// Drops lifecycle reports up to `id` (the controller has them).
+    pub fn ack_lifecycle(&self, id: u64) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for entry in self.lifecycle.range(..=id.to_be_bytes()) {
+            let (key, _) = entry?;
+            self.lifecycle.remove(key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Whether the lifecycle report `id` is still unacknowledged.
+    pub fn lifecycle_pending(&self, id: u64) -> bool {
+        self.lifecycle
+            .contains_key(id.to_be_bytes())
+            .unwrap_or(true)
+    }
+
+    /// Remembers the controller's REST URL (for the spot fallback while
+    /// the link is down).
+    pub fn put_api_url(&self, url: Option<&str>) -> Result<(), StateError> {
+        match url {
+            Some(url) => self.meta.insert(API_URL, url.as_bytes())?,
+            None => self.meta.remove(API_URL)?,
+        };
+        Ok(())
+    }
+
+    /// The controller's REST URL, if it told one.
+    pub fn api_url(&self) -> Result<Option<String>, StateError> {
+        Ok(self
+            .meta
+            .get(API_URL)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Flushes everything (on shutdown).
     pub async fn flush(&self) -> Result<(), StateError> {
         self.commit.flush().await.map_err(StateError::Flush)?;
@@ -286,5 +420,52 @@ mod tests {
         };
         store.put_desired(&desired).await.expect("desired");
         assert_eq!(store.desired().expect("read"), Some(desired));
+    }
+
+    #[tokio::test]
+    async fn lifecycle_reports_are_numbered_remembered_and_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AgentStore::open(dir.path()).expect("open");
+        let notice = |action: &str, deadline| CloudNotice {
+            cloud: "aws".into(),
+            action: action.into(),
+            deadline_ms: Some(deadline),
+        };
+        store
+            .push_lifecycle(1, LifecycleEvent::Notice(notice("rebalance", 50)))
+            .await
+            .expect("push");
+        assert!(store.final_notice().expect("read").is_none());
+        let report = store
+            .push_lifecycle(2, LifecycleEvent::Notice(notice("terminate", 90)))
+            .await
+            .expect("push");
+        assert_eq!(report.id, 2);
+        assert_eq!(
+            store.final_notice().expect("read"),
+            Some((2, notice("terminate", 90)))
+        );
+        assert_eq!(
+            store.notice("terminate").expect("read").map(|n| n.0),
+            Some(2)
+        );
+        assert!(!store.drained().expect("read"));
+        store
+            .push_lifecycle(3, LifecycleEvent::Drained { stopped: 1 })
+            .await
+            .expect("push");
+        assert!(store.drained().expect("read"));
+        let ids = |s: &AgentStore| {
+            s.pending_lifecycle(0)
+                .expect("pending")
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&store), [1, 2, 3]);
+        assert_eq!(store.ack_lifecycle(2).expect("ack"), 2);
+        assert_eq!(ids(&store), [3]);
+        assert!(store.lifecycle_pending(3));
+        assert!(!store.lifecycle_pending(2));
     }
 }

@@ -133,6 +133,7 @@ mod tests {
                 flag: "Web01".into(),
                 version_id: "v".into(),
                 spec_json: "{\"image\":\"nginx\"}".into(),
+                auth_token: "secret".into(),
             }],
         });
         let mut buffer = Vec::new();

@@ -19,6 +19,9 @@ pub enum AgentMessage {
     Status(Vec<StatusReport>),
     /// Liveness and host facts.
     Heartbeat(HostFacts),
+    /// Something happened to the VM itself (a cloud notice, a finished
+    /// drain). Persisted on the agent and re-sent until acknowledged.
+    Lifecycle(LifecycleReport),
 }
 
 /// Controller → agent, on the control stream.
@@ -34,6 +37,51 @@ pub enum ControllerMessage {
     StatusAck { seq: u64 },
     /// An operator's action on this agent's containers of a stack.
     Command(Command),
+    /// The lifecycle report with this id is persisted on the controller.
+    LifecycleAck { id: u64 },
+}
+
+/// A lifecycle report: numbered per agent (from 1, never reused) so the
+/// controller applies each once, whichever way and however often it comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleReport {
+    pub id: u64,
+    /// When the agent saw it (ms since the epoch, agent clock).
+    pub time_ms: i64,
+    pub event: LifecycleEvent,
+}
+
+/// What happened to the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleEvent {
+    /// The cloud announced the VM's end (or, for `rebalance`, a raised risk
+    /// of it).
+    Notice(CloudNotice),
+    /// Every container of this agent is stopped; the VM may go.
+    Drained {
+        /// How many containers the drain stopped.
+        stopped: u32,
+    },
+}
+
+/// A cloud's spot or preemption notice, as the agent read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudNotice {
+    /// `aws`, `gcp` or `azure`.
+    pub cloud: String,
+    /// `terminate`, `stop`, `hibernate`, `preempt`, `maintenance` or
+    /// `rebalance`.
+    pub action: String,
+    /// When the cloud acts (ms since the epoch), as announced or as the
+    /// cloud documents it when the notice carries no time.
+    pub deadline_ms: Option<i64>,
+}
+
+impl CloudNotice {
+    /// A rebalance recommendation warns; every other notice ends the VM.
+    pub fn is_final(&self) -> bool {
+        self.action != "rebalance"
+    }
 }
 
 /// An operator action on the containers of one stack on one agent.
@@ -100,6 +148,11 @@ pub struct Welcome {
     /// The highest status sequence number already persisted, so the agent
     /// can drop those from its outbox at once.
     pub acked_seq: u64,
+    /// The highest lifecycle report id already persisted.
+    pub acked_lifecycle: u64,
+    /// The controller's REST API (`http://host:port`), for the agent's
+    /// fallback when the link is down; `None` when not configured.
+    pub api_url: Option<String>,
 }
 
 /// Everything an agent should be running.
@@ -110,8 +163,9 @@ pub struct DesiredState {
     pub placements: Vec<Placement>,
 }
 
-/// One configuration of one stack, placed on this agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One configuration of one stack, placed on this agent. Its `Debug`
+/// leaves out the spec (registry passwords, keys) and the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub stack_id: String,
     pub flag: String,
@@ -120,6 +174,25 @@ pub struct Placement {
     /// The configuration's `container` section, as JSON text (the runtime
     /// parses it; JSON keeps unknown fields).
     pub spec_json: String,
+    /// The stack's `auth_token`: lets the agent report a spot notice over
+    /// REST (`POST /v3/event/spot/shutdown`) while the link is down.
+    #[serde(default)]
+    pub auth_token: String,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("stack_id", &self.stack_id)
+            .field("flag", &self.flag)
+            .field("version_id", &self.version_id)
+            .field(
+                "spec_json",
+                &format_args!("<{} bytes>", self.spec_json.len()),
+            )
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One status transition of one placed container.

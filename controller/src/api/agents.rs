@@ -3,12 +3,13 @@
 
 use super::caller::Operator;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, OptionalJson};
 use super::stacks::load_owned_stack;
 use super::state::AppState;
 use crate::clock;
+use crate::fleet::drain::{self, DrainError};
 use crate::fleet::join_tokens::{self, JoinTokenInfo, NewJoinToken};
-use crate::store::{AgentRecord, AgentState, Pin};
+use crate::store::{AgentRecord, AgentState, DrainReason, Pin};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -40,14 +41,58 @@ pub struct PlacementView {
     pub version_id: String,
 }
 
+/// What fleet tooling reads first: the connection state, unless a drain
+/// says more.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentViewState {
+    Enrolled,
+    Connected,
+    Lost,
+    Revoked,
+    /// The cloud announced the VM's end; its work is moving.
+    Terminating,
+    /// An operator (or a rebalance) is emptying it.
+    Draining,
+    /// Every container is stopped.
+    Drained,
+}
+
+/// A drain, as fleet tooling sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DrainView {
+    /// `spot`, `rebalance` or `operator`.
+    pub reason: DrainReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<String>,
+    /// The cloud's action: `terminate`, `stop`, `hibernate`, `preempt`,
+    /// `maintenance` or `rebalance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// When the VM goes, or when the drain stops waiting (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    pub since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<String>,
+}
+
 /// An agent as fleet tooling sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentView {
     pub agent_id: String,
     pub instance_id: String,
     pub hostname: String,
-    /// `enrolled`, `connected`, `lost` or `revoked`.
-    pub state: AgentState,
+    /// `enrolled`, `connected`, `lost`, `revoked`, `terminating`,
+    /// `draining` or `drained`.
+    pub state: AgentViewState,
+    /// The link alone: `enrolled`, `connected`, `lost` or `revoked`.
+    pub connection: AgentState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainView>,
+    /// When the cloud last recommended moving work off it (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_risk_since: Option<String>,
     /// When the state last changed (RFC 3339).
     pub state_since: String,
     /// Last message from the agent (RFC 3339).
@@ -78,11 +123,30 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         }
         None => (agent.last_seen_ms, agent.facts),
     };
+    let state_now = match (agent.state, &agent.drain) {
+        (AgentState::Revoked, _) => AgentViewState::Revoked,
+        (AgentState::Lost, _) => AgentViewState::Lost,
+        (_, Some(drain)) if drain.drained_ms.is_some() => AgentViewState::Drained,
+        (_, Some(drain)) if drain.reason == DrainReason::Spot => AgentViewState::Terminating,
+        (_, Some(_)) => AgentViewState::Draining,
+        (AgentState::Enrolled, None) => AgentViewState::Enrolled,
+        (AgentState::Connected, None) => AgentViewState::Connected,
+    };
     Ok(AgentView {
         agent_id: agent.agent_id,
         instance_id: agent.instance_id,
         hostname: agent.hostname,
-        state: agent.state,
+        state: state_now,
+        connection: agent.state,
+        drain: agent.drain.map(|d| DrainView {
+            reason: d.reason,
+            cloud: d.cloud,
+            action: d.action,
+            deadline: d.deadline_ms.map(clock::rfc3339_ms),
+            since: clock::rfc3339_ms(d.since_ms),
+            drained: d.drained_ms.map(clock::rfc3339_ms),
+        }),
+        at_risk_since: agent.at_risk_ms.map(clock::rfc3339_ms),
         state_since: clock::rfc3339_ms(agent.state_since_ms),
         last_seen: last_seen.map(clock::rfc3339_ms),
         enrolled: clock::rfc3339_ms(agent.enrolled_ms),
@@ -259,5 +323,92 @@ pub async fn get_agent(
         .store
         .agent(&agent_id)?
         .ok_or_else(|| ApiError::not_found("agent_id", &agent_id))?;
+    Ok(Json(view(&state, agent)?))
+}
+
+/// An operator's drain request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Stop waiting for replacements after this many seconds (at most 7
+    /// days): the agent's containers stop then even if their replacements
+    /// do not run. Default: wait for the replacements.
+    pub deadline_secs: Option<u64>,
+}
+
+impl From<DrainError> for super::error::ApiError {
+    fn from(err: DrainError) -> Self {
+        match err {
+            DrainError::UnknownAgent(id) => ApiError::not_found("agent_id", &id),
+            DrainError::CloudNotice(_) => ApiError::conflict(err.to_string()),
+            DrainError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// Drains an agent (admin): it takes no new placements, its placements
+/// start on other agents, and each of its containers stops gracefully once
+/// its replacement runs. Idempotent; a second call changes the deadline.
+#[utoipa::path(post, path = "/v3/alm/agents/{agent_id}/drain", tag = "fleet",
+    security(("bearer" = [])),
+    params(("agent_id" = String, Path, description = "Agent id (ag-...)")),
+    request_body(content = DrainRequest, content_type = "application/json",
+        description = "Optional."),
+    responses(
+        (status = 202, description = "Draining", body = AgentView),
+        (status = 400, description = "Invalid field or malformed body", body = ErrorBody),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+pub async fn drain_agent(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(agent_id): ApiPath<String>,
+    OptionalJson(request): OptionalJson<DrainRequest>,
+) -> ApiResult<(StatusCode, Json<AgentView>)> {
+    require_admin(&operator, "draining an agent")?;
+    let deadline_ms = match request.deadline_secs {
+        Some(secs) if (1..=7 * 86_400).contains(&secs) => {
+            Some(clock::now_ms() + i64::try_from(secs * 1000).unwrap_or(i64::MAX))
+        }
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_field", "deadline_secs must be 1..604800")
+                    .context(json!({"path": "deadline_secs"})),
+            )
+        }
+        None => None,
+    };
+    let agent = drain::start(&state.store, &agent_id, deadline_ms)?;
+    state.store.flush().await?;
+    state.nudge();
+    Ok((StatusCode::ACCEPTED, Json(view(&state, agent)?)))
+}
+
+/// Ends an operator's drain (or a rebalance drain): the agent takes
+/// placements again. A drain for a cloud's termination notice cannot be
+/// undone (409).
+#[utoipa::path(delete, path = "/v3/alm/agents/{agent_id}/drain", tag = "fleet",
+    security(("bearer" = [])),
+    params(("agent_id" = String, Path, description = "Agent id (ag-...)")),
+    responses(
+        (status = 200, description = "Not draining", body = AgentView),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "The cloud is terminating the VM", body = ErrorBody),
+    ))]
+pub async fn undrain_agent(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(agent_id): ApiPath<String>,
+) -> ApiResult<Json<AgentView>> {
+    require_admin(&operator, "undoing a drain")?;
+    let agent = drain::undo(&state.store, &agent_id)?;
+    state.store.flush().await?;
+    state.nudge();
     Ok(Json(view(&state, agent)?))
 }

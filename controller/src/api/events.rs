@@ -20,6 +20,15 @@ use utoipa::{IntoParams, ToSchema};
 pub struct SpotShutdown {
     pub stack_id: String,
     pub instance_id: String,
+    /// Flotilla agents: the notice's lifecycle report id, so the notice is
+    /// recorded once when it also arrives over the fleet link.
+    pub notice_id: Option<u64>,
+    /// `aws`, `gcp` or `azure`.
+    pub cloud: Option<String>,
+    /// `terminate` (default), `stop`, `hibernate`, `preempt` or `maintenance`.
+    pub action: Option<String>,
+    /// When the cloud acts (RFC 3339).
+    pub time: Option<String>,
 }
 
 /// A container status change reported by a VM.
@@ -102,6 +111,21 @@ pub async fn spot_shutdown(
 ) -> ApiResult<StatusCode> {
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     check_instance_id(&notice.instance_id)?;
+    if let Some(agent) = enrolled_agent(&state, &stack, &notice.instance_id)? {
+        let cloud_notice = cloud_notice(&notice)?;
+        let applied = crate::fleet::drain::apply_notice(
+            &state.store,
+            &agent.agent_id,
+            &cloud_notice,
+            notice.notice_id,
+            crate::fleet::drain::Source::Http,
+            state.fleet.settings.drain_on_rebalance,
+        )?;
+        state.store.flush().await?;
+        state.nudge();
+        tracing::warn!(stack_id = %stack.stack_id, agent_id = %agent.agent_id, applied = ?applied, "spot shutdown notice for an enrolled agent");
+        return Ok(StatusCode::ACCEPTED);
+    }
     let time = clock::rfc3339_ms(clock::now_ms());
     record_report(
         &state,
@@ -116,6 +140,61 @@ pub async fn spot_shutdown(
     state.nudge();
     tracing::warn!(stack_id = %stack.stack_id, instance_id = %notice.instance_id, "spot shutdown notice");
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The enrolled agent of an instance, when it runs (or ran) this stack:
+/// its notice then drains it. A stack's token reaches no other agent.
+fn enrolled_agent(
+    state: &AppState,
+    stack: &StackRecord,
+    instance_id: &str,
+) -> ApiResult<Option<crate::store::AgentRecord>> {
+    let Some(agent) = state.store.agent_by_instance(instance_id)? else {
+        return Ok(None);
+    };
+    let runs_stack = state
+        .store
+        .desired(&agent.agent_id)?
+        .history
+        .contains(&stack.stack_id);
+    Ok(runs_stack.then_some(agent))
+}
+
+/// The notice an HTTP report describes (a bare report is a termination).
+fn cloud_notice(notice: &SpotShutdown) -> ApiResult<flotilla_common::wire::messages::CloudNotice> {
+    const ACTIONS: [&str; 5] = ["terminate", "stop", "hibernate", "preempt", "maintenance"];
+    let action = notice.action.clone().unwrap_or_else(|| "terminate".into());
+    if !ACTIONS.contains(&action.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("action must be one of {}", ACTIONS.join(", ")),
+        )
+        .context(json!({ "path": "action" })));
+    }
+    let cloud = notice.cloud.clone().unwrap_or_else(|| "unknown".into());
+    if cloud.len() > 32 || !cloud.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(
+            ApiError::bad_request("invalid_field", "cloud must be a short name like aws")
+                .context(json!({ "path": "cloud" })),
+        );
+    }
+    let deadline_ms = notice
+        .time
+        .as_deref()
+        .map(|time| {
+            chrono::DateTime::parse_from_rfc3339(time)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_field", "time must be an RFC 3339 timestamp")
+                        .context(json!({ "path": "time" }))
+                })
+        })
+        .transpose()?;
+    Ok(flotilla_common::wire::messages::CloudNotice {
+        cloud,
+        action,
+        deadline_ms,
+    })
 }
 
 /// Records a container status change for an instance of a stack.

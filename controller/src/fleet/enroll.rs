@@ -157,6 +157,9 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         last_seen_ms: None,
         facts: None,
         acked_generation: 0,
+        lifecycle_id: 0,
+        drain: None,
+        at_risk_ms: None,
     };
     let stored = fleet.store.insert_agent(&agent).and_then(|()| {
         fleet.store.append_event(

@@ -9,7 +9,9 @@
 //! - [`session`]: handshake, hello, desired-state pushes, acks, status reports.
 //! - [`join_tokens`]: creating, listing and revoking join tokens.
 //! - [`registry`]: who is connected, last seen, and the push channels.
+//! - [`drain`]: cloud notices and operator drains on agent records.
 
+pub mod drain;
 pub mod enroll;
 pub mod join_tokens;
 pub mod listener;
@@ -40,6 +42,10 @@ pub struct FleetSettings {
     pub idle_timeout: Duration,
     /// UDP segmentation offload (some virtual NICs reject it).
     pub gso: bool,
+    /// The REST API's URL as agents reach it, told to them in the welcome.
+    pub api_url: Option<String>,
+    /// Treat a rebalance recommendation like a termination notice.
+    pub drain_on_rebalance: bool,
 }
 
 impl Default for FleetSettings {
@@ -53,6 +59,8 @@ impl Default for FleetSettings {
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             gso: true,
+            api_url: None,
+            drain_on_rebalance: false,
         }
     }
 }

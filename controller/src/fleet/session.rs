@@ -7,7 +7,8 @@ use super::Fleet;
 use crate::clock;
 use crate::store::{AgentRecord, AgentState, DesiredRecord, InstanceStatusRecord, StatusWrite};
 use flotilla_common::wire::messages::{
-    AgentMessage, ControllerMessage, DesiredState, Hello, Placement, StatusReport, Welcome,
+    AgentMessage, ControllerMessage, DesiredState, Hello, LifecycleEvent, LifecycleReport,
+    Placement, StatusReport, Welcome,
 };
 use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
 use rustls::pki_types::CertificateDer;
@@ -128,6 +129,13 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
             .unwrap_or(10)
             .max(1),
         acked_seq: fleet.store.agent_seq(&agent.agent_id).unwrap_or(0),
+        acked_lifecycle: fleet
+            .store
+            .agent(&agent.agent_id)
+            .ok()
+            .flatten()
+            .map_or(0, |a| a.lifecycle_id),
+        api_url: fleet.settings.api_url.clone(),
     });
     // The welcome goes first, before any desired state.
     if let Err(err) = frame::write(&mut send, &welcome, max).await {
@@ -137,7 +145,13 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         }
         return;
     }
-    let writer = tokio::spawn(write_loop(send, out_rx, desired_rx, hello.generation, max));
+    let writer = tokio::spawn(write_loop(
+        fleet.clone(),
+        send,
+        out_rx,
+        desired_rx,
+        hello.generation,
+    ));
 
     let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection).await;
     match end {
@@ -163,16 +177,17 @@ fn close_for(connection: &quinn::Connection, err: &frame::FrameError) {
 
 /// Sends queued messages and every new desired state, in order.
 async fn write_loop(
+    fleet: Arc<Fleet>,
     mut send: quinn::SendStream,
     mut out: mpsc::Receiver<ControllerMessage>,
     mut desired: watch::Receiver<Arc<DesiredRecord>>,
     mut sent_generation: u64,
-    max: usize,
 ) {
+    let max = fleet.settings.max_frame;
     loop {
         let current = desired.borrow_and_update().clone();
         if current.generation != sent_generation {
-            let message = ControllerMessage::Desired(to_wire(&current));
+            let message = ControllerMessage::Desired(to_wire(&fleet, &current));
             if let Err(err) = frame::write(&mut send, &message, max).await {
                 tracing::warn!(error = %err, "cannot push desired state");
                 return;
@@ -197,7 +212,22 @@ async fn write_loop(
     }
 }
 
-fn to_wire(desired: &DesiredRecord) -> DesiredState {
+/// The wire form of a desired state, with each stack's `auth_token` (for
+/// the agent's REST fallback).
+fn to_wire(fleet: &Fleet, desired: &DesiredRecord) -> DesiredState {
+    let mut tokens: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for placement in &desired.placements {
+        if !tokens.contains_key(placement.stack_id.as_str()) {
+            let token = match fleet.store.stack(&placement.stack_id) {
+                Ok(stack) => stack.map(|s| s.auth_token).unwrap_or_default(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read a stack's token");
+                    String::new()
+                }
+            };
+            tokens.insert(&placement.stack_id, token);
+        }
+    }
     DesiredState {
         generation: desired.generation,
         placements: desired
@@ -208,6 +238,7 @@ fn to_wire(desired: &DesiredRecord) -> DesiredState {
                 flag: p.flag.clone(),
                 version_id: p.version_id.clone(),
                 spec_json: p.spec_json.clone(),
+                auth_token: tokens.get(p.stack_id.as_str()).cloned().unwrap_or_default(),
             })
             .collect(),
     }
@@ -245,6 +276,17 @@ async fn read_loop(
                     return Err("writer gone".into());
                 }
             }
+            AgentMessage::Lifecycle(report) => {
+                let id = report.id;
+                lifecycle(fleet, agent, report).await?;
+                if out
+                    .send(ControllerMessage::LifecycleAck { id })
+                    .await
+                    .is_err()
+                {
+                    return Err("writer gone".into());
+                }
+            }
             AgentMessage::Hello(_) => {
                 connection.close(codes::PROTOCOL_ERROR, b"hello sent twice");
                 return Err("hello sent twice".into());
@@ -253,18 +295,53 @@ async fn read_loop(
     }
 }
 
+/// Applies a lifecycle report (once: its id is recorded with it) and makes
+/// it durable before the ack.
+async fn lifecycle(
+    fleet: &Fleet,
+    agent: &AgentRecord,
+    report: LifecycleReport,
+) -> Result<(), String> {
+    use super::drain::{self, Applied, Source};
+    let applied = match &report.event {
+        LifecycleEvent::Notice(notice) => {
+            let valid = notice.cloud.len() <= 32 && notice.action.len() <= 32;
+            if !valid {
+                return Err("lifecycle notice with oversized fields".into());
+            }
+            drain::apply_notice(
+                &fleet.store,
+                &agent.agent_id,
+                notice,
+                Some(report.id),
+                Source::Link,
+                fleet.settings.drain_on_rebalance,
+            )
+        }
+        LifecycleEvent::Drained { stopped } => drain::mark_drained(
+            &fleet.store,
+            &agent.agent_id,
+            Some(*stopped),
+            Some(report.id),
+        ),
+    }
+    .map_err(|err| err.to_string())?;
+    fleet.store.flush().await.map_err(|err| err.to_string())?;
+    if applied == Applied::Recorded {
+        fleet.nudge();
+    }
+    tracing::debug!(id = report.id, applied = ?applied, "lifecycle report stored");
+    Ok(())
+}
+
 /// Records an acknowledged generation.
 fn acked(fleet: &Fleet, agent_id: &str, generation: u64) {
-    let result = fleet.store.agent(agent_id).and_then(|agent| {
-        let Some(mut agent) = agent else {
-            return Ok(());
-        };
-        if generation > agent.acked_generation {
-            agent.acked_generation = generation;
-            fleet.store.put_agent(&agent)?;
-        }
-        Ok(())
-    });
+    let result = fleet
+        .store
+        .update_agent(agent_id, |agent| {
+            agent.acked_generation = agent.acked_generation.max(generation);
+        })
+        .map(drop);
     match result {
         Ok(()) => tracing::debug!(generation, "desired state acknowledged"),
         Err(err) => tracing::error!(error = %err, "cannot record ack"),
@@ -341,11 +418,9 @@ async fn statuses(
 /// and records the transition as an event.
 async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&Hello>) {
     let now = clock::now_ms();
-    let result = fleet.store.agent(agent_id).and_then(|agent| {
-        let Some(mut agent) = agent else {
-            return Ok(None);
-        };
-        let changed = agent.state != state;
+    let mut changed = false;
+    let updated = fleet.store.update_agent(agent_id, |agent| {
+        changed = agent.state != state;
         agent.state = state;
         if changed {
             agent.state_since_ms = now;
@@ -355,7 +430,11 @@ async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&H
             agent.labels = hello.labels.clone();
             agent.facts = Some(hello.facts.clone());
         }
-        fleet.store.put_agent(&agent)?;
+    });
+    let result = updated.and_then(|agent| {
+        let Some(agent) = agent else {
+            return Ok(None);
+        };
         if changed {
             let kind = if state == AgentState::Connected {
                 "agent.connected"

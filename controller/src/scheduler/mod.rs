@@ -13,8 +13,8 @@ pub mod status;
 use crate::clock;
 use crate::fleet::Fleet;
 use crate::store::{
-    AgentRecord, AgentState, DesiredRecord, InstanceStatusRecord, PlacementRecord, StackRecord,
-    StackStatus, StoreResult,
+    AgentRecord, AgentState, DesiredRecord, DrainReason, DrainRecord, InstanceStatusRecord,
+    PlacementRecord, StackRecord, StackStatus, StoreResult,
 };
 use crate::template::COMPUTED;
 use placement::{Candidate, Slot, Want};
@@ -70,13 +70,69 @@ fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
     let replace_ms = i64::try_from(fleet.settings.replace_after.as_millis()).unwrap_or(i64::MAX);
     let lost_recently =
         agent.state == AgentState::Lost && now_ms - agent.state_since_ms < replace_ms;
+    let draining = agent.drain.is_some();
     Candidate {
         agent_id: agent.agent_id.clone(),
         pin: agent.pin.clone(),
         labels: agent.labels.clone(),
         eligible: connected || lost_recently,
-        accepting: connected,
+        accepting: connected && !draining,
+        draining,
+        at_risk: agent.at_risk_ms.is_some(),
     }
+}
+
+/// Whether a container an agent reported may still exist: its last status
+/// is not a final one.
+fn unfinished(record: &InstanceStatusRecord) -> bool {
+    let last = record
+        .status
+        .parse::<flotilla_common::status::ContainerStatus>()
+        .ok();
+    !matches!(
+        last,
+        Some(
+            flotilla_common::status::ContainerStatus::Terminated
+                | flotilla_common::status::ContainerStatus::StartFailure
+                | flotilla_common::status::ContainerStatus::AppCrashed
+        )
+    )
+}
+
+/// Whether a draining agent still runs `leaving` (a placement it no longer
+/// has an assignment for): until the slot's replacements all run the
+/// stack's latest version, or the drain's deadline passes, or nobody
+/// wants the slot any more.
+fn keep_leaving(
+    leaving: &PlacementRecord,
+    drain: &DrainRecord,
+    now_ms: i64,
+    wanted: &HashMap<Slot, usize>,
+    placed: &HashMap<Slot, Vec<String>>,
+    latest: &HashMap<&str, &str>,
+    records: &HashMap<String, Vec<InstanceStatusRecord>>,
+) -> bool {
+    let slot = (leaving.stack_id.clone(), leaving.flag.clone());
+    let Some(&count) = wanted.get(&slot) else {
+        return false;
+    };
+    if count == 0 || drain.deadline_ms.is_some_and(|deadline| now_ms >= deadline) {
+        return false;
+    }
+    let version = latest.get(leaving.stack_id.as_str()).copied();
+    let assigned = placed.get(&slot).map(Vec::as_slice).unwrap_or_default();
+    let running = records
+        .get(&leaving.stack_id)
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r.flag.as_deref() == Some(leaving.flag.as_str())
+                && r.agent_id.as_ref().is_some_and(|a| assigned.contains(a))
+                && r.version_id.as_deref() == version
+                && r.status == flotilla_common::status::ContainerStatus::Running.to_string()
+        })
+        .count();
+    running < count
 }
 
 /// Whether a reported container may still exist on an agent that can
@@ -88,19 +144,7 @@ fn container_may_exist(
     let Some(agent) = record.agent_id.as_deref() else {
         return false;
     };
-    let last = record
-        .status
-        .parse::<flotilla_common::status::ContainerStatus>()
-        .ok();
-    let finished = matches!(
-        last,
-        Some(
-            flotilla_common::status::ContainerStatus::Terminated
-                | flotilla_common::status::ContainerStatus::StartFailure
-                | flotilla_common::status::ContainerStatus::AppCrashed
-        )
-    );
-    !finished && eligible.contains(agent)
+    unfinished(record) && eligible.contains(agent)
 }
 
 /// One full pass, then a flush when anything changed. The pass itself is
@@ -173,6 +217,13 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     }
     let current: HashMap<Slot, Vec<String>> = store.assignments()?.into_iter().collect();
     let placed = placement::place(&wants, &candidates, &current);
+    let by_id: HashMap<&str, (&AgentRecord, &Candidate)> = agents
+        .iter()
+        .zip(&candidates)
+        .map(|(a, c)| (a.agent_id.as_str(), (a, c)))
+        .collect();
+    // Stacks whose instances are moving off drained or lost agents, with why.
+    let mut moving: HashMap<String, String> = HashMap::new();
     for (slot, agents_now) in &placed {
         let differs = match current.get(slot) {
             Some(before) => before != agents_now,
@@ -181,6 +232,18 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         if differs {
             store.put_assignment(&slot.0, &slot.1, agents_now)?;
             changed += 1;
+            let before = current.get(slot).map(Vec::as_slice).unwrap_or_default();
+            if let Some(reason) = moved(slot, before, agents_now, &by_id) {
+                store.append_event(
+                    "placement.moved",
+                    Some(&slot.0),
+                    None,
+                    clock::rfc3339_ms(now),
+                    json!({ "flag": slot.1, "from": before, "to": agents_now, "reason": reason }),
+                )?;
+                tracing::info!(stack_id = %slot.0, flag = %slot.1, from = ?before, to = ?agents_now, reason = %reason, "placement moved");
+                moving.insert(slot.0.clone(), reason);
+            }
         }
     }
     for slot in current.keys().filter(|slot| !placed.contains_key(*slot)) {
@@ -211,12 +274,47 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
                 });
         }
     }
+    let wanted: HashMap<Slot, usize> = wants
+        .iter()
+        .map(|w| ((w.stack_id.clone(), w.flag.clone()), w.count))
+        .collect();
+    let latest: HashMap<&str, &str> = stacks
+        .iter()
+        .map(|l| {
+            (
+                l.stack.stack_id.as_str(),
+                l.stack.latest_version_id.as_str(),
+            )
+        })
+        .collect();
+    let mut records: HashMap<String, Vec<InstanceStatusRecord>> = HashMap::new();
+    for loaded in &stacks {
+        if loaded.stack.stack_status != StackStatus::DeleteComplete {
+            let id = &loaded.stack.stack_id;
+            records.insert(id.clone(), store.instance_statuses(id)?);
+        }
+    }
     let mut held: HashMap<String, bool> = HashMap::new();
     for (agent, cand) in agents.iter().zip(&candidates) {
         let old = store.desired(&agent.agent_id)?;
         let mut placements = per_agent
             .remove(agent.agent_id.as_str())
             .unwrap_or_default();
+        // A draining agent keeps running what it is leaving until the
+        // replacement runs (make before break).
+        if let (Some(drain), true) = (&agent.drain, cand.eligible) {
+            for leaving in &old.placements {
+                let slot = (leaving.stack_id.clone(), leaving.flag.clone());
+                let still_assigned = placed
+                    .get(&slot)
+                    .is_some_and(|ids| ids.contains(&agent.agent_id));
+                if !still_assigned
+                    && keep_leaving(leaving, drain, now, &wanted, &placed, &latest, &records)
+                {
+                    placements.push(leaving.clone());
+                }
+            }
+        }
         placements.sort();
         let mut history: BTreeSet<String> = old
             .history
@@ -240,6 +338,21 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             if new.generation != old.generation {
                 tracing::debug!(agent_id = %agent.agent_id, generation = new.generation, "desired state changed");
                 fleet.registry.push(&agent.agent_id, Arc::new(new.clone()));
+            }
+        }
+        if let Some(drain) = &agent.drain {
+            let emptied = drain.drained_ms.is_none()
+                && drain.reason != DrainReason::Spot
+                && new.placements.is_empty()
+                && agent.acked_generation >= new.generation
+                && !records.values().flatten().any(|r| {
+                    r.agent_id.as_deref() == Some(agent.agent_id.as_str()) && unfinished(r)
+                });
+            if emptied
+                && crate::fleet::drain::mark_drained(store, &agent.agent_id, None, None)?
+                    == crate::fleet::drain::Applied::Recorded
+            {
+                changed += 1;
             }
         }
         // Stacks this agent may still run containers of.
@@ -268,12 +381,10 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             .filter(|(slot, _)| slot.0 == stack.stack_id)
             .map(|(slot, agents)| (slot.1.clone(), agents.clone()))
             .collect();
-        let records: Vec<InstanceStatusRecord> =
-            if stack.stack_status == StackStatus::DeleteComplete {
-                Vec::new()
-            } else {
-                store.instance_statuses(&stack.stack_id)?
-            };
+        let records: &[InstanceStatusRecord] = records
+            .get(&stack.stack_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let reports: HashMap<(String, String), &InstanceStatusRecord> = records
             .iter()
             .filter_map(|r| Some(((r.agent_id.clone()?, r.flag.clone()?), r)))
@@ -291,7 +402,13 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
                 || records.iter().any(|r| container_may_exist(r, &eligible)),
             placement_timeout: fleet.settings.placement_timeout,
         };
-        let Some((next, reason)) = status::next(&observed) else {
+        let decided = match (status::next(&observed), moving.get(&stack.stack_id)) {
+            (None, Some(why)) if stack.stack_status.is_complete() => {
+                Some((StackStatus::UpdateInProgress, Some(why.clone())))
+            }
+            (decided, _) => decided,
+        };
+        let Some((next, reason)) = decided else {
             continue;
         };
         if next == stack.stack_status && reason == stack.status_reason {
@@ -318,6 +435,33 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         changed += 1;
     }
     Ok(changed)
+}
+
+/// Why a slot's agents changed, when it was not the stack's own doing: an
+/// agent it left is draining or was lost.
+fn moved(
+    slot: &Slot,
+    before: &[String],
+    after: &[String],
+    agents: &HashMap<&str, (&AgentRecord, &Candidate)>,
+) -> Option<String> {
+    let left = before.iter().find(|id| !after.contains(id))?;
+    let (agent, candidate) = agents.get(left.as_str())?;
+    let why = match (&agent.drain, candidate.eligible) {
+        (Some(drain), _) => match drain.reason {
+            DrainReason::Spot => format!(
+                "{} is terminating ({} {})",
+                agent.instance_id,
+                drain.cloud.as_deref().unwrap_or("cloud"),
+                drain.action.as_deref().unwrap_or("notice")
+            ),
+            DrainReason::Rebalance => format!("{} is at risk (rebalance)", agent.instance_id),
+            DrainReason::Operator => format!("{} is being drained", agent.instance_id),
+        },
+        (None, false) => format!("{} was lost", agent.instance_id),
+        (None, true) => return None,
+    };
+    Some(format!("moving {} off {why}", slot.1))
 }
 
 /// Runs passes on every nudge and every [`TICK`] until the process ends.

@@ -6,6 +6,12 @@
 //! (when set) equals its `instance_type` label. Existing assignments stay
 //! while their agent is eligible (no needless moves); missing slots go to
 //! agents pinned to that configuration first, then to the least loaded.
+//!
+//! A draining agent (its VM is going, or an operator is emptying it) keeps
+//! no assignment and takes no new one. Slots that leave a draining agent go
+//! to on-demand agents first (`lifecycle=on-demand`, then agents without a
+//! lifecycle label, then spot agents), and agents the cloud flagged at risk
+//! come last for any new slot.
 
 use crate::store::Pin;
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +37,10 @@ pub struct Candidate {
     pub eligible: bool,
     /// May take new placements (connected, not draining).
     pub accepting: bool,
+    /// Being drained: keeps nothing, its slots move.
+    pub draining: bool,
+    /// The cloud recommended moving work off it (rebalance).
+    pub at_risk: bool,
 }
 
 impl Candidate {
@@ -41,6 +51,16 @@ impl Candidate {
                 .instance_type
                 .as_ref()
                 .is_none_or(|wanted| self.labels.get("instance_type") == Some(wanted)),
+        }
+    }
+
+    /// 0 for on-demand, 1 for unknown, 2 for spot: the order to refill
+    /// a slot leaving a VM the cloud takes back.
+    fn spot_rank(&self) -> u8 {
+        match self.labels.get("lifecycle").map(String::as_str) {
+            Some("on-demand") => 0,
+            Some("spot") => 2,
+            _ => 1,
         }
     }
 
@@ -75,7 +95,7 @@ pub fn place(
             .filter(|id| {
                 by_id
                     .get(id.as_str())
-                    .is_some_and(|agent| agent.eligible && agent.matches(want))
+                    .is_some_and(|agent| agent.eligible && !agent.draining && agent.matches(want))
             })
             .take(want.count)
             .cloned()
@@ -95,6 +115,11 @@ pub fn place(
             continue;
         }
         let taken: Vec<String> = result.get(&slot).cloned().unwrap_or_default();
+        let leaving_drained = current
+            .get(&slot)
+            .into_iter()
+            .flatten()
+            .any(|id| by_id.get(id.as_str()).is_some_and(|agent| agent.draining));
         let mut candidates: Vec<&Candidate> = agents
             .iter()
             .filter(|a| a.accepting && a.matches(want) && !taken.contains(&a.agent_id))
@@ -102,6 +127,8 @@ pub fn place(
         candidates.sort_by_key(|a| {
             (
                 !a.pinned_to(want),
+                if leaving_drained { a.spot_rank() } else { 0 },
+                a.at_risk,
                 load.get(a.agent_id.as_str()).copied().unwrap_or(0),
                 a.agent_id.clone(),
             )
@@ -137,7 +164,16 @@ mod tests {
                 .unwrap_or_default(),
             eligible: true,
             accepting: true,
+            draining: false,
+            at_risk: false,
         }
+    }
+
+    fn with_lifecycle(mut agent: Candidate, lifecycle: &str) -> Candidate {
+        agent
+            .labels
+            .insert("lifecycle".to_owned(), lifecycle.to_owned());
+        agent
     }
 
     fn want(stack: &str, flag: &str, count: usize, instance_type: Option<&str>) -> Want {
@@ -212,5 +248,38 @@ mod tests {
             ["a"],
             "pinned elsewhere is not a candidate"
         );
+    }
+
+    #[test]
+    fn a_draining_agent_keeps_nothing_and_its_slots_go_on_demand_first() {
+        let mut agents = vec![
+            with_lifecycle(agent("a-spot", None, None), "spot"),
+            with_lifecycle(agent("b-spot", None, None), "spot"),
+            agent("c-plain", None, None),
+            with_lifecycle(agent("d-od", None, None), "on-demand"),
+        ];
+        let current = HashMap::from([
+            (slot("s", "web"), vec!["a-spot".to_owned()]),
+            (slot("s", "db"), vec!["c-plain".to_owned()]),
+        ]);
+        let wants = vec![want("s", "web", 1, None), want("s", "db", 1, None)];
+        assert_eq!(
+            place(&wants, &agents, &current)[&slot("s", "web")],
+            ["a-spot"]
+        );
+        agents[0].draining = true;
+        agents[0].accepting = false;
+        let placed = place(&wants, &agents, &current);
+        assert_eq!(placed[&slot("s", "web")], ["d-od"], "on-demand first");
+        assert_eq!(placed[&slot("s", "db")], ["c-plain"], "others stay");
+        // Without an on-demand agent: unknown lifecycle before spot.
+        agents[3].accepting = false;
+        agents[3].eligible = false;
+        let placed = place(&wants, &agents, &current);
+        assert_eq!(placed[&slot("s", "web")], ["c-plain"]);
+        // A new slot avoids an at-risk agent but takes spot or not alike.
+        agents[2].at_risk = true;
+        let placed = place(&[want("n", "x", 1, None)], &agents, &HashMap::new());
+        assert_eq!(placed[&slot("n", "x")], ["b-spot"]);
     }
 }

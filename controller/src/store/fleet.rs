@@ -103,6 +103,15 @@ impl Store {
         Ok(())
     }
 
+    /// Changes one agent's record atomically (compare-and-swap, retried),
+    /// so concurrent writers (sessions, the scheduler, REST) lose nothing.
+    pub fn update_agent<F>(&self, agent_id: &str, change: F) -> StoreResult<Option<AgentRecord>>
+    where
+        F: FnMut(&mut AgentRecord),
+    {
+        super::update(&self.agents, "agents", agent_id.as_bytes(), change)
+    }
+
     /// One agent.
     pub fn agent(&self, agent_id: &str) -> StoreResult<Option<AgentRecord>> {
         get(&self.agents, "agents", agent_id.as_bytes())

@@ -76,6 +76,11 @@ impl StackStatus {
             Self::DeleteInProgress | Self::DeleteComplete | Self::DeleteFailed
         )
     }
+
+    /// Created or updated, and every instance ran.
+    pub fn is_complete(self) -> bool {
+        matches!(self, Self::CreateComplete | Self::UpdateComplete)
+    }
 }
 
 /// A stack: what applying a template created. `stack_id` equals the
@@ -206,6 +211,53 @@ pub struct AgentRecord {
     /// The newest desired-state generation the agent has acknowledged.
     #[serde(default)]
     pub acked_generation: u64,
+    /// The highest lifecycle report id applied (each is applied once).
+    #[serde(default)]
+    pub lifecycle_id: u64,
+    /// Set while the agent is being drained (a cloud notice or an operator).
+    #[serde(default)]
+    pub drain: Option<DrainRecord>,
+    /// When the cloud last recommended moving work off this VM (AWS
+    /// rebalance): new work goes elsewhere first.
+    #[serde(default)]
+    pub at_risk_ms: Option<i64>,
+}
+
+/// Why an agent is drained.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainReason {
+    /// The cloud is terminating (or stopping, preempting) the VM.
+    Spot,
+    /// The cloud recommended a rebalance and the controller drains on it.
+    Rebalance,
+    /// An operator asked for it.
+    Operator,
+}
+
+/// A drain in progress or done: the agent takes no new placements, its
+/// placements are started elsewhere, and each is released from it once its
+/// replacement runs (or at the deadline).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DrainRecord {
+    pub reason: DrainReason,
+    /// The cloud's notice: cloud and action (`terminate`, `preempt`, ...).
+    #[serde(default)]
+    pub cloud: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    /// When the VM goes (or when an operator's drain stops waiting for
+    /// replacements), ms since the epoch.
+    #[serde(default)]
+    pub deadline_ms: Option<i64>,
+    pub since_ms: i64,
+    /// The lifecycle report id of the notice, so the same notice arriving
+    /// over REST and then over the link is recorded once.
+    #[serde(default)]
+    pub notice_id: Option<u64>,
+    /// When every container was stopped.
+    #[serde(default)]
+    pub drained_ms: Option<i64>,
 }
 
 /// A join token: lets a VM enroll, a limited number of times, until it

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What every slot shares.
 pub struct Context {
@@ -40,6 +40,16 @@ pub struct Context {
     pub orphan_grace: Duration,
     /// Where git mirrors and code releases live.
     pub code_root: std::path::PathBuf,
+    /// When the VM goes away (after a cloud notice): stops end by then.
+    pub stop_by: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Context {
+    /// A stop grace period, shortened to end before the VM goes.
+    pub fn grace(&self, wanted: Duration) -> Duration {
+        let stop_by = self.stop_by.lock().map(|at| *at).unwrap_or(None);
+        super::bounded_grace(wanted, stop_by)
+    }
 }
 
 /// Settings of the Docker runtime.
@@ -170,6 +180,7 @@ impl DockerRuntime {
             reports,
             orphan_grace: self.settings.orphan_grace,
             code_root: self.settings.code_root.clone(),
+            stop_by: std::sync::Mutex::new(None),
         });
         // Subscribe from a time before the listing, so no event falls between.
         let since = unix_now() - 1;
@@ -207,10 +218,23 @@ impl DockerRuntime {
         let mut cleanup = tokio::time::interval(self.settings.cleanup_every);
         cleanup.tick().await;
         let mut commands_open = true;
+        // Set by a drain: nothing is wanted any more, whatever the desired
+        // state says; the senders wait for every slot to end.
+        let mut draining = false;
+        let mut drain_waiters: Vec<(oneshot::Sender<u32>, u32)> = Vec::new();
         loop {
             let state = desired.borrow_and_update().clone();
-            let wanted = wanted_slots(&state);
+            let wanted = if draining {
+                HashMap::new()
+            } else {
+                wanted_slots(&state)
+            };
             slots.retain(|_, handle| !handle.task.is_finished());
+            if slots.is_empty() && found.is_empty() {
+                for (done, stopped) in drain_waiters.drain(..) {
+                    let _ = done.send(stopped);
+                }
+            }
             for (key, want) in &wanted {
                 match slots.get(key) {
                     Some(handle) => {
@@ -267,8 +291,26 @@ impl DockerRuntime {
                     Some(RuntimeCommand::Logs { request, sink }) => {
                         tokio::spawn(logs::stream(docker.clone(), self.agent_id.clone(), request, sink));
                     }
+                    Some(RuntimeCommand::Deadline(at)) => {
+                        if let Ok(mut stop_by) = ctx.stop_by.lock() {
+                            *stop_by = Some(at);
+                        }
+                    }
+                    Some(RuntimeCommand::Drain { done }) => {
+                        let live = u32::try_from(slots.len() + found.len()).unwrap_or(u32::MAX);
+                        tracing::warn!(containers = live, "draining: stopping every container");
+                        if !draining {
+                            draining = true;
+                            // Wake even slots waiting out the orphan grace.
+                            for handle in slots.values() {
+                                handle.wanted.send_replace(None);
+                            }
+                        }
+                        drain_waiters.push((done, live));
+                    }
                     None => commands_open = false,
                 },
+                () = tokio::time::sleep(Duration::from_millis(100)), if !drain_waiters.is_empty() => {}
                 _ = cleanup.tick() => clean_up(&docker).await,
             }
         }

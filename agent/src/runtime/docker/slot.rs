@@ -297,7 +297,8 @@ impl Slot {
                 .await;
         }
         let docker = &self.ctx.docker;
-        if let Err(err) = engine::stop(docker, &live.id, live.spec.stop_grace).await {
+        if let Err(err) = engine::stop(docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
+        {
             tracing::warn!(container = %live.name, error = %err, "stop failed; removing by force");
         }
         let exit = engine::inspect(docker, &live.id, &self.ctx.network)
@@ -383,7 +384,13 @@ impl Slot {
                     .any(|o| o.host_port == p.host_port && o.protocol == p.protocol)
         });
         if clash {
-            if let Err(err) = engine::stop(&self.ctx.docker, &old.id, old.spec.stop_grace).await {
+            if let Err(err) = engine::stop(
+                &self.ctx.docker,
+                &old.id,
+                self.ctx.grace(old.spec.stop_grace),
+            )
+            .await
+            {
                 tracing::warn!(container = %old.name, error = %err, "stop before replace failed");
             }
         }
@@ -535,7 +542,9 @@ impl Slot {
                     .await;
                 self.held = true;
                 self.restart_at = None;
-                if let Err(err) = engine::stop(&docker, &live.id, live.spec.stop_grace).await {
+                if let Err(err) =
+                    engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
+                {
                     tracing::warn!(container = %live.name, error = %err, "operator stop failed");
                 }
                 let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
@@ -556,7 +565,8 @@ impl Slot {
                 if action == Action::Restart {
                     self.report(&version, ContainerStatus::Restarting, None, reason)
                         .await;
-                    let _ = engine::stop(&docker, &live.id, live.spec.stop_grace).await;
+                    let _ =
+                        engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await;
                 } else if !self.held {
                     self.live = Some(live);
                     return;
