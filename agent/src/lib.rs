@@ -16,6 +16,8 @@
 //! - [`facts`]: host facts from sysinfo.
 //! - [`spot`]: the clouds' metadata services: detection, instance facts,
 //!   the notice watcher and the notice's REST fallback.
+//! - [`reporter`]: numbers and persists status and lifecycle reports, in
+//!   order.
 //! - [`lifecycle`]: what a notice sets off: report it once, drain before
 //!   the deadline, report drained.
 
@@ -25,6 +27,7 @@ pub mod facts;
 pub mod identity;
 pub mod lifecycle;
 pub mod link;
+pub mod reporter;
 pub mod runtime;
 pub mod spot;
 pub mod state;

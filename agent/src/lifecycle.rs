@@ -12,13 +12,14 @@
 //! stops whatever is left itself. When everything is stopped it reports
 //! that it drained. A drain a restart interrupted resumes at start.
 
+use crate::reporter::LifecycleRequest;
 use crate::runtime::RuntimeCommand;
 use crate::spot::{fallback, Notice};
-use crate::state::AgentStore;
+use crate::state::{AgentStore, StateError};
 use flotilla_common::wire::messages::{CloudNotice, DesiredState, LifecycleEvent, LifecycleReport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long an unacknowledged notice waits on the link before the REST
 /// fallback is tried too.
@@ -36,8 +37,8 @@ const RETRY: Duration = Duration::from_millis(500);
 pub struct Lifecycle {
     pub store: AgentStore,
     pub instance_id: String,
-    /// Wakes the link to send the lifecycle outbox.
-    pub outbox: Arc<Notify>,
+    /// Persists lifecycle events (after any status already queued).
+    pub recorder: mpsc::Sender<LifecycleRequest>,
     /// Whether the link has a session.
     pub connected: watch::Receiver<bool>,
     pub desired: watch::Receiver<Arc<DesiredState>>,
@@ -57,6 +58,24 @@ fn instant_at(ms: i64) -> Instant {
 }
 
 impl Lifecycle {
+    /// Persists an event through the reporter.
+    async fn record(&self, event: LifecycleEvent) -> Result<LifecycleReport, String> {
+        let (done, result) = oneshot::channel();
+        let request = LifecycleRequest {
+            time_ms: now_ms(),
+            event,
+            done,
+        };
+        if self.recorder.send(request).await.is_err() {
+            return Err("the reporter stopped".into());
+        }
+        match result.await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(err)) => Err(StateError::to_string(&err)),
+            Err(_) => Err("the reporter stopped".into()),
+        }
+    }
+
     /// Resumes an interrupted drain, then handles notices until `notices`
     /// closes.
     pub async fn run(self, mut notices: mpsc::Receiver<Notice>) {
@@ -82,18 +101,13 @@ impl Lifecycle {
                     continue;
                 }
             }
-            let report = match self
-                .store
-                .push_lifecycle(now_ms(), LifecycleEvent::Notice(wire.clone()))
-                .await
-            {
+            let report = match self.record(LifecycleEvent::Notice(wire.clone())).await {
                 Ok(report) => report,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot record a cloud notice");
                     continue;
                 }
             };
-            self.outbox.notify_one();
             tracing::warn!(
                 cloud = %wire.cloud,
                 action = %wire.action,
@@ -167,13 +181,8 @@ impl Lifecycle {
                 0
             }
         };
-        match self
-            .store
-            .push_lifecycle(now_ms(), LifecycleEvent::Drained { stopped })
-            .await
-        {
+        match self.record(LifecycleEvent::Drained { stopped }).await {
             Ok(report) => {
-                self.outbox.notify_one();
                 tracing::warn!(stopped, id = report.id, "drained");
             }
             Err(err) => tracing::error!(error = %err, "cannot record the drain"),

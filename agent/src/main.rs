@@ -210,7 +210,7 @@ async fn run(
     };
     let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
     let outbox = Arc::new(Notify::new());
-    let (reports_tx, mut reports_rx) = mpsc::channel(256);
+    let (reports_tx, reports_rx) = mpsc::channel(256);
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let docker_settings = flotilla_agent::runtime::docker::DockerSettings {
         socket: args
@@ -237,19 +237,13 @@ async fn run(
     )
     .map_err(anyhow::Error::msg)?
     .spawn(desired_rx, reports_tx, commands_rx);
-    let reporter_store = store.clone();
-    let reporter_notify = outbox.clone();
-    let reporter = tokio::spawn(async move {
-        while let Some(transition) = reports_rx.recv().await {
-            match reporter_store.push(transition).await {
-                Ok(report) => {
-                    tracing::debug!(seq = report.seq, stack_id = %report.stack_id, status = %report.status, "status recorded");
-                    reporter_notify.notify_one();
-                }
-                Err(err) => tracing::error!(error = %err, "cannot record a status report"),
-            }
-        }
-    });
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel(16);
+    let reporter = tokio::spawn(flotilla_agent::reporter::run(
+        store.clone(),
+        outbox.clone(),
+        reports_rx,
+        lifecycle_rx,
+    ));
     tracing::info!(
         agent_id = %identity.enrollment.agent_id,
         instance_id = %identity.enrollment.instance_id,
@@ -282,7 +276,7 @@ async fn run(
         flotilla_agent::lifecycle::Lifecycle {
             store: store.clone(),
             instance_id: identity.enrollment.instance_id.clone(),
-            outbox: outbox.clone(),
+            recorder: lifecycle_tx,
             connected: connected_rx,
             desired: desired_tx.subscribe(),
             commands: commands_tx.clone(),

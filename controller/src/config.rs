@@ -60,8 +60,8 @@ pub struct Overrides {
     #[arg(long, env = "FLOTILLA_QUIC_DISABLE_GSO", global = true)]
     pub quic_disable_gso: bool,
     /// The REST API's URL as agents reach it (`http://host:port`), for their
-    /// spot-notice fallback. Default: the listen address, unless it is a
-    /// wildcard.
+    /// spot-notice fallback. Default: the address the API is bound to,
+    /// unless it is a wildcard.
     #[arg(long, env = "FLOTILLA_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
     /// Drain an agent when its cloud recommends a rebalance (AWS), not only
@@ -189,13 +189,11 @@ impl Config {
                 }
             },
         };
-        let listen = config.listen;
         let mut config = config;
         config.fleet.api_url = overrides
             .public_url
             .clone()
             .or(file.public_url)
-            .or_else(|| (!listen.ip().is_unspecified()).then(|| format!("http://{listen}")))
             .map(|url| url.trim_end_matches('/').to_owned());
         config.fleet.keep_alive = config
             .fleet

@@ -155,7 +155,16 @@ async fn start_inner(
         store: store.clone(),
         pki,
         registry: Default::default(),
-        settings: config.fleet.clone(),
+        settings: crate::fleet::FleetSettings {
+            // Agents learn the API's URL from the address actually bound
+            // (the configured one may say port 0), unless one was given.
+            api_url: config
+                .fleet
+                .api_url
+                .clone()
+                .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"))),
+            ..config.fleet.clone()
+        },
         nudge: Arc::new(Notify::new()),
     });
     let state = AppState {

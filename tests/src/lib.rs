@@ -4,6 +4,9 @@
 //! The binaries are the ones cargo built beside the test executable
 //! (`target/<profile>/`); `FLOTILLA_BIN_DIR` overrides that.
 
+pub mod metadata;
+pub mod spot;
+
 use anyhow::{bail, Context};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -282,6 +285,8 @@ impl AgentProcess {
             .args(["--log-format", "json", "run", "--max-backoff", "1"])
             .args(args)
             .env("RUST_LOG", "debug")
+            // No cloud unless a test names one (`--cloud` wins over this).
+            .env("FLOTILLA_AGENT_CLOUD", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

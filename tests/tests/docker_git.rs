@@ -151,7 +151,7 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
         .agent_dir
         .path()
         .join("code/releases")
-        .join(format!("flotilla-{stack}-Web01"));
+        .join(format!("flotilla-{}-{stack}-Web01", f.agent_id));
     let kept: Vec<String> = std::fs::read_dir(&releases)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -234,14 +234,6 @@ impl Link {
         let mut sent_up_to = 0u64;
         let mut lifecycle_sent = 0u64;
         loop {
-            // Lifecycle reports (a cloud notice) go before anything else.
-            for report in self.store.pending_lifecycle(lifecycle_sent)? {
-                let id = report.id;
-                frame::write(send, &AgentMessage::Lifecycle(report), max)
-                    .await
-                    .map_err(protocol)?;
-                lifecycle_sent = id;
-            }
             // Send whatever the outbox holds beyond what is in flight.
             loop {
                 let batch = self.store.pending(sent_up_to, BATCH)?;
@@ -252,6 +244,15 @@ impl Link {
                     .await
                     .map_err(protocol)?;
                 sent_up_to = last;
+            }
+            // Then lifecycle reports: a drain's `drained` after the
+            // `terminated` reports it caused.
+            for report in self.store.pending_lifecycle(lifecycle_sent)? {
+                let id = report.id;
+                frame::write(send, &AgentMessage::Lifecycle(report), max)
+                    .await
+                    .map_err(protocol)?;
+                lifecycle_sent = id;
             }
             tokio::select! {
                 message = incoming.recv() => {

@@ -20,8 +20,11 @@ pub enum FallbackError {
     NoToken,
     #[error("the REST API answered {0}")]
     Refused(u16),
-    #[error(transparent)]
-    Http(#[from] super::CheckError),
+    #[error("the REST API at {url}: {error}")]
+    Http {
+        url: String,
+        error: super::CheckError,
+    },
     #[error(transparent)]
     Store(#[from] crate::state::StateError),
 }
@@ -77,7 +80,12 @@ pub async fn post(
                 return Ok(());
             }
             Ok(answer) => last = FallbackError::Refused(answer.status),
-            Err(err) => last = FallbackError::Http(err),
+            Err(error) => {
+                last = FallbackError::Http {
+                    url: url.clone(),
+                    error,
+                }
+            }
         }
     }
     Err(last)

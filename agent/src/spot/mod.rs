@@ -131,9 +131,9 @@ impl Notice {
 /// Why a check found nothing usable (logged and retried).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CheckError {
-    #[error("metadata service unreachable: {0}")]
+    #[error("unreachable: {0}")]
     Unreachable(String),
-    #[error("metadata service timed out")]
+    #[error("no answer in time")]
     TimedOut,
     #[error("unexpected answer {status} from {path}")]
     Unexpected { status: u16, path: String },

@@ -1,6 +1,7 @@
-//! Container names and labels. Names are deterministic (stack, flag and a
-//! hash of the spec), so a container created just before a crash is found
-//! again by name instead of being created twice.
+//! Container names and labels. Names are deterministic (agent, stack, flag
+//! and a hash of the spec), so a container created just before a crash is
+//! found again by name instead of being created twice, and two agents on
+//! one engine never claim each other's containers.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -19,8 +20,8 @@ pub fn spec_hash(spec_json: &str) -> String {
     hex::encode(Sha256::digest(spec_json.as_bytes()))[..12].to_owned()
 }
 
-/// `flotilla-<stack>-<flag>-<hash>`.
-pub fn container_name(stack_id: &str, flag: &str, hash: &str) -> String {
+/// `flotilla-<agent>-<stack>-<flag>-<hash>`.
+pub fn container_name(agent_id: &str, stack_id: &str, flag: &str, hash: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -32,7 +33,13 @@ pub fn container_name(stack_id: &str, flag: &str, hash: &str) -> String {
             })
             .collect()
     };
-    let name = format!("flotilla-{}-{}-{}", clean(stack_id), clean(flag), hash);
+    let name = format!(
+        "flotilla-{}-{}-{}-{}",
+        clean(agent_id),
+        clean(stack_id),
+        clean(flag),
+        hash
+    );
     name.trim_end_matches('-').to_owned()
 }
 

@@ -138,6 +138,7 @@ impl Slot {
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let slot_dir = root.join("releases").join(names::container_name(
+                &self.ctx.agent_id,
                 &wanted.stack_id,
                 &wanted.flag,
                 "",
@@ -157,7 +158,8 @@ impl Slot {
             commit = Some(resolved);
         }
         let spec = &spec;
-        let name = names::container_name(&wanted.stack_id, &wanted.flag, &suffix);
+        let name =
+            names::container_name(&self.ctx.agent_id, &wanted.stack_id, &wanted.flag, &suffix);
         let mut record = ContainerRecord {
             name: name.clone(),
             stack_id: wanted.stack_id.clone(),
@@ -685,7 +687,9 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     .cloned()
                     .unwrap_or_default();
                 let name = wanted
-                    .map(|w| names::container_name(&w.stack_id, &w.flag, &w.hash))
+                    .map(|w| {
+                        names::container_name(&slot.ctx.agent_id, &w.stack_id, &w.flag, &w.hash)
+                    })
                     .unwrap_or_default();
                 tracing::info!(container = %name, running = container.running, "adopted");
                 let running = container.running;
