@@ -137,7 +137,7 @@ async fn with_the_link_cut_the_notice_goes_over_rest_and_is_recorded_once() -> a
     // acknowledged there); the controller knows it already.
     relay.set_blocked(false);
     api.wait_for(
-        &format!("/v3/events?type=agent.drained&instance_id=i-cut"),
+        "/v3/events?type=agent.drained&instance_id=i-cut",
         Duration::from_secs(60),
         |v| v.as_array().is_some_and(|e| !e.is_empty()),
     )
@@ -211,7 +211,7 @@ async fn with_the_controller_down_the_notice_arrives_after_reconnect_once() -> a
     // The stack has no other agent: its instance stays until the agent's
     // own drain, which then reports drained.
     api.wait_for(
-        &format!("/v3/events?type=agent.drained&instance_id=i-down"),
+        "/v3/events?type=agent.drained&instance_id=i-down",
         Duration::from_secs(60),
         |v| v.as_array().is_some_and(|e| e.len() == 1),
     )
