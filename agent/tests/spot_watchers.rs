@@ -1,11 +1,13 @@
 //! The metadata watchers against a local server that answers as each
 //! cloud documents, and can flip a notice on, answer badly or slowly.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::Router;
+use flotilla_agent::spot::detect::{detect, instance_facts, InstanceFacts};
+use flotilla_agent::spot::watch::{watch, WatchSettings};
 use flotilla_agent::spot::{check, CheckError, Cloud, Notice, NoticeKind};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -114,22 +116,90 @@ async fn azure_events(State(mode): State<Mode>, headers: HeaderMap) -> impl Into
     }
 }
 
+async fn aws_fact(Path(fact): Path<String>, headers: HeaderMap) -> impl IntoResponse {
+    if !aws_authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, String::new());
+    }
+    match fact.as_str() {
+        "instance-id" => (StatusCode::OK, "i-0abc".to_owned()),
+        "instance-type" => (StatusCode::OK, "m5.large".to_owned()),
+        "instance-life-cycle" => (StatusCode::OK, "spot".to_owned()),
+        _ => (StatusCode::NOT_FOUND, String::new()),
+    }
+}
+
+async fn gcp_fact(Path(fact): Path<String>, headers: HeaderMap) -> impl IntoResponse {
+    if !gcp_authorized(&headers) {
+        return (StatusCode::FORBIDDEN, String::new());
+    }
+    match fact.as_str() {
+        "id" => (StatusCode::OK, "4567".to_owned()),
+        "machine-type" => (
+            StatusCode::OK,
+            "projects/123/machineTypes/e2-small".to_owned(),
+        ),
+        "scheduling/provisioning-model" => (StatusCode::OK, "SPOT".to_owned()),
+        _ => (StatusCode::NOT_FOUND, String::new()),
+    }
+}
+
+async fn azure_compute(headers: HeaderMap) -> impl IntoResponse {
+    if headers.get("metadata").is_none_or(|v| v != "true") {
+        return (StatusCode::BAD_REQUEST, String::new());
+    }
+    (
+        StatusCode::OK,
+        r#"{"vmId": "02aab8a4-74ef", "vmSize": "Standard_D2s_v3", "priority": "Regular", "location": "westeurope"}"#
+            .to_owned(),
+    )
+}
+
+/// Which clouds' paths the fake serves.
+#[derive(Clone, Copy)]
+struct Serve {
+    aws: bool,
+    gcp: bool,
+    azure: bool,
+}
+
+const ALL: Serve = Serve {
+    aws: true,
+    gcp: true,
+    azure: true,
+};
+
 async fn server() -> (String, Mode) {
+    server_of(ALL).await
+}
+
+async fn server_of(serve: Serve) -> (String, Mode) {
     let mode: Mode = Arc::new(AtomicU8::new(QUIET));
-    let app = Router::new()
-        .route("/latest/api/token", put(aws_token))
-        .route("/latest/meta-data/spot/instance-action", get(aws_action))
-        .route(
-            "/latest/meta-data/events/recommendations/rebalance",
-            get(aws_rebalance),
-        )
-        .route("/computeMetadata/v1/instance/preempted", get(gcp_preempted))
-        .route(
-            "/computeMetadata/v1/instance/maintenance-event",
-            get(gcp_maintenance),
-        )
-        .route("/metadata/scheduledevents", get(azure_events))
-        .with_state(mode.clone());
+    let mut app = Router::new();
+    if serve.aws {
+        app = app
+            .route("/latest/api/token", put(aws_token))
+            .route("/latest/meta-data/spot/instance-action", get(aws_action))
+            .route(
+                "/latest/meta-data/events/recommendations/rebalance",
+                get(aws_rebalance),
+            )
+            .route("/latest/meta-data/{*fact}", get(aws_fact));
+    }
+    if serve.gcp {
+        app = app
+            .route("/computeMetadata/v1/instance/preempted", get(gcp_preempted))
+            .route(
+                "/computeMetadata/v1/instance/maintenance-event",
+                get(gcp_maintenance),
+            )
+            .route("/computeMetadata/v1/instance/{*fact}", get(gcp_fact));
+    }
+    if serve.azure {
+        app = app
+            .route("/metadata/scheduledevents", get(azure_events))
+            .route("/metadata/instance/compute", get(azure_compute));
+    }
+    let app = app.with_state(mode.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -256,4 +326,86 @@ async fn azure_scheduled_events() {
         check(Cloud::Azure, &base, TIMEOUT).await,
         Err(CheckError::TimedOut)
     );
+}
+
+#[tokio::test]
+async fn detection_finds_the_cloud_that_answers_and_none_elsewhere() {
+    let only = |aws, gcp, azure| Serve { aws, gcp, azure };
+    for (serve, want) in [
+        (only(true, false, false), Cloud::Aws),
+        (only(false, true, false), Cloud::Gcp),
+        (only(false, false, true), Cloud::Azure),
+    ] {
+        let (base, _) = server_of(serve).await;
+        assert_eq!(detect(Some(&base), TIMEOUT).await, Some(want));
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(detect(Some("http://127.0.0.1:9"), TIMEOUT).await, None);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn instance_facts_give_id_type_and_lifecycle() {
+    let (base, _) = server().await;
+    assert_eq!(
+        instance_facts(Cloud::Aws, &base, TIMEOUT).await,
+        InstanceFacts {
+            instance_id: Some("i-0abc".into()),
+            instance_type: Some("m5.large".into()),
+            lifecycle: Some("spot".into()),
+        }
+    );
+    assert_eq!(
+        instance_facts(Cloud::Gcp, &base, TIMEOUT).await,
+        InstanceFacts {
+            instance_id: Some("4567".into()),
+            instance_type: Some("e2-small".into()),
+            lifecycle: Some("spot".into()),
+        }
+    );
+    let azure = instance_facts(Cloud::Azure, &base, TIMEOUT).await;
+    assert_eq!(azure.instance_type.as_deref(), Some("Standard_D2s_v3"));
+    assert_eq!(azure.lifecycle.as_deref(), Some("on-demand"));
+    let labels = azure.labels(Cloud::Azure);
+    assert_eq!(labels["cloud"], "azure");
+    assert_eq!(labels["lifecycle"], "on-demand");
+    assert_eq!(
+        instance_facts(Cloud::Aws, "http://127.0.0.1:9", TIMEOUT).await,
+        InstanceFacts::default(),
+        "no metadata, no facts (and no failure)"
+    );
+}
+
+#[tokio::test]
+async fn the_watch_loop_outlives_errors_and_hands_on_the_notice() {
+    let (base, mode) = server().await;
+    mode.store(BROKEN, Ordering::SeqCst);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(watch(
+        WatchSettings {
+            cloud: Cloud::Gcp,
+            base,
+            interval: Duration::from_millis(100),
+        },
+        tx,
+    ));
+    // Undecodable answers for a while: nothing is handed on.
+    assert!(tokio::time::timeout(Duration::from_millis(400), rx.recv())
+        .await
+        .is_err());
+    mode.store(QUIET, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(rx.try_recv().is_err(), "FALSE is not a notice");
+    mode.store(NOTICE, Ordering::SeqCst);
+    let notice = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("a notice within the interval")
+        .expect("open");
+    assert_eq!(notice.kind, NoticeKind::Preempt);
+    assert!(!task.is_finished());
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the loop ends when nobody listens")
+        .expect("no panic");
 }

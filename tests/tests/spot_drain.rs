@@ -4,7 +4,8 @@
 use flotilla_tests::metadata::FakeAws;
 use flotilla_tests::spot::enrolled_agent;
 use flotilla_tests::{web_template, AgentProcess, Api, ControllerProcess, UdpRelay};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -153,7 +154,140 @@ async fn with_the_link_cut_the_notice_goes_over_rest_and_is_recorded_once() -> a
         text.contains("\"applied\":\"Duplicate\""),
         "the link's copy of the notice was taken as a duplicate"
     );
+    // The cloud is taking the VM: no operator can undo that drain.
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/v3/alm/agents/{agent_id}/drain"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409, "{body}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drain_moves_the_work_first_and_can_be_undone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let controller = ControllerProcess::spawn(dir.path(), &["--heartbeat", "1"], &[])?;
+    let api = Api::admin(&controller.url(""), dir.path()).await?;
+    let mut agents = Vec::new();
+    for instance in ["i-op-a", "i-op-b"] {
+        let (agent_dir, agent_id) = enrolled_agent(&api, controller.quic_addr, instance).await?;
+        let process = AgentProcess::spawn(agent_dir.path(), &[])?;
+        process.wait_log("connected to the controller", Duration::from_secs(20))?;
+        agents.push((agent_dir, agent_id, process));
+    }
+    let stack = api.apply(&web_template(1, "op")).await?;
+    let path = format!("/v3/alm/stack/{stack}");
+    api.wait_for(&path, Duration::from_secs(20), |s| {
+        s["stack_status"] == "CREATE_COMPLETE"
+    })
+    .await?;
+    let placed_on = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["placements"].as_array().is_some_and(|p| !p.is_empty()))
+            .filter_map(|a| a["agent_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = placed_on(&api.get("/v3/alm/agents").await?);
+    assert_eq!(before.len(), 1);
+    let from = before[0].clone();
+
+    // Bad requests change nothing.
+    let drain_path = format!("/v3/alm/agents/{from}/drain");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &drain_path,
+            Some(&json!({"deadline_secs": 0})),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errors"][0]["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{body}"
+    );
+    let (status, _) = api
+        .call(Method::POST, &drain_path, Some(&json!({"deadline": 5})))
+        .await?;
+    assert_eq!(status, 400);
+    let (status, _) = api
+        .call(Method::POST, "/v3/alm/agents/ag-nobody/drain", None)
+        .await?;
+    assert_eq!(status, 404);
+    assert_eq!(
+        api.get(&format!("/v3/alm/agents/{from}")).await?["state"],
+        "connected"
+    );
+
+    let (status, body) = api.call(Method::POST, &drain_path, None).await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "draining", "{body}");
+    assert_eq!(body["drain"]["reason"], "operator", "{body}");
+    let drained = api
+        .wait_for(
+            &format!("/v3/alm/agents/{from}"),
+            Duration::from_secs(20),
+            |a| a["state"] == "drained",
+        )
+        .await?;
+    assert!(drained["placements"].as_array().is_some_and(Vec::is_empty));
+    let after = placed_on(&api.get("/v3/alm/agents").await?);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0], from, "the work moved");
+    api.wait_for(&path, Duration::from_secs(20), |s| {
+        s["stack_status"] == "UPDATE_COMPLETE"
+    })
+    .await?;
+    // Make before break: the replacement ran before the old one stopped.
+    let events = api
+        .get(&format!(
+            "/v3/events?stack_id={stack}&type=container.status"
+        ))
+        .await?;
+    let position = |on_old_agent: bool, status: &str| {
+        events.as_array().and_then(|e| {
+            e.iter().position(|e| {
+                (e["data"]["agent_id"] == from.as_str()) == on_old_agent
+                    && e["data"]["status"] == status
+            })
+        })
+    };
+    let old_stopping = position(true, "stopping").expect("the old container stopped");
+    let new_running = position(false, "running").expect("the replacement ran");
+    assert!(new_running < old_stopping, "{events}");
+
+    let (status, body) = api.call(Method::DELETE, &drain_path, None).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "connected", "{body}");
+    assert!(body.get("drain").is_none(), "{body}");
+    let kinds: Vec<String> = api
+        .get(&format!(
+            "/v3/events?instance_id={}",
+            agent_instance(&api, &from).await?
+        ))
+        .await?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    for kind in ["agent.drain", "agent.drained", "agent.undrain"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    Ok(())
+}
+
+async fn agent_instance(api: &Api, agent_id: &str) -> anyhow::Result<String> {
+    Ok(
+        api.get(&format!("/v3/alm/agents/{agent_id}")).await?["instance_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
