@@ -92,7 +92,7 @@ async fn apply_update_and_delete_run_real_containers() -> anyhow::Result<()> {
     }
     let name = inspect(id, "{{.Name}}")?;
     assert!(
-        name.starts_with(&format!("/flotilla-{stack}-Web01-")),
+        name.starts_with(&format!("/flotilla-{}-{stack}-Web01-", f.agent_id)),
         "{name}"
     );
     let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
