@@ -76,6 +76,32 @@ fn seq_of(bytes: Option<sled::IVec>) -> u64 {
         .map_or(1, u64::from_be_bytes)
 }
 
+/// Up to `limit` records of a numbered outbox above `after`, in order.
+fn entries_after<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<T>, StateError> {
+    tree.range(after.saturating_add(1).to_be_bytes()..)
+        .take(limit)
+        .map(|entry| {
+            let (_, value) = entry?;
+            serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
+        })
+        .collect()
+}
+
+/// Drops a numbered outbox's records up to `number`; returns how many.
+fn remove_up_to(tree: &sled::Tree, number: u64) -> Result<usize, StateError> {
+    let mut removed = 0;
+    for entry in tree.range(..=number.to_be_bytes()) {
+        let (key, _) = entry?;
+        tree.remove(key)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 impl AgentStore {
     /// Opens the store with a small cache (an agent's state is tiny).
     pub fn open(dir: &Path) -> Result<AgentStore, StateError> {
@@ -155,25 +181,12 @@ impl AgentStore {
 
     /// Reports with a sequence number above `after`, oldest first.
     pub fn pending(&self, after: u64, limit: usize) -> Result<Vec<StatusReport>, StateError> {
-        self.outbox
-            .range(after.saturating_add(1).to_be_bytes()..)
-            .take(limit)
-            .map(|entry| {
-                let (_, value) = entry?;
-                serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
-            })
-            .collect()
+        entries_after(&self.outbox, after, limit)
     }
 
     /// Drops every report up to `seq` (the controller has them).
     pub fn ack(&self, seq: u64) -> Result<usize, StateError> {
-        let mut removed = 0;
-        for entry in self.outbox.range(..=seq.to_be_bytes()) {
-            let (key, _) = entry?;
-            self.outbox.remove(key)?;
-            removed += 1;
-        }
-        Ok(removed)
+        remove_up_to(&self.outbox, seq)
     }
 
     /// The highest sequence number handed out so far.
@@ -299,24 +312,12 @@ impl AgentStore {
 
     /// Lifecycle reports the controller has not acknowledged, oldest first.
     pub fn pending_lifecycle(&self, after: u64) -> Result<Vec<LifecycleReport>, StateError> {
-        self.lifecycle
-            .range(after.saturating_add(1).to_be_bytes()..)
-            .map(|entry| {
-                let (_, value) = entry?;
-                serde_json::from_slice(&value).map_err(|err| StateError::Corrupt(err.to_string()))
-            })
-            .collect()
+        entries_after(&self.lifecycle, after, usize::MAX)
     }
 
     /// Drops lifecycle reports up to `id` (the controller has them).
     pub fn ack_lifecycle(&self, id: u64) -> Result<usize, StateError> {
-        let mut removed = 0;
-        for entry in self.lifecycle.range(..=id.to_be_bytes()) {
-            let (key, _) = entry?;
-            self.lifecycle.remove(key)?;
-            removed += 1;
-        }
-        Ok(removed)
+        remove_up_to(&self.lifecycle, id)
     }
 
     /// Whether the lifecycle report `id` is still unacknowledged.
