@@ -167,6 +167,12 @@ async fn start_inner(
         },
         nudge: Arc::new(Notify::new()),
     });
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        stopping_tx.send_replace(true);
+    };
     let state = AppState {
         store: store.clone(),
         settings: Arc::new(ApiSettings {
@@ -174,6 +180,7 @@ async fn start_inner(
             token_ttl: config.token_ttl,
         }),
         fleet: fleet.clone(),
+        stopping: stopping_rx,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fleet_stop = stop_rx.clone();

@@ -8,7 +8,8 @@ use super::state::AppState;
 use crate::clock;
 use crate::store::{EventFilter, EventRecord, InstanceStatusRecord, Principal, StackRecord};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flotilla_common::status::ContainerStatus;
 use serde::Deserialize;
@@ -58,6 +59,10 @@ pub struct EventsQuery {
     pub kind: Option<String>,
     /// At most this many events (default 1000, at most 10000).
     pub limit: Option<usize>,
+    /// Stream the events (Server-Sent Events) and keep streaming new ones;
+    /// also chosen by `Accept: text/event-stream`. Resumes after the
+    /// `Last-Event-ID` header when given.
+    pub follow: Option<bool>,
 }
 
 fn check_instance_id(instance_id: &str) -> ApiResult<()> {
@@ -294,13 +299,16 @@ pub(super) async fn record_report(
     Ok(())
 }
 
-/// The event history, oldest first, filtered. Operators see their own
+/// The event history, oldest first, filtered; or, with `follow=true` or
+/// `Accept: text/event-stream`, a live stream of them (SSE: `id` is the
+/// event id, `event` its type, `data` the record; resumable with
+/// `Last-Event-ID`; heartbeats every 15 s). Operators see their own
 /// stacks' events; admins see all.
 #[utoipa::path(get, path = "/v3/events", tag = "events",
     security(("bearer" = [])),
     params(EventsQuery),
     responses(
-        (status = 200, description = "Events, oldest first", body = Vec<EventRecord>),
+        (status = 200, description = "Events, oldest first (JSON), or a text/event-stream", body = Vec<EventRecord>),
         (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot read events", body = ErrorBody),
@@ -308,8 +316,41 @@ pub(super) async fn record_report(
 pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
-) -> ApiResult<Json<Vec<EventRecord>>> {
+) -> ApiResult<Response> {
+    let wants_stream = query.follow.unwrap_or(false)
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        let resume = match headers.get("last-event-id") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_header",
+                            "Last-Event-ID must be an event id (a number)",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let filter = EventFilter {
+            after_id: None,
+            stack_id: query.stack_id,
+            instance_id: query.instance_id,
+            kind: query.kind,
+            stacks: None,
+            limit: usize::MAX,
+        };
+        let after = resume.or(query.since).unwrap_or(0);
+        return Ok(super::event_stream::follow(state, operator, filter, after).into_response());
+    }
     let stacks = if operator.admin {
         None
     } else {
@@ -331,5 +372,5 @@ pub async fn list(
         stacks,
         limit: query.limit.unwrap_or(1000).clamp(1, 10_000),
     };
-    Ok(Json(state.store.events(&filter)?))
+    Ok(Json(state.store.events(&filter)?).into_response())
 }

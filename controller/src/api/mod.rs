@@ -11,6 +11,7 @@ pub mod agents;
 pub mod almagent;
 pub mod caller;
 pub mod error;
+pub mod event_stream;
 pub mod events;
 pub mod extract;
 pub mod instances;

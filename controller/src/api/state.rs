@@ -19,6 +19,9 @@ pub struct AppState {
     pub store: Store,
     pub settings: Arc<ApiSettings>,
     pub fleet: Arc<Fleet>,
+    /// Turns true when the server starts shutting down, so endless
+    /// responses (the event stream) end and in-flight requests can finish.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {

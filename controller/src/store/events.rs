@@ -16,13 +16,18 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn matches(&self, event: &EventRecord) -> bool {
+    /// Stack, instance and type match (ownership aside).
+    pub fn matches_fields(&self, event: &EventRecord) -> bool {
         let same = |want: &Option<String>, have: &Option<String>| {
             want.as_ref().is_none_or(|want| have.as_ref() == Some(want))
         };
         same(&self.stack_id, &event.stack_id)
             && same(&self.instance_id, &event.instance_id)
             && self.kind.as_ref().is_none_or(|kind| &event.kind == kind)
+    }
+
+    fn matches(&self, event: &EventRecord) -> bool {
+        self.matches_fields(event)
             && self.stacks.as_ref().is_none_or(|stacks| {
                 event
                     .stack_id
@@ -43,6 +48,7 @@ impl Store {
         time: String,
         data: serde_json::Value,
     ) -> StoreResult<EventRecord> {
+        let _order = self.event_order();
         let event = EventRecord {
             id: self.db.generate_id()? + 1,
             time,
@@ -53,7 +59,43 @@ impl Store {
         };
         self.events
             .insert(event.id.to_be_bytes(), encode("events", &event)?)?;
+        self.announce_event(event.id);
         Ok(event)
+    }
+
+    /// Serializes event writers (see `Store::event_order`).
+    pub(super) fn event_order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.event_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells followers that events up to `id` exist.
+    pub(super) fn announce_event(&self, id: u64) {
+        self.latest_event.send_if_modified(|latest| {
+            let newer = id > *latest;
+            *latest = (*latest).max(id);
+            newer
+        });
+    }
+
+    /// A receiver that changes whenever a new event is written.
+    pub fn follow_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest_event.subscribe()
+    }
+
+    /// Up to `limit` events with ids above `after`, in order, unfiltered;
+    /// for the event stream, which filters itself.
+    pub fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        let mut out = Vec::new();
+        for entry in self.events.range(after.saturating_add(1).to_be_bytes()..) {
+            let (key, value) = entry?;
+            out.push(decode("events", &key, &value)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Events matching `filter`, oldest first.

@@ -201,6 +201,8 @@ impl Store {
         writes: &[StatusWrite],
         up_to: u64,
     ) -> StoreResult<usize> {
+        let _order = self.event_order();
+        let newest = std::cell::Cell::new(0u64);
         let result = (&self.agent_seq, &self.instances, &self.events).transaction(
             |(seqs, instances, events)| {
                 let mut last = seqs
@@ -235,6 +237,7 @@ impl Store {
                         &event.id.to_be_bytes(),
                         encode("events", &event).map_err(ConflictableTransactionError::Abort)?,
                     )?;
+                    newest.set(event.id);
                     last = write.seq;
                     applied += 1;
                 }
@@ -244,6 +247,10 @@ impl Store {
                 Ok(applied)
             },
         );
-        super::stacks::flatten(result).map_err(|err: StoreError| err)
+        let applied = super::stacks::flatten(result).map_err(|err: StoreError| err)?;
+        if applied > 0 {
+            self.announce_event(newest.get());
+        }
+        Ok(applied)
     }
 }

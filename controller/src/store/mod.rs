@@ -83,6 +83,12 @@ pub struct Store {
     desired: sled::Tree,
     assignments: sled::Tree,
     agent_seq: sled::Tree,
+    /// Held while an event id is taken and the event written, so events
+    /// become visible in id order and a follower reading "after id N"
+    /// never skips one that lands late.
+    event_order: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The newest event id, for followers of the event stream.
+    latest_event: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -128,6 +134,8 @@ impl Store {
             desired: db.open_tree("desired")?,
             assignments: db.open_tree("assignments")?,
             agent_seq: db.open_tree("agent_seq")?,
+            event_order: Default::default(),
+            latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             db,
         };
         tracing::info!(

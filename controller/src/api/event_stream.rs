@@ -1,0 +1,135 @@
+//! The live event stream: `GET /v3/events` with `Accept:
+//! text/event-stream` (or `?follow=true`) answers with Server-Sent Events.
+//!
+//! Each event goes out with its id as the SSE `id`, its type as the SSE
+//! `event` and the event record as JSON `data`. A client that reconnects
+//! with `Last-Event-ID` (or `since`) gets everything after that id, then
+//! the live tail: the store writes events in id order (see
+//! `Store::event_order`), so reading "after the last id sent" neither
+//! skips nor repeats one. Idle streams carry a comment every
+//! [`HEARTBEAT`] so proxies and clients see the connection alive; the
+//! stream ends when the server shuts down.
+
+use super::caller::Operator;
+use super::state::AppState;
+use crate::store::{EventFilter, EventRecord};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// How often an idle stream says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Events read from the store at a time.
+const PAGE: usize = 500;
+
+/// Who reads, and what they asked for.
+struct Follower {
+    state: AppState,
+    filter: EventFilter,
+    operator: Operator,
+    /// Stack id → may this operator see it (looked up once).
+    visible: HashMap<String, bool>,
+    after: u64,
+    ready: VecDeque<EventRecord>,
+    latest: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Follower {
+    fn may_see(&mut self, event: &EventRecord) -> bool {
+        if self.operator.admin {
+            return true;
+        }
+        let Some(stack_id) = &event.stack_id else {
+            return false;
+        };
+        if let Some(&known) = self.visible.get(stack_id) {
+            return known;
+        }
+        let visible = matches!(
+            self.state.store.stack(stack_id),
+            Ok(Some(stack)) if self.operator.owns(&stack)
+        );
+        self.visible.insert(stack_id.clone(), visible);
+        visible
+    }
+
+    /// Reads the next page after `after` into `ready`; false when none.
+    fn fill(&mut self) -> bool {
+        let page = match self.state.store.events_after(self.after, PAGE) {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::error!(error = %err, "event stream cannot read the store");
+                return false;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.id) else {
+            return false;
+        };
+        self.after = last;
+        for event in page {
+            let wanted = self.filter.matches_fields(&event) && self.may_see(&event);
+            if wanted {
+                self.ready.push_back(event);
+            }
+        }
+        true
+    }
+}
+
+fn to_sse(event: &EventRecord) -> Event {
+    Event::default()
+        .id(event.id.to_string())
+        .event(event.kind.clone())
+        .data(serde_json::to_string(event).unwrap_or_else(|_| "{}".into()))
+}
+
+/// The SSE response: events matching `filter` after `after`, then live.
+pub fn follow(
+    state: AppState,
+    operator: Operator,
+    filter: EventFilter,
+    after: u64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let latest = state.store.follow_events();
+    let stopping = state.stopping.clone();
+    let follower = Follower {
+        state,
+        filter,
+        operator,
+        visible: HashMap::new(),
+        after,
+        ready: VecDeque::new(),
+        latest,
+    };
+    tracing::info!(after, "event stream opened");
+    let events = stream::unfold(follower, move |mut f| {
+        let mut stopping = stopping.clone();
+        async move {
+            loop {
+                if let Some(event) = f.ready.pop_front() {
+                    return Some((Ok(to_sse(&event)), f));
+                }
+                if *stopping.borrow() {
+                    return None;
+                }
+                // Mark what is known as seen before reading, so an event
+                // written meanwhile wakes the wait below.
+                f.latest.borrow_and_update();
+                if f.fill() {
+                    continue;
+                }
+                tokio::select! {
+                    changed = f.latest.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+}
