@@ -55,6 +55,23 @@ impl CloudChoice {
     }
 }
 
+/// Default address of the agent's metrics.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9110";
+
+/// The metrics address, or `None` for `off`.
+pub fn metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| ConfigError::Invalid {
+            key: "metrics_listen",
+            reason: format!("{text:?} is not ADDR:PORT or off"),
+        })
+}
+
 /// Parses an interval: `500ms`, `1s`, `1.5s`, `2m`, or bare seconds.
 pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -127,6 +144,10 @@ pub struct RunArgs {
     /// `500ms`; 100ms..60s).
     #[arg(long, env = "FLOTILLA_AGENT_SPOT_POLL_INTERVAL", value_parser = parse_interval)]
     pub spot_poll_interval: Option<std::time::Duration>,
+    /// Where to serve Prometheus metrics (`ADDR:PORT`, or `off`; default
+    /// `127.0.0.1:9110`).
+    #[arg(long, env = "FLOTILLA_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Keys of the configuration file.
@@ -150,6 +171,7 @@ pub struct FileConfig {
     pub cloud: Option<CloudChoice>,
     pub metadata_url: Option<String>,
     pub spot_poll_interval: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// A configuration problem, named.

@@ -16,6 +16,7 @@
 //! - [`facts`]: host facts from sysinfo.
 //! - [`spot`]: the clouds' metadata services: detection, instance facts,
 //!   the notice watcher and the notice's REST fallback.
+//! - [`metrics`]: Prometheus metrics on a local port.
 //! - [`reporter`]: numbers and persists status and lifecycle reports, in
 //!   order.
 //! - [`lifecycle`]: what a notice sets off: report it once, drain before
@@ -27,6 +28,7 @@ pub mod facts;
 pub mod identity;
 pub mod lifecycle;
 pub mod link;
+pub mod metrics;
 pub mod reporter;
 pub mod runtime;
 pub mod spot;

@@ -229,11 +229,13 @@ async fn run(
             .join("code"),
         ..Default::default()
     };
+    let metrics = Arc::new(flotilla_agent::metrics::AgentMetrics::new());
     let runtime_task = flotilla_agent::runtime::build(
         runtime,
         &identity.enrollment.agent_id,
         &store,
         docker_settings,
+        metrics.clone(),
     )
     .map_err(anyhow::Error::msg)?
     .spawn(desired_rx, reports_tx, commands_rx);
@@ -241,6 +243,7 @@ async fn run(
     let reporter = tokio::spawn(flotilla_agent::reporter::run(
         store.clone(),
         outbox.clone(),
+        metrics.clone(),
         reports_rx,
         lifecycle_rx,
     ));
@@ -256,6 +259,31 @@ async fn run(
         .or(file.max_frame)
         .unwrap_or(flotilla_common::wire::DEFAULT_MAX_FRAME);
     let (connected_tx, connected_rx) = watch::channel(false);
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or_else(|| file.metrics_listen.clone())
+        .unwrap_or_else(|| config::DEFAULT_METRICS_LISTEN.to_owned());
+    let metrics_server = match config::metrics_listen(&metrics_listen)? {
+        Some(listen) => match flotilla_agent::metrics::serve(
+            listen,
+            metrics.clone(),
+            store.clone(),
+            connected_rx.clone(),
+        )
+        .await
+        {
+            Ok((bound, task)) => {
+                tracing::info!(listen = %bound, "metrics listening");
+                Some(task)
+            }
+            Err(err) => {
+                tracing::warn!(listen = %listen, error = %err, "cannot serve metrics; running without");
+                None
+            }
+        },
+        None => None,
+    };
     let (notice_tx, notice_rx) = mpsc::channel(16);
     let watcher = cloud.map(|(cloud, _)| {
         let base = common
@@ -309,6 +337,9 @@ async fn run(
         watcher.abort();
     }
     lifecycle.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     runtime_task.abort();
     reporter.abort();
     store.flush().await?;

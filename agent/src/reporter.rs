@@ -20,6 +20,7 @@ pub struct LifecycleRequest {
 pub async fn run(
     store: AgentStore,
     outbox: Arc<Notify>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
     mut transitions: mpsc::Receiver<Transition>,
     mut lifecycle: mpsc::Receiver<LifecycleRequest>,
 ) {
@@ -30,6 +31,7 @@ pub async fn run(
             transition = transitions.recv(), if transitions_open => match transition {
                 Some(transition) => match store.push(transition).await {
                     Ok(report) => {
+                        metrics.transition(&report.stack_id, &report.flag, &report.status.to_string());
                         tracing::debug!(seq = report.seq, stack_id = %report.stack_id, status = %report.status, "status recorded");
                         outbox.notify_one();
                     }
@@ -39,6 +41,9 @@ pub async fn run(
             },
             request = lifecycle.recv(), if lifecycle_open => match request {
                 Some(request) => {
+                    if matches!(request.event, LifecycleEvent::Notice(_)) {
+                        metrics.notices.inc();
+                    }
                     let result = store.push_lifecycle(request.time_ms, request.event).await;
                     if result.is_ok() {
                         outbox.notify_one();

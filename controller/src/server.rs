@@ -166,6 +166,7 @@ async fn start_inner(
             ..config.fleet.clone()
         },
         nudge: Arc::new(Notify::new()),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {

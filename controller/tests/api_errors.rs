@@ -246,6 +246,7 @@ async fn openapi_document_covers_every_route_and_error() {
     );
     let expected: &[(&str, &[&str])] = &[
         ("/healthz", &["get"]),
+        ("/metrics", &["get"]),
         ("/v3/openapi.json", &["get"]),
         ("/v3/access_token", &["post", "delete"]),
         ("/v3/alm/template", &["post", "get"]),

@@ -287,6 +287,8 @@ impl AgentProcess {
             .env("RUST_LOG", "debug")
             // No cloud unless a test names one (`--cloud` wins over this).
             .env("FLOTILLA_AGENT_CLOUD", "none")
+            // Many agents share this host: metrics only where a test asks.
+            .env("FLOTILLA_AGENT_METRICS_LISTEN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -74,6 +74,7 @@ pub fn build(
     agent_id: &str,
     store: &crate::state::AgentStore,
     docker: docker::DockerSettings,
+    metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
 ) -> Result<Box<dyn Runtime>, String> {
     Ok(match kind {
         RuntimeKind::Simulated => Box::new(simulated::Simulated),
@@ -81,6 +82,7 @@ pub fn build(
             docker,
             agent_id.to_owned(),
             store.clone(),
+            metrics,
         )?),
     })
 }

@@ -113,17 +113,10 @@ pub struct AgentView {
     pub applied_generation: u64,
 }
 
-fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
-    let desired = state.store.desired(&agent.agent_id)?;
-    let live = state.fleet.registry.snapshot(&agent.agent_id);
-    let (last_seen, facts) = match live {
-        Some((seen, facts)) => {
-            let ago = i64::try_from(seen.elapsed().as_millis()).unwrap_or(0);
-            (Some(clock::now_ms() - ago), facts.or(agent.facts))
-        }
-        None => (agent.last_seen_ms, agent.facts),
-    };
-    let state_now = match (agent.state, &agent.drain) {
+/// What fleet tooling reads first: the link state, unless a drain says
+/// more (a lost or revoked agent shows that, drain or not).
+pub fn view_state(agent: &AgentRecord) -> AgentViewState {
+    match (agent.state, &agent.drain) {
         (AgentState::Revoked, _) => AgentViewState::Revoked,
         (AgentState::Lost, _) => AgentViewState::Lost,
         (_, Some(drain)) if drain.drained_ms.is_some() => AgentViewState::Drained,
@@ -131,6 +124,34 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         (_, Some(_)) => AgentViewState::Draining,
         (AgentState::Enrolled, None) => AgentViewState::Enrolled,
         (AgentState::Connected, None) => AgentViewState::Connected,
+    }
+}
+
+impl AgentViewState {
+    /// The name in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentViewState::Enrolled => "enrolled",
+            AgentViewState::Connected => "connected",
+            AgentViewState::Lost => "lost",
+            AgentViewState::Revoked => "revoked",
+            AgentViewState::Terminating => "terminating",
+            AgentViewState::Draining => "draining",
+            AgentViewState::Drained => "drained",
+        }
+    }
+}
+
+fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
+    let desired = state.store.desired(&agent.agent_id)?;
+    let state_now = view_state(&agent);
+    let live = state.fleet.registry.snapshot(&agent.agent_id);
+    let (last_seen, facts) = match live {
+        Some((seen, facts)) => {
+            let ago = i64::try_from(seen.elapsed().as_millis()).unwrap_or(0);
+            (Some(clock::now_ms() - ago), facts.or(agent.facts))
+        }
+        None => (agent.last_seen_ms, agent.facts),
     };
     Ok(AgentView {
         agent_id: agent.agent_id,

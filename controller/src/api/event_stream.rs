@@ -36,6 +36,13 @@ struct Follower {
     latest: tokio::sync::watch::Receiver<u64>,
 }
 
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.state.fleet.metrics.event_streams.dec();
+        tracing::info!(after = self.after, "event stream closed");
+    }
+}
+
 impl Follower {
     fn may_see(&mut self, event: &EventRecord) -> bool {
         if self.operator.admin {
@@ -103,6 +110,7 @@ pub fn follow(
         ready: VecDeque::new(),
         latest,
     };
+    follower.state.fleet.metrics.event_streams.inc();
     tracing::info!(after, "event stream opened");
     let events = stream::unfold(follower, move |mut f| {
         let mut stopping = stopping.clone();

@@ -82,10 +82,81 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError
     }))
 }
 
+/// Prometheus metrics (OpenMetrics text); needs no token (they hold no
+/// secrets; keep the listen address private or filter it at the proxy).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String),
+        (status = 500, description = "The store does not answer", body = error::ErrorBody),
+    ))]
+async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    let m = &state.fleet.metrics;
+    let mut counts: std::collections::BTreeMap<&'static str, i64> = [
+        "enrolled",
+        "connected",
+        "lost",
+        "revoked",
+        "terminating",
+        "draining",
+        "drained",
+    ]
+    .into_iter()
+    .map(|s| (s, 0))
+    .collect();
+    for agent in state.store.agents()? {
+        *counts.entry(agents::view_state(&agent).name()).or_default() += 1;
+    }
+    for (name, count) in counts {
+        m.agents
+            .get_or_create(&crate::metrics::StateLabels { state: name.into() })
+            .set(count);
+    }
+    m.agents_live
+        .set(i64::try_from(state.fleet.registry.len()).unwrap_or(i64::MAX));
+    m.store_bytes
+        .set(i64::try_from(state.store.size_on_disk()?).unwrap_or(i64::MAX));
+    let body = m.encode().map_err(|_| ApiError::internal())?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )))
+}
+
+/// Counts and times every request by route template and status.
+async fn record_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let m = &state.fleet.metrics;
+    m.http_requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            method,
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    m.http_duration
+        .get_or_create(&crate::metrics::RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
 /// The routes and their generated OpenAPI document.
 fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(token::issue, token::revoke))
         .routes(routes!(templates::apply, templates::versions))
@@ -159,6 +230,10 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(

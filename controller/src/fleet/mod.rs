@@ -79,6 +79,8 @@ pub struct Fleet {
     pub settings: FleetSettings,
     /// Wakes the scheduler; coalesces, never blocks.
     pub nudge: Arc<Notify>,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Fleet {

@@ -145,15 +145,18 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         }
         return;
     }
+    fleet.metrics.sessions_opened.inc();
+    let pushed: Pushed = Default::default();
     let writer = tokio::spawn(write_loop(
         fleet.clone(),
         send,
         out_rx,
         desired_rx,
         hello.generation,
+        pushed.clone(),
     ));
 
-    let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection).await;
+    let end = read_loop(&fleet, &agent, &mut recv, &out_tx, &connection, &pushed).await;
     match end {
         Ok(()) => tracing::info!("agent closed its session"),
         Err(reason) => tracing::info!(reason = %reason, "session ended"),
@@ -175,6 +178,9 @@ fn close_for(connection: &quinn::Connection, err: &frame::FrameError) {
     connection.close(code, err.to_string().as_bytes());
 }
 
+/// The generation last pushed on a session and when, for the ack latency.
+type Pushed = Arc<std::sync::Mutex<Option<(u64, Instant)>>>;
+
 /// Sends queued messages and every new desired state, in order.
 async fn write_loop(
     fleet: Arc<Fleet>,
@@ -182,6 +188,7 @@ async fn write_loop(
     mut out: mpsc::Receiver<ControllerMessage>,
     mut desired: watch::Receiver<Arc<DesiredRecord>>,
     mut sent_generation: u64,
+    pushed: Pushed,
 ) {
     let max = fleet.settings.max_frame;
     loop {
@@ -194,6 +201,10 @@ async fn write_loop(
             }
             tracing::debug!(generation = current.generation, "desired state pushed");
             sent_generation = current.generation;
+            fleet.metrics.desired_pushes.inc();
+            if let Ok(mut slot) = pushed.lock() {
+                *slot = Some((current.generation, Instant::now()));
+            }
         }
         tokio::select! {
             changed = desired.changed() => {
@@ -251,6 +262,7 @@ async fn read_loop(
     recv: &mut quinn::RecvStream,
     out: &mpsc::Sender<ControllerMessage>,
     connection: &quinn::Connection,
+    pushed: &Pushed,
 ) -> Result<(), String> {
     let max = fleet.settings.max_frame;
     loop {
@@ -264,7 +276,19 @@ async fn read_loop(
         };
         fleet.registry.seen(&agent.agent_id, None);
         match message {
-            AgentMessage::Ack { generation } => acked(fleet, &agent.agent_id, generation),
+            AgentMessage::Ack { generation } => {
+                fleet.metrics.desired_acks.inc();
+                let sent = pushed.lock().ok().and_then(|slot| *slot);
+                if let Some((pushed_generation, at)) = sent {
+                    if pushed_generation == generation {
+                        fleet
+                            .metrics
+                            .ack_latency
+                            .observe(at.elapsed().as_secs_f64());
+                    }
+                }
+                acked(fleet, &agent.agent_id, generation)
+            }
             AgentMessage::Heartbeat(facts) => fleet.registry.seen(&agent.agent_id, Some(facts)),
             AgentMessage::Status(reports) => {
                 let seq = statuses(fleet, agent, reports).await?;
@@ -303,6 +327,7 @@ async fn lifecycle(
     report: LifecycleReport,
 ) -> Result<(), String> {
     use super::drain::{self, Applied, Source};
+    fleet.metrics.lifecycle_reports.inc();
     let applied = match &report.event {
         LifecycleEvent::Notice(notice) => {
             let valid = notice.cloud.len() <= 32 && notice.action.len() <= 32;
@@ -407,6 +432,10 @@ async fn statuses(
         .apply_statuses(&agent.agent_id, &time, &writes, up_to)
         .map_err(|err| err.to_string())?;
     fleet.store.flush().await.map_err(|err| err.to_string())?;
+    fleet
+        .metrics
+        .status_reports
+        .inc_by(u64::try_from(applied).unwrap_or(0));
     if applied > 0 {
         fleet.nudge();
     }

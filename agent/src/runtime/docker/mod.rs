@@ -42,6 +42,7 @@ pub struct Context {
     pub code_root: std::path::PathBuf,
     /// When the VM goes away (after a cloud notice): stops end by then.
     pub stop_by: std::sync::Mutex<Option<std::time::Instant>>,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl Context {
@@ -85,6 +86,7 @@ pub struct DockerRuntime {
     pub agent_id: String,
     pub store: AgentStore,
     pub settings: DockerSettings,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl DockerRuntime {
@@ -94,6 +96,7 @@ impl DockerRuntime {
         settings: DockerSettings,
         agent_id: String,
         store: AgentStore,
+        metrics: Arc<crate::metrics::AgentMetrics>,
     ) -> Result<DockerRuntime, String> {
         let timeout = crate::runtime::spec::MAX_GRACE.as_secs() + 60;
         let docker =
@@ -109,6 +112,7 @@ impl DockerRuntime {
             agent_id,
             store,
             settings,
+            metrics,
         })
     }
 }
@@ -181,6 +185,7 @@ impl DockerRuntime {
             orphan_grace: self.settings.orphan_grace,
             code_root: self.settings.code_root.clone(),
             stop_by: std::sync::Mutex::new(None),
+            metrics: self.metrics.clone(),
         });
         // Subscribe from a time before the listing, so no event falls between.
         let since = unix_now() - 1;

@@ -124,9 +124,9 @@ impl Slot {
         let need_pull = spec.pull == crate::runtime::spec::PullPolicy::Always
             || !engine::image_present(docker, &spec.image).await;
         if need_pull {
-            engine::pull(docker, spec)
-                .await
-                .map_err(|err| (ContainerStatus::StartFailure, err))?;
+            let pulled = engine::pull(docker, spec).await;
+            self.ctx.metrics.pulled(pulled.is_ok());
+            pulled.map_err(|err| (ContainerStatus::StartFailure, err))?;
         }
         // A code deploy: the commit's release, complete before it is mounted.
         let mut spec = spec.clone();
@@ -794,14 +794,24 @@ pub async fn run(
                 continue;
             }
             (Some(w), None) if slot.failed.as_ref() != Some(&w.hash) && !slot.gave_up => {
+                let started = std::time::Instant::now();
                 slot.start_new(w).await;
+                slot.ctx
+                    .metrics
+                    .reconcile
+                    .observe(started.elapsed().as_secs_f64());
                 continue;
             }
             (Some(w), Some(live))
                 if live.hash != w.hash && slot.failed.as_ref() != Some(&w.hash) =>
             {
                 slot.failed = None;
+                let started = std::time::Instant::now();
                 slot.update(w, live).await;
+                slot.ctx
+                    .metrics
+                    .reconcile
+                    .observe(started.elapsed().as_secs_f64());
                 continue;
             }
             (_, live) => slot.live = live,

@@ -1,0 +1,159 @@
+//! The controller's Prometheus metrics, served at `GET /metrics`
+//! (OpenMetrics text, which Prometheus scrapes as is).
+//!
+//! Counters and histograms are updated where things happen (sessions, the
+//! REST layer); gauges that mirror stored state (agents by state, store
+//! size) are read from the store at scrape time, so they cannot drift.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+/// Labels of a REST request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route template (`/v3/alm/stack/{stack_id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of a route alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Labels by agent state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: HistogramFamily<RouteLabels>,
+    pub desired_pushes: Counter,
+    pub desired_acks: Counter,
+    /// From a desired state's push to the agent's ack.
+    pub ack_latency: Histogram,
+    pub status_reports: Counter,
+    pub lifecycle_reports: Counter,
+    pub sessions_opened: Counter,
+    pub agents: Family<StateLabels, Gauge>,
+    pub agents_live: Gauge,
+    pub store_bytes: Gauge,
+    pub event_streams: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("flotilla");
+        let metrics = Metrics {
+            registry: Mutex::new(Registry::default()),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            desired_pushes: Counter::default(),
+            desired_acks: Counter::default(),
+            ack_latency: latency_histogram(),
+            status_reports: Counter::default(),
+            lifecycle_reports: Counter::default(),
+            sessions_opened: Counter::default(),
+            agents: Family::default(),
+            agents_live: Gauge::default(),
+            store_bytes: Gauge::default(),
+            event_streams: Gauge::default(),
+        };
+        registry.register(
+            "http_requests",
+            "REST requests by method, route and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "REST request latency by route",
+            metrics.http_duration.clone(),
+        );
+        registry.register(
+            "desired_pushes",
+            "Desired states pushed to agents",
+            metrics.desired_pushes.clone(),
+        );
+        registry.register(
+            "desired_acks",
+            "Desired states acknowledged by agents",
+            metrics.desired_acks.clone(),
+        );
+        registry.register(
+            "desired_ack_latency_seconds",
+            "Time from pushing a desired state to its acknowledgement",
+            metrics.ack_latency.clone(),
+        );
+        registry.register(
+            "status_reports",
+            "Container status reports applied",
+            metrics.status_reports.clone(),
+        );
+        registry.register(
+            "lifecycle_reports",
+            "Agent lifecycle reports (cloud notices, drains) received",
+            metrics.lifecycle_reports.clone(),
+        );
+        registry.register(
+            "sessions_opened",
+            "Agent control sessions opened",
+            metrics.sessions_opened.clone(),
+        );
+        registry.register("agents", "Enrolled agents by state", metrics.agents.clone());
+        registry.register(
+            "agents_connected",
+            "Agents with a live control session",
+            metrics.agents_live.clone(),
+        );
+        registry.register(
+            "store_size_bytes",
+            "Size of the store on disk",
+            metrics.store_bytes.clone(),
+        );
+        registry.register(
+            "event_streams",
+            "Open event streams",
+            metrics.event_streams.clone(),
+        );
+        if let Ok(mut slot) = metrics.registry.lock() {
+            *slot = registry;
+        }
+        metrics
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
