@@ -18,14 +18,24 @@ use tokio::sync::{mpsc, watch, Notify};
 struct Cli {
     #[command(flatten)]
     common: Common,
-    /// Log format: `text` (default) or `json`.
+    /// Log format: `auto` (journald under systemd, text otherwise),
+    /// `text`, `json` or `journald`.
     #[arg(
         long,
         env = "FLOTILLA_AGENT_LOG_FORMAT",
-        default_value = "text",
+        default_value = "auto",
         global = true
     )]
     log_format: flotilla_common::process::LogFormat,
+    /// Log level or filter (`info`, `debug`, `flotilla_agent=debug`);
+    /// `RUST_LOG` wins when set.
+    #[arg(
+        long,
+        env = "FLOTILLA_AGENT_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +58,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    flotilla_common::process::init_logging(cli.log_format);
+    flotilla_common::process::init_logging(cli.log_format, &cli.log_level);
     flotilla_common::tls::install_provider();
     let file = config::read_file(cli.common.config.as_deref())?;
     let data_dir = config::data_dir(&cli.common, &file);
@@ -330,7 +340,17 @@ async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let link_task = tokio::spawn(link.run(stop_rx));
+    flotilla_common::systemd::ready("running; the fleet link connects in the background");
+    let watchdog_store = store.clone();
+    let watchdog = flotilla_common::systemd::spawn_watchdog(move || {
+        let store = watchdog_store.clone();
+        async move { store.last_seq().is_ok() }
+    });
     flotilla_common::process::shutdown_signal().await;
+    flotilla_common::systemd::stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = link_task.await;
     if let Some(watcher) = watcher {

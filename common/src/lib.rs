@@ -6,6 +6,7 @@
 //! - [`process`]: logging set-up and the shutdown signal both daemons use.
 //! - [`ids`]: the random identifiers the Mobingi API hands out (template, version,
 //!   user, stack auth token), generated in one place so their shapes stay stable.
+//! - [`systemd`]: `Type=notify` readiness, stopping, and the watchdog.
 //! - [`status`]: container statuses as agents report them, with the Mobingi names.
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
@@ -15,5 +16,6 @@ pub mod files;
 pub mod ids;
 pub mod process;
 pub mod status;
+pub mod systemd;
 pub mod tls;
 pub mod wire;

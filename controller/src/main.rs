@@ -8,7 +8,7 @@ use flotilla_controller::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    flotilla_common::process::init_logging(cli.log_format);
+    flotilla_common::process::init_logging(cli.log_format, &cli.log_level);
     let config = Config::load(&cli.overrides).context("invalid configuration")?;
     match cli.command {
         None | Some(Command::Serve) => {

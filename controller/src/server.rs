@@ -171,6 +171,7 @@ async fn start_inner(
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
+        flotilla_common::systemd::stopping();
         tracing::info!("shutting down: finishing in-flight requests");
         stopping_tx.send_replace(true);
     };
@@ -203,6 +204,12 @@ async fn start_inner(
         data_dir = %config.data_dir.display(),
         "controller ready"
     );
+    flotilla_common::systemd::ready(&format!("REST on {addr}, fleet on {quic_addr}"));
+    let watchdog_store = store.clone();
+    let watchdog = flotilla_common::systemd::spawn_watchdog(move || {
+        let store = watchdog_store.clone();
+        async move { store.size_on_disk().is_ok() }
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -211,6 +218,9 @@ async fn start_inner(
         let _ = fleet_task.await;
         scheduler.abort();
         silence.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         housekeeping.abort();
         store.flush().await.context("final store flush failed")?;
         tracing::info!("controller stopped; store flushed");

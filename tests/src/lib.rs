@@ -279,6 +279,15 @@ impl AgentProcess {
     /// Starts `flotilla-agent --data-dir dir run` plus `args` (the Docker
     /// runtime unless `args` say otherwise).
     pub fn spawn_with(dir: &Path, args: &[&str]) -> anyhow::Result<AgentProcess> {
+        Self::spawn_env(dir, args, &[])
+    }
+
+    /// Like [`AgentProcess::spawn_with`], with extra environment variables.
+    pub fn spawn_env(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
         let mut child = Command::new(binary("flotilla-agent")?)
             .arg("--data-dir")
             .arg(dir)
@@ -289,6 +298,7 @@ impl AgentProcess {
             .env("FLOTILLA_AGENT_CLOUD", "none")
             // Many agents share this host: metrics only where a test asks.
             .env("FLOTILLA_AGENT_METRICS_LISTEN", "off")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

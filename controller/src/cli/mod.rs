@@ -13,14 +13,24 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub overrides: Overrides,
-    /// Log format: `text` (default) or `json`.
+    /// Log format: `auto` (journald under systemd, text otherwise),
+    /// `text`, `json` or `journald`.
     #[arg(
         long,
         env = "FLOTILLA_LOG_FORMAT",
-        default_value = "text",
+        default_value = "auto",
         global = true
     )]
     pub log_format: flotilla_common::process::LogFormat,
+    /// Log level or filter (`info`, `debug`, `flotilla_controller=debug`);
+    /// `RUST_LOG` wins when set.
+    #[arg(
+        long,
+        env = "FLOTILLA_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
