@@ -10,6 +10,7 @@
 //! - [`auth`]: clients, secrets and access tokens.
 //! - [`template`]: template validation and comparison.
 //! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
+//! - [`hooks`]: webhooks: fan-out of events, signed deliveries, retries.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fleet;
+pub mod hooks;
 pub mod metrics;
 pub mod nickname;
 pub mod scheduler;

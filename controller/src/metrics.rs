@@ -28,6 +28,12 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 /// Labels by agent state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -57,6 +63,7 @@ pub struct Metrics {
     pub agents_live: Gauge,
     pub store_bytes: Gauge,
     pub event_streams: Gauge,
+    pub hook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +90,7 @@ impl Metrics {
             agents_live: Gauge::default(),
             store_bytes: Gauge::default(),
             event_streams: Gauge::default(),
+            hook_deliveries: Family::default(),
         };
         registry.register(
             "http_requests",
@@ -139,6 +147,11 @@ impl Metrics {
             "event_streams",
             "Open event streams",
             metrics.event_streams.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+            metrics.hook_deliveries.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

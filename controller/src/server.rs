@@ -196,6 +196,7 @@ async fn start_inner(
     let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
     let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let webhooks = tokio::spawn(crate::hooks::run(store.clone(), fleet.metrics.clone()));
     let app = crate::api::router(state);
     tracing::info!(
         listen = %addr,
@@ -222,6 +223,7 @@ async fn start_inner(
             watchdog.abort();
         }
         housekeeping.abort();
+        webhooks.abort();
         store.flush().await.context("final store flush failed")?;
         tracing::info!("controller stopped; store flushed");
         served.context("HTTP server failed")

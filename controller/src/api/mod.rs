@@ -14,6 +14,7 @@ pub mod error;
 pub mod event_stream;
 pub mod events;
 pub mod extract;
+pub mod hooks;
 pub mod instances;
 pub mod stacks;
 pub mod state;
@@ -175,6 +176,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::spot_shutdown))
         .routes(routes!(events::container_status))
         .routes(routes!(events::list))
+        .routes(routes!(hooks::create, hooks::list))
+        .routes(routes!(hooks::remove))
+        .routes(routes!(hooks::deliveries))
         .routes(routes!(admin::create, admin::list))
         .routes(routes!(admin::revoke))
         .routes(routes!(agents::create_join_token, agents::list_join_tokens))

@@ -79,6 +79,11 @@ impl Store {
         });
     }
 
+    /// One event.
+    pub fn event(&self, id: u64) -> StoreResult<Option<EventRecord>> {
+        super::get(&self.events, "events", &id.to_be_bytes())
+    }
+
     /// A receiver that changes whenever a new event is written.
     pub fn follow_events(&self) -> tokio::sync::watch::Receiver<u64> {
         self.latest_event.subscribe()

@@ -11,12 +11,14 @@
 mod clients;
 mod events;
 mod fleet;
+mod hooks;
 mod records;
 mod stacks;
 mod tokens;
 
 pub use events::EventFilter;
 pub use fleet::{JoinOutcome, StatusWrite};
+pub use hooks::{DeliveryRecord, DeliveryState, HookRecord};
 pub use records::*;
 pub use stacks::VersionOutcome;
 
@@ -83,6 +85,10 @@ pub struct Store {
     desired: sled::Tree,
     assignments: sled::Tree,
     agent_seq: sled::Tree,
+    hooks: sled::Tree,
+    deliveries: sled::Tree,
+    /// Small singletons (the webhook fan-out cursor).
+    meta: sled::Tree,
     /// Held while an event id is taken and the event written, so events
     /// become visible in id order and a follower reading "after id N"
     /// never skips one that lands late.
@@ -134,6 +140,9 @@ impl Store {
             desired: db.open_tree("desired")?,
             assignments: db.open_tree("assignments")?,
             agent_seq: db.open_tree("agent_seq")?,
+            hooks: db.open_tree("hooks")?,
+            deliveries: db.open_tree("deliveries")?,
+            meta: db.open_tree("meta")?,
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             db,

@@ -1,0 +1,156 @@
+//! Webhook subscriptions, their delivery queue, and the cursor of events
+//! already fanned out to them.
+
+use super::{decode, encode, get, scan, Store, StoreResult};
+use serde::{Deserialize, Serialize};
+
+const CURSOR: &[u8] = b"hooks_cursor";
+
+/// A subscription: events of the given types go to `url`, signed with
+/// `secret` (HMAC-SHA256). Kept in plain because signing needs it; shown
+/// once, at creation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HookRecord {
+    /// `wh-...`.
+    pub id: String,
+    /// The user who created it: it gets only that user's stacks' events
+    /// (an admin's gets every event).
+    pub user_id: String,
+    pub admin: bool,
+    pub url: String,
+    /// Event types (`spot.shutdown`, `stack.status`, ...); empty for all.
+    pub events: Vec<String>,
+    /// Only this stack's events, when set.
+    pub stack_id: Option<String>,
+    pub secret: String,
+    pub created_ms: i64,
+    /// The newest event when it was created: it gets only later ones.
+    pub after_event: u64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+/// One event on its way to one hook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct DeliveryRecord {
+    /// `<hook id>/<event id>`: one delivery per event and hook.
+    pub id: String,
+    pub hook_id: String,
+    pub event_id: u64,
+    pub event_type: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// The receiver's last HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed (no answer, or a non-2xx status).
+    pub last_error: Option<String>,
+    /// When the next attempt is due (ms since the epoch).
+    pub next_attempt_ms: i64,
+    pub created_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+fn delivery_key(hook_id: &str, event_id: u64) -> Vec<u8> {
+    let mut key = hook_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&event_id.to_be_bytes());
+    key
+}
+
+impl Store {
+    /// Stores a new subscription.
+    pub fn insert_hook(&self, hook: &HookRecord) -> StoreResult<()> {
+        self.hooks
+            .insert(hook.id.as_bytes(), encode("hooks", hook)?)?;
+        Ok(())
+    }
+
+    /// Every subscription.
+    pub fn hooks(&self) -> StoreResult<Vec<HookRecord>> {
+        scan(&self.hooks, "hooks", b"")
+    }
+
+    /// One subscription.
+    pub fn hook(&self, id: &str) -> StoreResult<Option<HookRecord>> {
+        get(&self.hooks, "hooks", id.as_bytes())
+    }
+
+    /// Removes a subscription and its deliveries.
+    pub fn remove_hook(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.hooks.remove(id.as_bytes())?.is_some();
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        for entry in self.deliveries.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            self.deliveries.remove(key)?;
+        }
+        Ok(existed)
+    }
+
+    /// Queues or updates a delivery.
+    pub fn put_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<()> {
+        // A hook removed meanwhile gets no new delivery records.
+        if self.hooks.contains_key(delivery.hook_id.as_bytes())? {
+            self.deliveries.insert(
+                delivery_key(&delivery.hook_id, delivery.event_id),
+                encode("deliveries", delivery)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A hook's deliveries, oldest event first.
+    pub fn deliveries(&self, hook_id: &str) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut prefix = hook_id.as_bytes().to_vec();
+        prefix.push(0);
+        scan(&self.deliveries, "deliveries", &prefix)
+    }
+
+    /// Pending deliveries due by `now_ms`, at most `limit`.
+    pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut due = Vec::new();
+        for entry in self.deliveries.iter() {
+            let (key, value) = entry?;
+            let delivery: DeliveryRecord = decode("deliveries", &key, &value)?;
+            if delivery.state == DeliveryState::Pending && delivery.next_attempt_ms <= now_ms {
+                due.push(delivery);
+                if due.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// The last event id fanned out to hooks (`None` before the first
+    /// fan-out).
+    pub fn hooks_cursor(&self) -> StoreResult<Option<u64>> {
+        Ok(self
+            .meta
+            .get(CURSOR)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// The newest event id written.
+    pub fn latest_event_id(&self) -> StoreResult<u64> {
+        Ok(match self.events.last()? {
+            Some((key, _)) => <[u8; 8]>::try_from(key.as_ref()).map_or(0, u64::from_be_bytes),
+            None => 0,
+        })
+    }
+
+    /// Moves the fan-out cursor.
+    pub fn set_hooks_cursor(&self, event_id: u64) -> StoreResult<()> {
+        self.meta.insert(CURSOR, &event_id.to_be_bytes())?;
+        Ok(())
+    }
+}

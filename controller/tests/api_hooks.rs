@@ -1,0 +1,194 @@
+//! Webhooks: a receiver in the test gets signed deliveries, retried after
+//! failures, only for the subscriber's stacks and chosen types.
+
+mod support;
+
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{reference_v1, TestServer};
+
+/// What the receiver saw: (delivery id, event type, signature, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>;
+
+/// A receiver that fails the first `failures` requests with 500.
+async fn receiver(failures: usize) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let mut log = log.lock().expect("lock");
+                log.push((
+                    header("x-flotilla-delivery"),
+                    header("x-flotilla-event"),
+                    header("x-flotilla-signature-256"),
+                    body.to_vec(),
+                ));
+                if log.len() <= failures {
+                    AxumStatus::INTERNAL_SERVER_ERROR
+                } else {
+                    AxumStatus::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+fn expected_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_retried_and_listed() {
+    let t = TestServer::start().await;
+    let (_, _, alice) = t.user("alice").await;
+    let (_, _, bob) = t.user("bob").await;
+    let (url, seen) = receiver(2).await;
+    let reply = t
+        .send(
+            Method::POST,
+            "/v3/hooks",
+            Some(&alice),
+            Some(&json!({"url": url, "events": ["stack.created"]})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let hook = reply.json();
+    let (hook_id, secret) = (
+        hook["id"].as_str().expect("id").to_owned(),
+        hook["secret"].as_str().expect("secret").to_owned(),
+    );
+
+    t.apply(&bob, &reference_v1()).await; // not Alice's: never delivered
+    let (stack, _) = t.apply(&alice, &reference_v1()).await;
+    // Two failures, then taken: 1 s and 2 s of backoff.
+    let deliveries_path = format!("/v3/hooks/{hook_id}/deliveries");
+    let mut deliveries = Value::Null;
+    for _ in 0..150 {
+        deliveries = t.get(&deliveries_path, &alice).await.json();
+        if deliveries[0]["state"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(deliveries.as_array().map(Vec::len), Some(1), "{deliveries}");
+    let delivery = &deliveries[0];
+    assert_eq!(delivery["state"], "delivered", "{delivery}");
+    assert_eq!(delivery["attempts"], 3);
+    assert_eq!(delivery["last_status"], 204);
+    assert_eq!(delivery["event_type"], "stack.created");
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3, "two failures and the success");
+    for (id, kind, signature, body) in &seen {
+        assert_eq!(
+            id,
+            delivery["id"].as_str().expect("id"),
+            "same id on retries"
+        );
+        assert_eq!(kind, "stack.created");
+        assert_eq!(signature, &expected_signature(&secret, body));
+        let event: Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(event["stack_id"], stack.as_str());
+        assert_eq!(event["type"], "stack.created");
+    }
+
+    // Listing never shows the secret; others cannot see or remove it.
+    let listed = t.get("/v3/hooks", &alice).await.json();
+    assert_eq!(listed[0]["id"], hook_id.as_str());
+    assert!(listed[0].get("secret").is_none(), "{listed}");
+    assert_eq!(t.get("/v3/hooks", &bob).await.json(), json!([]));
+    let reply = t
+        .send(
+            Method::DELETE,
+            &format!("/v3/hooks/{hook_id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(reply.error(404), "not_found");
+    let reply = t
+        .send(
+            Method::DELETE,
+            &format!("/v3/hooks/{hook_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        t.get(&deliveries_path, &alice).await.error(404),
+        "not_found"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_subscriptions_are_refused() {
+    let t = TestServer::start().await;
+    let (_, _, token) = t.user("carol").await;
+    for (body, path) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"url": "http://"}), "url"),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "events": ["Not A Type"]}),
+            "events/0",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "stack_id": "mo-nope"}),
+            "stack_id",
+        ),
+    ] {
+        let reply = t
+            .send(Method::POST, "/v3/hooks", Some(&token), Some(&body))
+            .await;
+        assert!(
+            reply.status == StatusCode::BAD_REQUEST || reply.status == StatusCode::NOT_FOUND,
+            "{body}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains(path), "{path} named in {}", reply.text);
+    }
+    let reply = t
+        .send(
+            Method::POST,
+            "/v3/hooks",
+            Some(&token),
+            Some(&json!({"url": "http://127.0.0.1:9/x", "secret": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields refused"
+    );
+    assert_eq!(
+        t.get("/v3/hooks", &token).await.json(),
+        json!([]),
+        "nothing stored"
+    );
+    t.stop().await;
+}
