@@ -1,0 +1,19 @@
+//! `flotilla`: the operator's command line, a client of the controller's
+//! REST API.
+//!
+//! # Layout
+//! - [`session`]: where the controller is and the cached token (0600).
+//! - [`client`]: the REST calls, with the API's error shape turned into
+//!   one readable line.
+//! - [`table`]: plain aligned tables for people, `--json` for scripts.
+//! - [`wait`]: `--wait`: live progress per configuration and instance.
+//! - [`stream`]: the event stream (SSE, resumed after disconnects) and
+//!   container logs.
+//! - [`commands`]: one function per subcommand.
+
+pub mod client;
+pub mod commands;
+pub mod session;
+pub mod stream;
+pub mod table;
+pub mod wait;

@@ -1,0 +1,290 @@
+//! `flotilla`: operate a Flotilla controller from the command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_cli::client::Client;
+use flotilla_cli::commands::{self, Output};
+use flotilla_cli::session;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Operate a Flotilla controller: stacks, agents, events, logs.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+struct Cli {
+    /// Controller URL (default: the one `login` saved).
+    #[arg(long, env = "FLOTILLA_URL", global = true)]
+    url: Option<String>,
+    /// Access token (default: the one `login` saved).
+    #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in with API client credentials; the token is saved (0600).
+    Login {
+        #[arg(long, env = "FLOTILLA_CLIENT_ID")]
+        client_id: String,
+        #[arg(long, env = "FLOTILLA_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: String,
+    },
+    /// Apply a template: creates a stack.
+    Apply {
+        /// The template (JSON); `-` for standard input.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Update a stack with a new template version.
+    Update {
+        stack_id: String,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// What changed between two versions (default: the two newest), or
+    /// between the latest and a file.
+    Diff {
+        stack_id: String,
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        #[arg(short = 'f', long = "file", conflicts_with_all = ["from", "to"])]
+        file: Option<PathBuf>,
+    },
+    /// A stack's versions, newest first.
+    Versions { stack_id: String },
+    /// List stacks.
+    Stacks {
+        /// Include deleted stacks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// A stack and its instances.
+    Describe { stack_id: String },
+    /// Delete a stack.
+    Delete {
+        stack_id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List agents (admin).
+    Agents,
+    /// Drain an agent: its work moves, then its containers stop (admin).
+    Drain {
+        agent_id: String,
+        /// Undo the drain.
+        #[arg(long)]
+        undo: bool,
+        /// Stop waiting for replacements after this many seconds.
+        #[arg(long, conflicts_with = "undo")]
+        deadline: Option<u64>,
+    },
+    /// An instance's container output.
+    Logs {
+        stack_id: String,
+        instance_id: String,
+        /// Keep streaming new output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Lines from the end to start with.
+        #[arg(long)]
+        tail: Option<u32>,
+        /// One configuration (default: all of the stack's on the instance).
+        #[arg(long)]
+        flag: Option<String>,
+    },
+    /// The event history, or with `-f` the live stream (resumed after
+    /// disconnects).
+    Events {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long = "stack")]
+        stack_id: Option<String>,
+        #[arg(long = "instance")]
+        instance_id: Option<String>,
+        /// Event type, e.g. `spot.shutdown`.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only events after this id.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Restart an instance's containers of a stack.
+    Restart {
+        stack_id: String,
+        instance_id: String,
+        #[arg(long)]
+        flag: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct WaitArgs {
+    /// Follow the stack until it settles; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+    /// Longest wait, in seconds.
+    #[arg(long, default_value_t = 600, requires = "wait")]
+    timeout: u64,
+}
+
+impl WaitArgs {
+    fn duration(&self) -> Option<Duration> {
+        self.wait.then(|| Duration::from_secs(self.timeout))
+    }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    if let Command::Login {
+        client_id,
+        client_secret,
+    } = &cli.command
+    {
+        let url = cli
+            .url
+            .as_deref()
+            .context("give the controller with --url http://host:port")?
+            .trim_end_matches('/')
+            .to_owned();
+        let (token, expires) = flotilla_cli::client::login(&url, client_id, client_secret).await?;
+        let path = session::save(&session::Session {
+            url: url.clone(),
+            token,
+            expires_at: session::expires_in(expires),
+        })?;
+        println!(
+            "logged in to {url}; token saved in {} for {} h",
+            path.display(),
+            expires / 3600
+        );
+        return Ok(());
+    }
+    let session = session::resolve(cli.url.as_deref(), cli.token.as_deref())?;
+    let client = Client::new(session);
+    match cli.command {
+        Command::Login { .. } => Ok(()),
+        Command::Apply { file, wait } => {
+            let template = commands::read_template(&file)?;
+            commands::apply(&client, out, &template, wait.duration()).await
+        }
+        Command::Update {
+            stack_id,
+            file,
+            wait,
+        } => {
+            let template = commands::read_template(&file)?;
+            commands::update(&client, out, &stack_id, &template, wait.duration()).await
+        }
+        Command::Diff {
+            stack_id,
+            from,
+            to,
+            file,
+        } => {
+            let template = file.as_deref().map(commands::read_template).transpose()?;
+            commands::diff(
+                &client,
+                out,
+                &stack_id,
+                from.as_deref(),
+                to.as_deref(),
+                template.as_ref(),
+            )
+            .await
+        }
+        Command::Versions { stack_id } => commands::versions(&client, out, &stack_id).await,
+        Command::Stacks { all } => commands::stacks(&client, out, all).await,
+        Command::Describe { stack_id } => commands::describe(&client, out, &stack_id).await,
+        Command::Delete { stack_id, wait } => {
+            commands::delete(&client, out, &stack_id, wait.duration()).await
+        }
+        Command::Agents => commands::agents(&client, out).await,
+        Command::Drain {
+            agent_id,
+            undo,
+            deadline,
+        } => commands::drain(&client, out, &agent_id, undo, deadline).await,
+        Command::Logs {
+            stack_id,
+            instance_id,
+            follow,
+            tail,
+            flag,
+        } => {
+            let path = format!(
+                "/v3/alm/stack/{stack_id}/instances/{instance_id}/logs{}",
+                query(&[
+                    ("follow", follow.then(|| "true".to_owned())),
+                    ("tail", tail.map(|t| t.to_string())),
+                    ("flag", flag),
+                ])
+            );
+            flotilla_cli::stream::logs(&client, &path).await?;
+            Ok(())
+        }
+        Command::Events {
+            follow,
+            stack_id,
+            instance_id,
+            kind,
+            since,
+        } => {
+            let q = query(&[
+                ("stack_id", stack_id),
+                ("instance_id", instance_id),
+                ("type", kind),
+            ]);
+            commands::events(&client, out, &q, follow, since).await
+        }
+        Command::Restart {
+            stack_id,
+            instance_id,
+            flag,
+        } => {
+            commands::act(
+                &client,
+                out,
+                "restart",
+                &stack_id,
+                &instance_id,
+                flag.as_deref(),
+            )
+            .await
+        }
+    }
+}
