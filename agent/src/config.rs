@@ -234,6 +234,21 @@ pub fn labels(args: &[String], file: &FileConfig) -> Result<BTreeMap<String, Str
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_packaged_configuration_parses() {
+        let file: FileConfig = toml::from_str(include_str!("../../packaging/agent.toml"))
+            .expect("packaging/agent.toml is valid");
+        assert_eq!(file.cloud, Some(CloudChoice::Auto));
+        assert_eq!(
+            metrics_listen(file.metrics_listen.as_deref().unwrap_or_default())
+                .expect("address")
+                .map(|a| a.to_string()),
+            Some(DEFAULT_METRICS_LISTEN.to_owned())
+        );
+        assert!(parse_interval(file.spot_poll_interval.as_deref().unwrap_or_default()).is_ok());
+    }
+
     use super::*;
 
     #[test]

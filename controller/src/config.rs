@@ -272,6 +272,21 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_packaged_configuration_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/controller.toml");
+        let config = Config::load(&Overrides {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect("packaging/controller.toml is valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.quic_listen.to_string(), "127.0.0.1:4433");
+        assert!(!config.fleet.drain_on_rebalance);
+    }
+
     use super::*;
 
     #[test]
