@@ -172,6 +172,8 @@ pub struct FileConfig {
     pub metadata_url: Option<String>,
     pub spot_poll_interval: Option<String>,
     pub metrics_listen: Option<String>,
+    /// Log level or filter (`--log-level` and `RUST_LOG` win).
+    pub log_level: Option<String>,
 }
 
 /// A configuration problem, named.

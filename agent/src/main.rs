@@ -27,15 +27,10 @@ struct Cli {
         global = true
     )]
     log_format: flotilla_common::process::LogFormat,
-    /// Log level or filter (`info`, `debug`, `flotilla_agent=debug`);
-    /// `RUST_LOG` wins when set.
-    #[arg(
-        long,
-        env = "FLOTILLA_AGENT_LOG_LEVEL",
-        default_value = "info",
-        global = true
-    )]
-    log_level: String,
+    /// Log level or filter (`info`, `debug`, `flotilla_agent=debug`;
+    /// default: the file's `log_level`, else `info`); `RUST_LOG` wins.
+    #[arg(long, env = "FLOTILLA_AGENT_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,9 +53,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    flotilla_common::process::init_logging(cli.log_format, &cli.log_level);
-    flotilla_common::tls::install_provider();
     let file = config::read_file(cli.common.config.as_deref())?;
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| file.log_level.clone())
+        .unwrap_or_else(|| "info".to_owned());
+    flotilla_common::process::init_logging(cli.log_format, &level);
+    flotilla_common::tls::install_provider();
     let data_dir = config::data_dir(&cli.common, &file);
     match cli.command {
         Command::Enroll(args) => enroll(&cli.common, args, &file, &data_dir).await,

@@ -87,6 +87,7 @@ struct FileConfig {
     quic_disable_gso: Option<bool>,
     public_url: Option<String>,
     drain_on_rebalance: Option<bool>,
+    log_level: Option<String>,
 }
 
 /// The controller's effective configuration.
@@ -102,6 +103,8 @@ pub struct Config {
     pub quic_listen: SocketAddr,
     /// Fleet link timings and limits.
     pub fleet: crate::fleet::FleetSettings,
+    /// The file's log level, if it sets one (flags and `RUST_LOG` win).
+    pub log_level: Option<String>,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -188,8 +191,10 @@ impl Config {
                     ..defaults
                 }
             },
+            log_level: None,
         };
         let mut config = config;
+        config.log_level = file.log_level.clone();
         config.fleet.api_url = overrides
             .public_url
             .clone()

@@ -8,8 +8,13 @@ use flotilla_controller::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    flotilla_common::process::init_logging(cli.log_format, &cli.log_level);
     let config = Config::load(&cli.overrides).context("invalid configuration")?;
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| config.log_level.clone())
+        .unwrap_or_else(|| "info".to_owned());
+    flotilla_common::process::init_logging(cli.log_format, &level);
     match cli.command {
         None | Some(Command::Serve) => {
             flotilla_controller::server::run(config, flotilla_common::process::shutdown_signal())

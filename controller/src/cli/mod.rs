@@ -22,15 +22,10 @@ pub struct Cli {
         global = true
     )]
     pub log_format: flotilla_common::process::LogFormat,
-    /// Log level or filter (`info`, `debug`, `flotilla_controller=debug`);
-    /// `RUST_LOG` wins when set.
-    #[arg(
-        long,
-        env = "FLOTILLA_LOG_LEVEL",
-        default_value = "info",
-        global = true
-    )]
-    pub log_level: String,
+    /// Log level or filter (`info`, `debug`, `flotilla_controller=debug`;
+    /// default: the file's `log_level`, else `info`); `RUST_LOG` wins.
+    #[arg(long, env = "FLOTILLA_LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
