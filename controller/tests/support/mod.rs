@@ -66,6 +66,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         store_cache_bytes: 8 * 1024 * 1024,
         quic_listen: "127.0.0.1:0".parse().expect("addr"),
         fleet: flotilla_controller::fleet::FleetSettings::default(),
+        log_level: None,
     }
 }
 
