@@ -85,7 +85,15 @@ impl Lifecycle {
                 tokio::spawn(self.clone().drain(notice));
                 true
             }
-            (Ok(_), Ok(drained)) => drained,
+            (Ok(_), Ok(true)) => {
+                // Drained before a restart: the VM is going; start nothing
+                // again, whatever the last desired state says.
+                tracing::warn!("this agent has drained; keeping its containers stopped");
+                let (done, _) = oneshot::channel();
+                let _ = self.commands.send(RuntimeCommand::Drain { done }).await;
+                true
+            }
+            (Ok(_), Ok(false)) => false,
             (Err(err), _) | (_, Err(err)) => {
                 tracing::error!(error = %err, "cannot read the lifecycle state");
                 false

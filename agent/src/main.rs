@@ -209,10 +209,16 @@ async fn run(
         .unwrap_or_default();
     labels.extend(config::labels(&args.labels, file)?);
     let store = AgentStore::open(&data_dir.join("state"))?;
-    let initial = store.desired()?.unwrap_or(DesiredState {
+    let empty = DesiredState {
         generation: 0,
         placements: Vec::new(),
-    });
+    };
+    // A drained agent (its VM is going) starts nothing again.
+    let initial = if store.drained()? {
+        empty
+    } else {
+        store.desired()?.unwrap_or(empty)
+    };
     let spot_interval = match (args.spot_poll_interval, &file.spot_poll_interval) {
         (Some(interval), _) => interval,
         (None, Some(text)) => config::parse_interval(text).map_err(anyhow::Error::msg)?,

@@ -351,6 +351,28 @@ async fn with_the_controller_down_the_notice_arrives_after_reconnect_once() -> a
     )
     .await?;
     assert_eq!(count(&api, &stack, "spot.shutdown").await?.len(), 1);
+
+    // Restarted after draining (the VM has not gone yet): nothing starts.
+    let starts = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["data"]["status"] == "starting")
+            .count()
+    };
+    let before = starts(&count(&api, &stack, "container.status").await?);
+    agent.terminate()?;
+    let agent = AgentProcess::spawn(
+        agent_dir.path(),
+        &["--cloud", "aws", "--metadata-url", &aws.url],
+    )?;
+    agent.wait_log("this agent has drained", Duration::from_secs(10))?;
+    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        starts(&count(&api, &stack, "container.status").await?),
+        before,
+        "a drained agent starts nothing"
+    );
     drop(controller);
     Ok(())
 }
