@@ -1,14 +1,15 @@
 //! The metadata watchers against a local server that answers as each
 //! cloud documents, and can flip a notice on, answer badly or slowly.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::Router;
 use flotilla_agent::spot::detect::{detect, instance_facts, InstanceFacts};
 use flotilla_agent::spot::watch::{watch, WatchSettings};
 use flotilla_agent::spot::{check, CheckError, Cloud, Notice, NoticeKind};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,16 +76,47 @@ fn gcp_authorized(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == "Google")
 }
 
-async fn gcp_preempted(State(mode): State<Mode>, headers: HeaderMap) -> impl IntoResponse {
+/// GCP's `preempted`, versioned by an ETag; with `wait_for_change=true`
+/// and the current `last_etag` the answer waits for a change, as GCP's
+/// metadata server does.
+async fn gcp_preempted(
+    State(mode): State<Mode>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     slow_if(&mode).await;
+    let etag = |mode: &Mode| format!("etag{}", mode.load(Ordering::SeqCst));
     if !gcp_authorized(&headers) {
-        return (StatusCode::FORBIDDEN, String::new());
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::ETAG, etag(&mode))],
+            String::new(),
+        );
     }
-    match mode.load(Ordering::SeqCst) {
-        NOTICE => (StatusCode::OK, "TRUE".to_owned()),
-        BROKEN => (StatusCode::OK, "MAYBE".to_owned()),
-        _ => (StatusCode::OK, "FALSE".to_owned()),
+    if query.get("wait_for_change").is_some_and(|v| v == "true") {
+        if let Some(last) = query.get("last_etag") {
+            let limit = Duration::from_secs(
+                query
+                    .get("timeout_sec")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(60),
+            );
+            let started = std::time::Instant::now();
+            while etag(&mode) == *last && started.elapsed() < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
+    let body = match mode.load(Ordering::SeqCst) {
+        NOTICE => "TRUE",
+        BROKEN => "MAYBE",
+        _ => "FALSE",
+    };
+    (
+        StatusCode::OK,
+        [(header::ETAG, etag(&mode))],
+        body.to_owned(),
+    )
 }
 
 async fn gcp_maintenance(State(mode): State<Mode>, headers: HeaderMap) -> impl IntoResponse {
@@ -408,4 +440,34 @@ async fn the_watch_loop_outlives_errors_and_hands_on_the_notice() {
         .await
         .expect("the loop ends when nobody listens")
         .expect("no panic");
+}
+
+#[tokio::test]
+async fn gcp_preemption_arrives_by_hanging_get_not_by_the_next_poll() {
+    let (base, mode) = server().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    // Polls alone would see a notice only after up to 5 s.
+    let task = tokio::spawn(watch(
+        WatchSettings {
+            cloud: Cloud::Gcp,
+            base,
+            interval: Duration::from_secs(5),
+        },
+        tx,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err());
+    let flipped = std::time::Instant::now();
+    mode.store(NOTICE, Ordering::SeqCst);
+    let notice = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("the hanging GET answers at once")
+        .expect("open");
+    assert_eq!(notice.kind, NoticeKind::Preempt);
+    assert!(
+        flipped.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        flipped.elapsed()
+    );
+    task.abort();
 }

@@ -14,6 +14,8 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `ETag` header (GCP's metadata server versions every value).
+    pub etag: Option<String>,
 }
 
 impl Answer {
@@ -91,10 +93,17 @@ async fn exchange(
     let result = match response {
         Ok(response) => {
             let status = response.status().as_u16();
+            let etag = response
+                .headers()
+                .get(hyper::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric()))
+                .map(str::to_owned);
             match Limited::new(response.into_body(), MAX_BODY).collect().await {
                 Ok(body) => Ok(Answer {
                     status,
                     body: body.to_bytes().to_vec(),
+                    etag,
                 }),
                 Err(err) => Err(CheckError::Undecodable {
                     path: path.to_owned(),

@@ -239,6 +239,41 @@ async fn aws(base: &str, timeout: Duration) -> Result<Option<Notice>, CheckError
     }
 }
 
+/// GCP's `preempted`, asked with `wait_for_change=true`: with `last_etag`
+/// the metadata server holds the answer until the value changes (or
+/// `hang` passes), so a preemption is seen the moment it is set. Returns
+/// whether the VM is preempted and the value's ETag (`None` from a server
+/// that does not version its values).
+pub async fn gcp_preempted_wait(
+    base: &str,
+    last_etag: Option<&str>,
+    hang: Duration,
+) -> Result<(bool, Option<String>), CheckError> {
+    let path = match last_etag {
+        Some(etag) => format!(
+            "/computeMetadata/v1/instance/preempted?wait_for_change=true&last_etag={etag}&timeout_sec={}",
+            hang.as_secs().max(1)
+        ),
+        None => "/computeMetadata/v1/instance/preempted".to_owned(),
+    };
+    let headers = [("Metadata-Flavor", "Google")];
+    let answer = http::request(base, "GET", &path, &headers, hang + Duration::from_secs(5)).await?;
+    if answer.status != 200 {
+        return Err(CheckError::Unexpected {
+            status: answer.status,
+            path,
+        });
+    }
+    match answer.body_text().trim() {
+        "TRUE" => Ok((true, answer.etag)),
+        "FALSE" => Ok((false, answer.etag)),
+        other => Err(CheckError::Undecodable {
+            path,
+            reason: format!("expected TRUE or FALSE, got {other:?}"),
+        }),
+    }
+}
+
 async fn gcp(base: &str, timeout: Duration) -> Result<Option<Notice>, CheckError> {
     let headers = [("Metadata-Flavor", "Google")];
     let path = "/computeMetadata/v1/instance/preempted";
