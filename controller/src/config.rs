@@ -68,6 +68,10 @@ pub struct Overrides {
     /// on a termination notice.
     #[arg(long, env = "FLOTILLA_DRAIN_ON_REBALANCE", global = true)]
     pub drain_on_rebalance: bool,
+    /// Days events and finished webhook deliveries are kept (0: forever;
+    /// default 30).
+    #[arg(long, env = "FLOTILLA_EVENT_RETENTION_DAYS", global = true)]
+    pub event_retention_days: Option<u64>,
 }
 
 /// The keys a configuration file may hold.
@@ -88,6 +92,7 @@ struct FileConfig {
     public_url: Option<String>,
     drain_on_rebalance: Option<bool>,
     log_level: Option<String>,
+    event_retention_days: Option<u64>,
 }
 
 /// The controller's effective configuration.
@@ -105,6 +110,8 @@ pub struct Config {
     pub fleet: crate::fleet::FleetSettings,
     /// The file's log level, if it sets one (flags and `RUST_LOG` win).
     pub log_level: Option<String>,
+    /// How long events and finished deliveries are kept (`None`: forever).
+    pub event_retention: Option<Duration>,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -192,9 +199,15 @@ impl Config {
                 }
             },
             log_level: None,
+            event_retention: None,
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
+        let days = overrides
+            .event_retention_days
+            .or(file.event_retention_days)
+            .unwrap_or(30);
+        config.event_retention = (days > 0).then(|| Duration::from_secs(days * 86_400));
         config.fleet.api_url = overrides
             .public_url
             .clone()

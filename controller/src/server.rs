@@ -195,7 +195,7 @@ async fn start_inner(
     ));
     let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
     let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
-    let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), config.event_retention));
     let webhooks = tokio::spawn(crate::hooks::run(store.clone(), fleet.metrics.clone()));
     let app = crate::api::router(state);
     tracing::info!(
@@ -260,15 +260,29 @@ fn mark_sessions_lost(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hourly removal of expired tokens.
-async fn housekeeping(store: Store) {
+/// Hourly removal of expired tokens, and of events and finished webhook
+/// deliveries older than the retention (`None`: kept forever).
+async fn housekeeping(store: Store, retention: Option<std::time::Duration>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match store.purge_expired_tokens(crate::clock::now_ms()) {
+        let now = crate::clock::now_ms();
+        match store.purge_expired_tokens(now) {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "expired tokens purged"),
             Err(err) => tracing::error!(error = %err, "token purge failed"),
+        }
+        let Some(retention) = retention else { continue };
+        let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store
+            .prune_events(cutoff)
+            .and_then(|events| Ok((events, store.prune_deliveries(cutoff)?)))
+        {
+            Ok((0, 0)) => {}
+            Ok((events, deliveries)) => {
+                tracing::info!(events, deliveries, "old events and deliveries pruned")
+            }
+            Err(err) => tracing::error!(error = %err, "event pruning failed"),
         }
     }
 }

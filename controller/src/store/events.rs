@@ -79,6 +79,26 @@ impl Store {
         });
     }
 
+    /// Removes events older than `before_ms` (oldest first, stopping at
+    /// the first newer one) and returns how many went. Ids are never
+    /// reused, so a follower resuming from a removed id just starts at the
+    /// oldest event kept.
+    pub fn prune_events(&self, before_ms: i64) -> StoreResult<usize> {
+        let mut removed = 0;
+        for entry in self.events.iter() {
+            let (key, value) = entry?;
+            let event: EventRecord = decode("events", &key, &value)?;
+            let time = chrono::DateTime::parse_from_rfc3339(&event.time)
+                .map_or(i64::MIN, |t| t.timestamp_millis());
+            if time >= before_ms {
+                break;
+            }
+            self.events.remove(key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// One event.
     pub fn event(&self, id: u64) -> StoreResult<Option<EventRecord>> {
         super::get(&self.events, "events", &id.to_be_bytes())
@@ -118,5 +138,82 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeliveryRecord, DeliveryState, HookRecord};
+    use serde_json::json;
+
+    #[test]
+    fn old_events_and_finished_deliveries_are_pruned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let old = store
+            .append_event(
+                "a",
+                None,
+                None,
+                "2020-01-01T00:00:00.000Z".into(),
+                json!({}),
+            )
+            .expect("event");
+        let new = store
+            .append_event(
+                "b",
+                None,
+                None,
+                "2030-01-01T00:00:00.000Z".into(),
+                json!({}),
+            )
+            .expect("event");
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .expect("time")
+            .timestamp_millis();
+        assert_eq!(store.prune_events(cutoff).expect("prune"), 1);
+        assert!(store.event(old.id).expect("read").is_none());
+        assert!(store.event(new.id).expect("read").is_some());
+        assert_eq!(store.prune_events(cutoff).expect("prune"), 0);
+
+        store
+            .insert_hook(&HookRecord {
+                id: "wh-1".into(),
+                user_id: "u".into(),
+                admin: true,
+                url: "http://127.0.0.1:9/".into(),
+                events: vec![],
+                stack_id: None,
+                secret: "s".into(),
+                created_ms: 0,
+                after_event: 0,
+            })
+            .expect("hook");
+        for (event_id, state) in [
+            (1, DeliveryState::Delivered),
+            (2, DeliveryState::Failed),
+            (3, DeliveryState::Pending),
+        ] {
+            store
+                .put_delivery(&DeliveryRecord {
+                    id: format!("wh-1/{event_id}"),
+                    hook_id: "wh-1".into(),
+                    event_id,
+                    event_type: "a".into(),
+                    state,
+                    attempts: 1,
+                    last_status: None,
+                    last_error: None,
+                    next_attempt_ms: 0,
+                    created_ms: 10,
+                    delivered_ms: None,
+                })
+                .expect("delivery");
+        }
+        assert_eq!(store.prune_deliveries(100).expect("prune"), 2);
+        let left = store.deliveries("wh-1").expect("list");
+        assert_eq!(left.len(), 1, "pending deliveries stay");
+        assert_eq!(left[0].state, DeliveryState::Pending);
     }
 }

@@ -130,6 +130,21 @@ impl Store {
         Ok(due)
     }
 
+    /// Removes finished deliveries (delivered or failed) created before
+    /// `before_ms`; returns how many went.
+    pub fn prune_deliveries(&self, before_ms: i64) -> StoreResult<usize> {
+        let mut removed = 0;
+        for entry in self.deliveries.iter() {
+            let (key, value) = entry?;
+            let delivery: DeliveryRecord = decode("deliveries", &key, &value)?;
+            if delivery.state != DeliveryState::Pending && delivery.created_ms < before_ms {
+                self.deliveries.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The last event id fanned out to hooks (`None` before the first
     /// fan-out).
     pub fn hooks_cursor(&self) -> StoreResult<Option<u64>> {

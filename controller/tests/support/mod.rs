@@ -67,6 +67,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         quic_listen: "127.0.0.1:0".parse().expect("addr"),
         fleet: flotilla_controller::fleet::FleetSettings::default(),
         log_level: None,
+        event_retention: None,
     }
 }
 
