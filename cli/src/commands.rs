@@ -25,6 +25,17 @@ impl Output {
     }
 }
 
+/// Prints a list: `--json` as is, else a table of `row(item)` under
+/// `headers`.
+fn show_list(out: Output, list: &Value, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    if out.json {
+        out.value(list);
+        return;
+    }
+    let rows: Vec<Vec<String>> = list.as_array().into_iter().flatten().map(row).collect();
+    print!("{}", render(headers, &rows));
+}
+
 /// Reads a template from a file (`-` for standard input), as JSON.
 pub fn read_template(path: &Path) -> anyhow::Result<Value> {
     let text = if path == Path::new("-") {
@@ -106,26 +117,18 @@ pub async fn stacks(client: &Client, out: Output, all: bool) -> anyhow::Result<(
         "/v3/alm/stack"
     };
     let list = client.get(path).await?;
-    if out.json {
-        out.value(&list);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
+    show_list(
+        out,
+        &list,
+        &["STACK", "NICKNAME", "STATUS", "CREATED"],
+        |s| {
             vec![
                 cell(&s["stack_id"]),
                 cell(&s["nickname"]),
                 cell(&s["stack_status"]),
                 cell(&s["create_time"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        render(&["STACK", "NICKNAME", "STATUS", "CREATED"], &rows)
+        },
     );
     Ok(())
 }
@@ -179,30 +182,22 @@ pub async fn versions(client: &Client, out: Output, stack_id: &str) -> anyhow::R
     let list = client
         .get(&format!("/v3/alm/template?template_id={stack_id}"))
         .await?;
-    if out.json {
-        out.value(&list);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| {
+    show_list(
+        out,
+        &list,
+        &["VERSION", "LATEST", "MODIFIED", "BYTES"],
+        |v| {
             vec![
                 cell(&v["version_id"]),
                 if v["latest"] == true {
                     "yes".into()
                 } else {
-                    "".into()
+                    String::new()
                 },
                 cell(&v["last_modified"]),
                 cell(&v["size"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        render(&["VERSION", "LATEST", "MODIFIED", "BYTES"], &rows)
+        },
     );
     Ok(())
 }
@@ -290,15 +285,24 @@ pub async fn delete(
 /// `agents`.
 pub async fn agents(client: &Client, out: Output) -> anyhow::Result<()> {
     let list = client.get("/v3/alm/agents").await?;
-    if out.json {
-        out.value(&list);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
+    let joined = |value: &Value, item: &dyn Fn(&Value) -> String| -> String {
+        value
+            .as_array()
+            .map(|items| items.iter().map(item).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    show_list(
+        out,
+        &list,
+        &[
+            "AGENT",
+            "INSTANCE",
+            "STATE",
+            "LABELS",
+            "PLACEMENTS",
+            "LAST SEEN",
+        ],
+        |a| {
             let labels = a["labels"]
                 .as_object()
                 .map(|l| {
@@ -308,15 +312,9 @@ pub async fn agents(client: &Client, out: Output) -> anyhow::Result<()> {
                         .join(",")
                 })
                 .unwrap_or_default();
-            let placements = a["placements"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .map(|p| format!("{}/{}", cell(&p["stack_id"]), cell(&p["flag"])))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let placements = joined(&a["placements"], &|p| {
+                format!("{}/{}", cell(&p["stack_id"]), cell(&p["flag"]))
+            });
             vec![
                 cell(&a["agent_id"]),
                 cell(&a["instance_id"]),
@@ -325,21 +323,7 @@ pub async fn agents(client: &Client, out: Output) -> anyhow::Result<()> {
                 cell(&json!(placements)),
                 cell(&a["last_seen"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        render(
-            &[
-                "AGENT",
-                "INSTANCE",
-                "STATE",
-                "LABELS",
-                "PLACEMENTS",
-                "LAST SEEN"
-            ],
-            &rows
-        )
+        },
     );
     Ok(())
 }

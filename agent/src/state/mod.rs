@@ -76,6 +76,16 @@ fn seq_of(bytes: Option<sled::IVec>) -> u64 {
         .map_or(1, u64::from_be_bytes)
 }
 
+/// A transaction's result with its two error layers made one.
+fn flatten<T>(
+    result: Result<T, sled::transaction::TransactionError<StateError>>,
+) -> Result<T, StateError> {
+    result.map_err(|err| match err {
+        sled::transaction::TransactionError::Abort(err) => err,
+        sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
+    })
+}
+
 /// Up to `limit` records of a numbered outbox above `after`, in order.
 fn entries_after<T: serde::de::DeserializeOwned>(
     tree: &sled::Tree,
@@ -171,10 +181,7 @@ impl AgentStore {
             meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
             Ok(report)
         });
-        let report = result.map_err(|err| match err {
-            sled::transaction::TransactionError::Abort(err) => err,
-            sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
-        })?;
+        let report = flatten(result)?;
         self.commit.flush().await.map_err(StateError::Flush)?;
         Ok(report)
     }
@@ -264,10 +271,7 @@ impl AgentStore {
             }
             Ok(report)
         });
-        let report = result.map_err(|err| match err {
-            sled::transaction::TransactionError::Abort(err) => err,
-            sled::transaction::TransactionError::Storage(err) => StateError::Sled(err),
-        })?;
+        let report = flatten(result)?;
         self.commit.flush().await.map_err(StateError::Flush)?;
         Ok(report)
     }
