@@ -283,8 +283,13 @@ pub async fn delete(
 }
 
 /// `agents`.
-pub async fn agents(client: &Client, out: Output) -> anyhow::Result<()> {
-    let list = client.get("/v3/alm/agents").await?;
+pub async fn agents(client: &Client, out: Output, all: bool) -> anyhow::Result<()> {
+    let path = if all {
+        "/v3/alm/agents?include_revoked=true"
+    } else {
+        "/v3/alm/agents"
+    };
+    let list = client.get(path).await?;
     let joined = |value: &Value, item: &dyn Fn(&Value) -> String| -> String {
         value
             .as_array()
@@ -325,6 +330,19 @@ pub async fn agents(client: &Client, out: Output) -> anyhow::Result<()> {
             ]
         },
     );
+    Ok(())
+}
+
+/// `revoke AGENT`.
+pub async fn revoke(client: &Client, out: Output, agent_id: &str) -> anyhow::Result<()> {
+    let answer = client
+        .call(Method::DELETE, &format!("/v3/alm/agents/{agent_id}"), None)
+        .await?;
+    if out.json {
+        out.value(&answer);
+    } else {
+        println!("agent {agent_id}: {}", cell(&answer["state"]));
+    }
     Ok(())
 }
 

@@ -78,7 +78,14 @@ enum Command {
         wait: WaitArgs,
     },
     /// List agents (admin).
-    Agents,
+    Agents {
+        /// Include agents removed from the fleet.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove an agent whose VM is gone for good (admin): its identity
+    /// stops working, its work moves.
+    Revoke { agent_id: String },
     /// Drain an agent: its work moves, then its containers stop (admin).
     Drain {
         agent_id: String,
@@ -233,7 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete { stack_id, wait } => {
             commands::delete(&client, out, &stack_id, wait.duration()).await
         }
-        Command::Agents => commands::agents(&client, out).await,
+        Command::Agents { all } => commands::agents(&client, out, all).await,
+        Command::Revoke { agent_id } => commands::revoke(&client, out, &agent_id).await,
         Command::Drain {
             agent_id,
             undo,

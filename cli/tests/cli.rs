@@ -26,7 +26,7 @@ fn help_lists_every_command() {
     assert!(success);
     for command in [
         "login", "apply", "update", "diff", "versions", "stacks", "describe", "delete", "agents",
-        "drain", "logs", "events", "restart",
+        "drain", "revoke", "logs", "events", "restart",
     ] {
         assert!(out.contains(command), "{command} in {out}");
     }

@@ -167,7 +167,8 @@ async fn with_the_link_cut_the_notice_goes_over_rest_and_is_recorded_once() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_drain_moves_the_work_first_and_can_be_undone() -> anyhow::Result<()> {
+async fn an_operator_drain_moves_the_work_first_is_undone_and_the_agent_removed(
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let controller = ControllerProcess::spawn(dir.path(), &["--heartbeat", "1"], &[])?;
     let api = Api::admin(&controller.url(""), dir.path()).await?;
@@ -278,6 +279,31 @@ async fn an_operator_drain_moves_the_work_first_and_can_be_undone() -> anyhow::R
     for kind in ["agent.drain", "agent.drained", "agent.undrain"] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
+
+    // Removed from the fleet: disconnected for good, out of the list.
+    let (status, body) = api
+        .call(Method::DELETE, &format!("/v3/alm/agents/{from}"), None)
+        .await?;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("revoked")),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = api.get(&format!("/v3/alm/agents/{from}")).await?;
+    assert_eq!(seen["state"], "revoked", "it cannot come back: {seen}");
+    let listed = api.get("/v3/alm/agents").await?;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["agent_id"] != from.as_str())),
+        "{listed}"
+    );
+    let all = api.get("/v3/alm/agents?include_revoked=true").await?;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert!(controller
+        .log_text()
+        .contains("this agent's certificate was revoked"));
     Ok(())
 }
 

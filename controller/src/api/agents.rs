@@ -3,7 +3,7 @@
 
 use super::caller::Operator;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath, OptionalJson};
+use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::stacks::load_owned_stack;
 use super::state::AppState;
 use crate::clock;
@@ -307,21 +307,87 @@ pub async fn revoke_join_token(
 /// Lists every agent with its state, facts and placements (admin).
 #[utoipa::path(get, path = "/v3/alm/agents", tag = "fleet",
     security(("bearer" = [])),
+    params(AgentsQuery),
     responses(
         (status = 200, description = "Agents", body = Vec<AgentView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub async fn list_agents(
     State(state): State<AppState>,
     operator: Operator,
+    ApiQuery(query): ApiQuery<AgentsQuery>,
 ) -> ApiResult<Json<Vec<AgentView>>> {
     require_admin(&operator, "the agent list")?;
     let mut views = Vec::new();
     for agent in state.store.agents()? {
+        if agent.state == AgentState::Revoked && !query.include_revoked {
+            continue;
+        }
         views.push(view(&state, agent)?);
     }
     Ok(Json(views))
+}
+
+/// Which agents to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AgentsQuery {
+    /// Include revoked agents (removed from the fleet).
+    #[serde(default)]
+    pub include_revoked: bool,
+}
+
+/// Removes an agent from the fleet (admin): its certificate stops working
+/// at once (its connection is closed and it cannot reconnect), its
+/// placements move to other agents, and it leaves the agent list (kept as
+/// `revoked`, see `include_revoked`). For VMs that are gone for good; a
+/// VM that should come back re-enrolls with a join token.
+#[utoipa::path(delete, path = "/v3/alm/agents/{agent_id}", tag = "fleet",
+    security(("bearer" = [])),
+    params(("agent_id" = String, Path, description = "Agent id (ag-...)")),
+    responses(
+        (status = 200, description = "Revoked", body = AgentView),
+        (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ))]
+pub async fn revoke_agent(
+    State(state): State<AppState>,
+    operator: Operator,
+    ApiPath(agent_id): ApiPath<String>,
+) -> ApiResult<Json<AgentView>> {
+    require_admin(&operator, "removing an agent")?;
+    let now = clock::now_ms();
+    let mut changed = false;
+    let agent = state
+        .store
+        .update_agent(&agent_id, |agent| {
+            changed = agent.state != AgentState::Revoked;
+            if changed {
+                agent.state = AgentState::Revoked;
+                agent.state_since_ms = now;
+            }
+        })?
+        .ok_or_else(|| ApiError::not_found("agent_id", &agent_id))?;
+    if changed {
+        state.store.append_event(
+            "agent.revoked",
+            agent.pin.as_ref().map(|p| p.stack_id.as_str()),
+            Some(&agent.instance_id),
+            clock::rfc3339_ms(now),
+            json!({ "agent_id": agent.agent_id, "by": operator.username }),
+        )?;
+        tracing::warn!(agent_id = %agent.agent_id, instance_id = %agent.instance_id, "agent revoked");
+    }
+    state.store.flush().await?;
+    state.fleet.registry.disconnect(
+        &agent.agent_id,
+        flotilla_common::wire::codes::UNAUTHORIZED,
+        b"this agent was removed from the fleet",
+    );
+    state.nudge();
+    Ok(Json(view(&state, agent)?))
 }
 
 /// One agent (admin).

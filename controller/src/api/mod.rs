@@ -184,7 +184,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_join_token, agents::list_join_tokens))
         .routes(routes!(agents::revoke_join_token))
         .routes(routes!(agents::list_agents))
-        .routes(routes!(agents::get_agent))
+        .routes(routes!(agents::get_agent, agents::revoke_agent))
         .routes(routes!(agents::drain_agent, agents::undrain_agent))
         .routes(routes!(almagent::config))
         .routes(routes!(almagent::agent_status))

@@ -449,6 +449,11 @@ async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&H
     let now = clock::now_ms();
     let mut changed = false;
     let updated = fleet.store.update_agent(agent_id, |agent| {
+        // A revoked agent stays revoked, whatever its last session did.
+        if agent.state == AgentState::Revoked {
+            changed = false;
+            return;
+        }
         changed = agent.state != state;
         agent.state = state;
         if changed {
