@@ -16,6 +16,7 @@ use crate::reporter::LifecycleRequest;
 use crate::runtime::RuntimeCommand;
 use crate::spot::{fallback, Notice};
 use crate::state::{AgentStore, StateError};
+use flotilla_common::time::now_ms;
 use flotilla_common::wire::messages::{CloudNotice, DesiredState, LifecycleEvent, LifecycleReport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,12 +44,6 @@ pub struct Lifecycle {
     pub connected: watch::Receiver<bool>,
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub commands: mpsc::Sender<RuntimeCommand>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The monotonic instant of a wall-clock time (now, if it is past).

@@ -53,9 +53,7 @@ pub fn dir() -> PathBuf {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(flotilla_common::time::now_ms().div_euclid(1000)).unwrap_or(0)
 }
 
 /// Stores a session (0600).

@@ -6,6 +6,7 @@
 //! - [`process`]: logging set-up and the shutdown signal both daemons use.
 //! - [`ids`]: the random identifiers the Mobingi API hands out (template, version,
 //!   user, stack auth token), generated in one place so their shapes stay stable.
+//! - [`time`]: the wall clock in milliseconds.
 //! - [`systemd`]: `Type=notify` readiness, stopping, and the watchdog.
 //! - [`status`]: container statuses as agents report them, with the Mobingi names.
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
@@ -17,5 +18,6 @@ pub mod ids;
 pub mod process;
 pub mod status;
 pub mod systemd;
+pub mod time;
 pub mod tls;
 pub mod wire;

@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Milliseconds since the Unix epoch, the unit every record stores.
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    flotilla_common::time::now_ms()
 }
 
 fn at(ms: i64) -> DateTime<Utc> {

@@ -15,12 +15,6 @@ use tokio::sync::{mpsc, watch};
 /// See the module documentation.
 pub struct Simulated;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Runtime for Simulated {
     fn spawn(
         self: Box<Self>,
@@ -74,7 +68,7 @@ impl Runtime for Simulated {
                         status,
                         exit_code: (status == ContainerStatus::Terminated).then_some(0),
                         reason: None,
-                        time_ms: now_ms(),
+                        time_ms: flotilla_common::time::now_ms(),
                         commit: None,
                     };
                     if reports.send(transition).await.is_err() {
@@ -112,7 +106,7 @@ impl Runtime for Simulated {
                                             status: *status,
                                             exit_code: None,
                                             reason: Some(format!("operator {:?}", command.action).to_lowercase()),
-                                            time_ms: now_ms(),
+                                            time_ms: flotilla_common::time::now_ms(),
                         commit: None,
                                         };
                                         if reports.send(transition).await.is_err() {
@@ -137,7 +131,7 @@ impl Runtime for Simulated {
                                             status,
                                             exit_code: (status == ContainerStatus::Terminated).then_some(0),
                                             reason: Some("drained".into()),
-                                            time_ms: now_ms(),
+                                            time_ms: flotilla_common::time::now_ms(),
                                             commit: None,
                                         };
                                         if reports.send(transition).await.is_err() {

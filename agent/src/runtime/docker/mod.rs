@@ -145,12 +145,6 @@ fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
         .collect()
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Runtime for DockerRuntime {
     fn spawn(
         self: Box<Self>,
@@ -188,7 +182,7 @@ impl DockerRuntime {
             metrics: self.metrics.clone(),
         });
         // Subscribe from a time before the listing, so no event falls between.
-        let since = unix_now() - 1;
+        let since = flotilla_common::time::now_ms().div_euclid(1000) - 1;
         let mut found: HashMap<SlotKey, Vec<engine::Inspected>> = HashMap::new();
         for summary in engine::list_labelled(&docker, names::AGENT, &self.agent_id).await? {
             let Some(id) = summary.id else { continue };

@@ -84,12 +84,6 @@ struct Slot {
     last_poll_error: Option<String>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Slot {
     async fn report(
         &self,
@@ -106,7 +100,7 @@ impl Slot {
             status,
             exit_code,
             reason,
-            time_ms: now_ms(),
+            time_ms: flotilla_common::time::now_ms(),
             commit: self.live.as_ref().and_then(|l| l.commit.clone()),
         };
         let _ = self.ctx.reports.send(transition).await;
