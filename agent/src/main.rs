@@ -110,7 +110,7 @@ async fn enroll(
         Some(id) => id,
         None => cloud_facts(common, file)
             .await
-            .and_then(|(_, facts)| facts.instance_id)
+            .and_then(|found| found.facts.instance_id)
             .unwrap_or_else(|| hostname.clone()),
     };
     if Identity::exists(data_dir) {
@@ -139,15 +139,16 @@ async fn enroll(
 /// How long start-up waits for a metadata service.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The cloud (named, or detected with `auto`) and what its metadata
-/// service says about this instance.
-async fn cloud_facts(
-    common: &Common,
-    file: &config::FileConfig,
-) -> Option<(
-    flotilla_agent::spot::Cloud,
-    flotilla_agent::spot::detect::InstanceFacts,
-)> {
+/// The cloud this VM runs on, where its metadata service answers, and
+/// what that service says about the instance.
+struct CloudFacts {
+    cloud: flotilla_agent::spot::Cloud,
+    base: String,
+    facts: flotilla_agent::spot::detect::InstanceFacts,
+}
+
+/// The cloud (named, or detected with `auto`) and its metadata.
+async fn cloud_facts(common: &Common, file: &config::FileConfig) -> Option<CloudFacts> {
     use flotilla_agent::spot::detect;
     let choice = common
         .cloud
@@ -169,7 +170,7 @@ async fn cloud_facts(
     let base = base.unwrap_or_else(|| cloud.default_base().to_owned());
     let facts = detect::instance_facts(cloud, &base, METADATA_TIMEOUT).await;
     tracing::info!(cloud = cloud.name(), instance_id = ?facts.instance_id, instance_type = ?facts.instance_type, lifecycle = ?facts.lifecycle, "instance metadata");
-    Some((cloud, facts))
+    Some(CloudFacts { cloud, base, facts })
 }
 
 fn der_of(bytes: &[u8]) -> Option<Vec<u8>> {
@@ -205,7 +206,7 @@ async fn run(
     let cloud = cloud_facts(common, file).await;
     let mut labels = cloud
         .as_ref()
-        .map(|(cloud, facts)| facts.labels(*cloud))
+        .map(|found| found.facts.labels(found.cloud))
         .unwrap_or_default();
     labels.extend(config::labels(&args.labels, file)?);
     let store = AgentStore::open(&data_dir.join("state"))?;
@@ -301,16 +302,11 @@ async fn run(
         None => None,
     };
     let (notice_tx, notice_rx) = mpsc::channel(16);
-    let watcher = cloud.map(|(cloud, _)| {
-        let base = common
-            .metadata_url
-            .clone()
-            .or_else(|| file.metadata_url.clone())
-            .unwrap_or_else(|| cloud.default_base().to_owned());
+    let watcher = cloud.map(|found| {
         tokio::spawn(flotilla_agent::spot::watch::watch(
             flotilla_agent::spot::watch::WatchSettings {
-                cloud,
-                base,
+                cloud: found.cloud,
+                base: found.base,
                 interval: spot_interval,
             },
             notice_tx,
