@@ -13,9 +13,10 @@
 
 use crate::clock;
 use crate::metrics::Metrics;
-use crate::store::{DeliveryRecord, DeliveryState, EventRecord, HookRecord, Store, StoreResult};
+use crate::store::{
+    DeliveryRecord, DeliveryState, EventRecord, EventVisibility, HookRecord, Store, StoreResult,
+};
 use hmac::{Hmac, Mac};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +46,12 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Whether `hook` wants `event`. `owner_of` gives a stack's owner.
+/// Whether `hook` wants `event` (and its owner may see it).
 fn wants(
+    store: &Store,
+    visibility: &mut EventVisibility,
     hook: &HookRecord,
     event: &EventRecord,
-    owner_of: &mut impl FnMut(&str) -> Option<String>,
 ) -> bool {
     if event.id <= hook.after_event {
         return false;
@@ -60,13 +62,7 @@ fn wants(
     if hook.stack_id.is_some() && hook.stack_id != event.stack_id {
         return false;
     }
-    if hook.admin {
-        return true;
-    }
-    match &event.stack_id {
-        Some(stack) => owner_of(stack).is_some_and(|owner| owner == hook.user_id),
-        None => false,
-    }
+    visibility.sees(store, &hook.user_id, hook.admin, event)
 }
 
 /// Turns new events into delivery records; returns how many.
@@ -81,13 +77,7 @@ fn fan_out(store: &Store) -> StoreResult<usize> {
         }
     };
     let hooks = store.hooks()?;
-    let mut owners: HashMap<String, Option<String>> = HashMap::new();
-    let mut owner_of = |stack: &str| -> Option<String> {
-        owners
-            .entry(stack.to_owned())
-            .or_insert_with(|| store.stack(stack).ok().flatten().map(|s| s.user_id))
-            .clone()
-    };
+    let mut visibility = EventVisibility::default();
     let mut queued = 0;
     loop {
         let page = store.events_after(cursor, 500)?;
@@ -97,7 +87,7 @@ fn fan_out(store: &Store) -> StoreResult<usize> {
         let now = clock::now_ms();
         for event in &page {
             for hook in &hooks {
-                if wants(hook, event, &mut owner_of) {
+                if wants(store, &mut visibility, hook, event) {
                     store.put_delivery(&DeliveryRecord {
                         id: format!("{}/{}", hook.id, event.id),
                         hook_id: hook.id.clone(),

@@ -12,10 +12,10 @@
 
 use super::caller::Operator;
 use super::state::AppState;
-use crate::store::{EventFilter, EventRecord};
+use crate::store::{EventFilter, EventRecord, EventVisibility};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -29,8 +29,7 @@ struct Follower {
     state: AppState,
     filter: EventFilter,
     operator: Operator,
-    /// Stack id → may this operator see it (looked up once).
-    visible: HashMap<String, bool>,
+    visibility: EventVisibility,
     after: u64,
     ready: VecDeque<EventRecord>,
     latest: tokio::sync::watch::Receiver<u64>,
@@ -44,24 +43,6 @@ impl Drop for Follower {
 }
 
 impl Follower {
-    fn may_see(&mut self, event: &EventRecord) -> bool {
-        if self.operator.admin {
-            return true;
-        }
-        let Some(stack_id) = &event.stack_id else {
-            return false;
-        };
-        if let Some(&known) = self.visible.get(stack_id) {
-            return known;
-        }
-        let visible = matches!(
-            self.state.store.stack(stack_id),
-            Ok(Some(stack)) if self.operator.owns(&stack)
-        );
-        self.visible.insert(stack_id.clone(), visible);
-        visible
-    }
-
     /// Reads the next page after `after` into `ready`; false when none.
     fn fill(&mut self) -> bool {
         let page = match self.state.store.events_after(self.after, PAGE) {
@@ -76,7 +57,13 @@ impl Follower {
         };
         self.after = last;
         for event in page {
-            let wanted = self.filter.matches_fields(&event) && self.may_see(&event);
+            let wanted = self.filter.matches_fields(&event)
+                && self.visibility.sees(
+                    &self.state.store,
+                    &self.operator.user_id,
+                    self.operator.admin,
+                    &event,
+                );
             if wanted {
                 self.ready.push_back(event);
             }
@@ -105,7 +92,7 @@ pub fn follow(
         state,
         filter,
         operator,
-        visible: HashMap::new(),
+        visibility: EventVisibility::default(),
         after,
         ready: VecDeque::new(),
         latest,

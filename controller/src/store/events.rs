@@ -37,6 +37,32 @@ impl EventFilter {
     }
 }
 
+/// Who may see an event: an admin every event; anyone else the events of
+/// the stacks they own, never fleet-wide ones. Each stack's owner is read
+/// once per reader. The event stream and the webhook fan-out both decide
+/// through this.
+#[derive(Debug, Default)]
+pub struct EventVisibility {
+    owners: std::collections::HashMap<String, Option<String>>,
+}
+
+impl EventVisibility {
+    /// Whether `user_id` (an admin when `admin`) may see `event`.
+    pub fn sees(&mut self, store: &Store, user_id: &str, admin: bool, event: &EventRecord) -> bool {
+        if admin {
+            return true;
+        }
+        let Some(stack_id) = &event.stack_id else {
+            return false;
+        };
+        let owner = self
+            .owners
+            .entry(stack_id.clone())
+            .or_insert_with(|| store.stack(stack_id).ok().flatten().map(|s| s.user_id));
+        owner.as_deref() == Some(user_id)
+    }
+}
+
 impl Store {
     /// Appends an event and returns it with its id. Ids come from sled's
     /// persistent counter, so they keep increasing across restarts.

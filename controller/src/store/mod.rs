@@ -16,7 +16,7 @@ mod records;
 mod stacks;
 mod tokens;
 
-pub use events::EventFilter;
+pub use events::{EventFilter, EventVisibility};
 pub use fleet::{JoinOutcome, StatusWrite};
 pub use hooks::{DeliveryRecord, DeliveryState, HookRecord};
 pub use records::*;
