@@ -128,6 +128,17 @@ pub fn view_state(agent: &AgentRecord) -> AgentViewState {
 }
 
 impl AgentViewState {
+    /// Every state, for metrics that show zeros too.
+    pub const ALL: [AgentViewState; 7] = [
+        AgentViewState::Enrolled,
+        AgentViewState::Connected,
+        AgentViewState::Lost,
+        AgentViewState::Revoked,
+        AgentViewState::Terminating,
+        AgentViewState::Draining,
+        AgentViewState::Drained,
+    ];
+
     /// The name in JSON and metrics.
     pub fn name(self) -> &'static str {
         match self {

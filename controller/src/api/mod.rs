@@ -92,18 +92,11 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError
     ))]
 async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
     let m = &state.fleet.metrics;
-    let mut counts: std::collections::BTreeMap<&'static str, i64> = [
-        "enrolled",
-        "connected",
-        "lost",
-        "revoked",
-        "terminating",
-        "draining",
-        "drained",
-    ]
-    .into_iter()
-    .map(|s| (s, 0))
-    .collect();
+    // Every state is exported, at zero when no agent is in it.
+    let mut counts: std::collections::BTreeMap<&'static str, i64> = agents::AgentViewState::ALL
+        .into_iter()
+        .map(|s| (s.name(), 0))
+        .collect();
     for agent in state.store.agents()? {
         *counts.entry(agents::view_state(&agent).name()).or_default() += 1;
     }
