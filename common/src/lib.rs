@@ -11,10 +11,12 @@
 //! - [`status`]: container statuses as agents report them, with the Mobingi names.
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
+//! - [`policy`]: what a pool lets containers ask of their host (default deny).
 
 pub mod commit;
 pub mod files;
 pub mod ids;
+pub mod policy;
 pub mod process;
 pub mod status;
 pub mod systemd;
