@@ -17,7 +17,8 @@ pub struct Output {
 }
 
 impl Output {
-    fn value(&self, value: &Value) {
+    /// Prints a JSON value, pretty.
+    pub(crate) fn value(&self, value: &Value) {
         println!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -27,7 +28,12 @@ impl Output {
 
 /// Prints a list: `--json` as is, else a table of `row(item)` under
 /// `headers`.
-fn show_list(out: Output, list: &Value, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+pub(crate) fn show_list(
+    out: Output,
+    list: &Value,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) {
     if out.json {
         out.value(list);
         return;

@@ -10,9 +10,11 @@
 //! - [`stream`]: the event stream (SSE, resumed after disconnects) and
 //!   container logs.
 //! - [`commands`]: one function per subcommand.
+//! - [`pools`]: pools and join tokens.
 
 pub mod client;
 pub mod commands;
+pub mod pools;
 pub mod session;
 pub mod stream;
 pub mod table;

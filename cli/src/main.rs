@@ -83,6 +83,35 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// List the pools you may use (an admin: every pool).
+    Pools,
+    /// Create, show or delete a pool.
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
+    /// Create a join token for enrolling VMs into a pool.
+    JoinToken {
+        /// The pool the VMs join (default: `default`, or the pinned
+        /// configuration's pool).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Pin the VMs to this stack's configuration (with --flag).
+        #[arg(long = "stack", requires = "flag")]
+        stack_id: Option<String>,
+        #[arg(long, requires = "stack_id")]
+        flag: Option<String>,
+        /// How many VMs may enroll with it (default 1).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Lifetime in seconds (default one day).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// May enroll an instance id already enrolled, replacing that
+        /// agent's identity (admin).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Remove an agent whose VM is gone for good (admin): its identity
     /// stops working, its work moves.
     Revoke { agent_id: String },
@@ -133,6 +162,43 @@ enum Command {
         #[arg(long)]
         flag: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolAction {
+    /// Create a pool (admin). Containers there may ask for nothing of the
+    /// host unless allowed here.
+    Create {
+        name: String,
+        /// A user who may place stacks here (repeat for more).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// Allow host bind mounts at or below this path (repeat for more).
+        #[arg(long = "allow-host-path")]
+        host_paths: Vec<String>,
+        /// Allow `cap_add` of this capability (repeat for more).
+        #[arg(long = "allow-cap-add")]
+        cap_add: Vec<String>,
+        /// Allow `privileged: true`.
+        #[arg(long)]
+        allow_privileged: bool,
+        /// Allow `network_mode: host`.
+        #[arg(long)]
+        allow_host_network: bool,
+        /// Allow `pid_mode: host` and `ipc_mode: host`.
+        #[arg(long)]
+        allow_host_pid_ipc: bool,
+        /// Allow `devices`.
+        #[arg(long)]
+        allow_devices: bool,
+        /// Allow `security_opt`.
+        #[arg(long)]
+        allow_security_opt: bool,
+    },
+    /// One pool.
+    Show { name: String },
+    /// Delete a pool with no agents and no stacks (admin).
+    Delete { name: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -241,6 +307,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::delete(&client, out, &stack_id, wait.duration()).await
         }
         Command::Agents { all } => commands::agents(&client, out, all).await,
+        Command::Pools => flotilla_cli::pools::list(&client, out).await,
+        Command::Pool { action } => match action {
+            PoolAction::Create {
+                name,
+                users,
+                host_paths,
+                cap_add,
+                allow_privileged,
+                allow_host_network,
+                allow_host_pid_ipc,
+                allow_devices,
+                allow_security_opt,
+            } => {
+                let pool = flotilla_cli::pools::NewPool {
+                    name,
+                    users,
+                    host_paths,
+                    cap_add,
+                    privileged: allow_privileged,
+                    host_network: allow_host_network,
+                    host_pid_ipc: allow_host_pid_ipc,
+                    devices: allow_devices,
+                    security_opt: allow_security_opt,
+                };
+                flotilla_cli::pools::create(&client, out, &pool).await
+            }
+            PoolAction::Show { name } => flotilla_cli::pools::get(&client, out, &name).await,
+            PoolAction::Delete { name } => flotilla_cli::pools::delete(&client, out, &name).await,
+        },
+        Command::JoinToken {
+            pool,
+            stack_id,
+            flag,
+            uses,
+            ttl,
+            replace,
+        } => {
+            let ask = flotilla_cli::pools::NewJoinToken {
+                pool,
+                stack_id,
+                flag,
+                uses,
+                ttl_secs: ttl,
+                replace,
+            };
+            flotilla_cli::pools::join_token(&client, out, &ask).await
+        }
         Command::Revoke { agent_id } => commands::revoke(&client, out, &agent_id).await,
         Command::Drain {
             agent_id,

@@ -12,6 +12,7 @@
 //! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
 //! - [`hooks`]: webhooks: fan-out of events, signed deliveries, retries.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
+//! - [`pools`]: who may use which pool of agents (pure rules).
 //! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
 //! - [`cli`]: the `flotilla-controller` command line, including the
@@ -27,6 +28,7 @@ pub mod fleet;
 pub mod hooks;
 pub mod metrics;
 pub mod nickname;
+pub mod pools;
 pub mod scheduler;
 pub mod server;
 pub mod store;

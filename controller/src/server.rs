@@ -44,8 +44,14 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// Opens the store of `config`.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     prepare_data_dir(&config.data_dir)?;
-    Store::open(&config.data_dir.join("store"), config.store_cache_bytes)
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+    let store = Store::open(&config.data_dir.join("store"), config.store_cache_bytes)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    // Before anything else reads the store: the first start with pools puts
+    // the users it already has into the built-in pool.
+    store
+        .ensure_default_pool(crate::clock::now_ms())
+        .context("cannot set up the default pool")?;
+    Ok(store)
 }
 
 /// On the very first start, creates the admin client and writes its

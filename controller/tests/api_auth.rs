@@ -317,15 +317,72 @@ async fn a_stack_token_reaches_only_its_own_agent_endpoints() {
 }
 
 #[tokio::test]
-async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
+async fn join_tokens_need_a_pool_of_the_caller_and_pinned_need_the_stack() {
     let t = TestServer::start().await;
     let (_, _, alice) = t.user("alice").await;
     let (_, _, bob) = t.user("bob").await;
+    let (_, _, carol) = t.user_in_no_pool("carol").await;
     let (stack, _) = t.apply(&alice, &support::container_template()).await;
     let admin = t.admin_token().await;
+    let reply = t
+        .post(
+            "/v3/alm/pools",
+            &admin,
+            &json!({"name": "team-x", "users": ["bob"]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 
-    let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({})).await;
+    // Unpinned: only for a pool that lists the caller (or by an admin).
+    let reply = t.post("/v3/alm/agent/join-token", &carol, &json!({})).await;
     assert_eq!(reply.error(403), "forbidden");
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &alice,
+            &json!({"pool": "team-x"}),
+        )
+        .await;
+    assert_eq!(reply.error(403), "forbidden");
+    let reply = t
+        .post("/v3/alm/agent/join-token", &bob, &json!({"pool": "team-x"}))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json()["pool"], "team-x");
+    let reply = t.post("/v3/alm/agent/join-token", &alice, &json!({})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json()["pool"], "default");
+    let reply = t
+        .post("/v3/alm/agent/join-token", &admin, &json!({"pool": "nope"}))
+        .await;
+    assert_eq!(reply.error(404), "not_found");
+    // Only an admin may make a token that replaces enrolled instances.
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &alice,
+            &json!({"replace": true}),
+        )
+        .await;
+    assert_eq!(reply.error(403), "forbidden");
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &admin,
+            &json!({"replace": true}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.json()["replace"], true);
+    // A pinned token joins its configuration's pool and no other.
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &alice,
+            &json!({"stack_id": stack, "flag": "Web01", "pool": "team-x"}),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
     let reply = t
         .post(
             "/v3/alm/agent/join-token",
@@ -343,6 +400,7 @@ async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
         .is_some_and(|f| f.starts_with("sha256:") && f.len() == 71));
     assert_eq!(created["max_uses"], 3);
     assert_eq!(created["stack_id"], stack.as_str());
+    assert_eq!(created["pool"], "default");
     // Bob cannot pin to Alice's stack, nor see or revoke her token.
     let reply = t
         .post(
@@ -352,11 +410,11 @@ async fn join_tokens_unpinned_need_an_admin_and_pinned_need_the_stack() {
         )
         .await;
     assert_eq!(reply.error(404), "not_found");
-    assert_eq!(
-        t.get("/v3/alm/agent/join-token", &bob).await.json(),
-        json!([])
-    );
     let id = created["id"].as_str().expect("id");
+    let bobs = t.get("/v3/alm/agent/join-token", &bob).await.json();
+    let bobs = bobs.as_array().expect("list");
+    assert_eq!(bobs.len(), 1, "only his own team-x token: {bobs:?}");
+    assert!(bobs.iter().all(|t| t["id"] != id && t["pool"] == "team-x"));
     let reply = t
         .send(
             Method::DELETE,

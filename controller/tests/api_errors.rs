@@ -269,6 +269,8 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/alm/agents", &["get"]),
         ("/v3/alm/agents/{agent_id}", &["get", "delete"]),
         ("/v3/alm/agents/{agent_id}/drain", &["post", "delete"]),
+        ("/v3/alm/pools", &["get", "post"]),
+        ("/v3/alm/pools/{name}", &["get", "put", "delete"]),
         (
             "/v3/alm/stack/{stack_id}/instances/{instance_id}/{action}",
             &["post"],

@@ -24,16 +24,6 @@ pub struct CreateClient {
     pub admin: bool,
 }
 
-fn require_admin(operator: &Operator) -> ApiResult<()> {
-    if operator.admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "client management needs an admin client",
-        ))
-    }
-}
-
 /// Creates an API client; the answer holds its secret, shown this once.
 #[utoipa::path(post, path = "/v3/admin/clients", tag = "admin",
     security(("bearer" = [])),
@@ -51,7 +41,7 @@ pub async fn create(
     operator: Operator,
     ApiJson(request): ApiJson<CreateClient>,
 ) -> ApiResult<(StatusCode, Json<NewClient>)> {
-    require_admin(&operator)?;
+    operator.require_admin("client management")?;
     clients::check_username(&request.username).map_err(|message| {
         ApiError::bad_request("invalid_field", message).context(json!({ "path": "username" }))
     })?;
@@ -72,7 +62,7 @@ pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
 ) -> ApiResult<Json<Vec<ClientInfo>>> {
-    require_admin(&operator)?;
+    operator.require_admin("client management")?;
     Ok(Json(clients::list(&state.store)?))
 }
 
@@ -91,7 +81,7 @@ pub async fn revoke(
     operator: Operator,
     ApiPath(client_id): ApiPath<String>,
 ) -> ApiResult<Json<ClientInfo>> {
-    require_admin(&operator)?;
+    operator.require_admin("client management")?;
     let revoked = clients::revoke(&state.store, &client_id)?
         .ok_or_else(|| ApiError::not_found("client_id", &client_id))?;
     state.store.flush().await?;

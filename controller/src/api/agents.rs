@@ -9,7 +9,7 @@ use super::state::AppState;
 use crate::clock;
 use crate::fleet::drain::{self, DrainError};
 use crate::fleet::join_tokens::{self, JoinTokenInfo, NewJoinToken};
-use crate::store::{AgentRecord, AgentState, DrainReason, Pin};
+use crate::store::{AgentRecord, AgentState, DrainReason, Pin, DEFAULT_POOL};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -31,6 +31,13 @@ pub struct CreateJoinToken {
     /// Pin the enrolled agents to this stack's configuration `flag`.
     pub stack_id: Option<String>,
     pub flag: Option<String>,
+    /// The pool the agents join (default `default`; for a pinned token,
+    /// the pool its configuration runs in).
+    pub pool: Option<String>,
+    /// Let the token enroll an instance id that a live agent holds,
+    /// replacing that agent's identity (admins only).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// One placement of an agent.
@@ -199,16 +206,9 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
     })
 }
 
-fn require_admin(operator: &Operator, what: &str) -> ApiResult<()> {
-    if operator.admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!("{what} needs an admin client")))
-    }
-}
-
-/// Creates a join token for enrolling VMs. Unpinned tokens need an admin;
-/// any operator may create tokens pinned to their own stacks.
+/// Creates a join token for enrolling VMs into a pool. Admins may create
+/// tokens for any pool; a user listed in a pool, for that pool only (and
+/// tokens pinned to their own stacks, which join the stack's pool).
 #[utoipa::path(post, path = "/v3/alm/agent/join-token", tag = "fleet",
     security(("bearer" = [])),
     request_body(content = CreateJoinToken, content_type = "application/json"),
@@ -216,8 +216,8 @@ fn require_admin(operator: &Operator, what: &str) -> ApiResult<()> {
         (status = 201, description = "Token created; its secret is shown this once", body = NewJoinToken),
         (status = 400, description = "Invalid field or malformed body", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Unpinned token without admin rights", body = ErrorBody),
-        (status = 404, description = "No such stack or flag", body = ErrorBody),
+        (status = 403, description = "A pool the caller may not use, or `replace` without admin rights", body = ErrorBody),
+        (status = 404, description = "No such stack, flag or pool", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -242,19 +242,30 @@ pub async fn create_join_token(
                 .context(json!({"path": "max_uses"})),
         );
     }
-    let pin = match (request.stack_id, request.flag) {
+    if request.replace {
+        operator.require_admin("a join token that replaces enrolled instances")?;
+    }
+    let (pin, pool) = match (request.stack_id, request.flag) {
         (Some(stack_id), Some(flag)) => {
             let stack = load_owned_stack(&state, &operator, &stack_id)?;
             let version = super::templates::latest_version(&state, &stack)?;
             let body = super::templates::stored_body(&version)?;
             crate::template::configuration(&body, &flag)
                 .ok_or_else(|| ApiError::not_found("flag", &flag))?;
-            Some(Pin { stack_id, flag })
+            let pool = version.pool_of(&flag).to_owned();
+            if request.pool.as_ref().is_some_and(|asked| *asked != pool) {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("{flag} of stack {stack_id} runs in pool {pool}; a token pinned to it joins that pool"),
+                )
+                .context(json!({"path": "pool", "pool": pool})));
+            }
+            (Some(Pin { stack_id, flag }), pool)
         }
-        (None, None) => {
-            require_admin(&operator, "an unpinned join token")?;
-            None
-        }
+        (None, None) => (
+            None,
+            request.pool.unwrap_or_else(|| DEFAULT_POOL.to_owned()),
+        ),
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_field",
@@ -262,13 +273,28 @@ pub async fn create_join_token(
             ))
         }
     };
+    let record = state
+        .store
+        .pool(&pool)?
+        .ok_or_else(|| ApiError::not_found("pool", &pool))?;
+    if !crate::pools::may_use(&record, &operator.username, operator.admin) {
+        return Err(ApiError::forbidden(format!(
+            "user {} may not create join tokens for pool {pool}",
+            operator.username
+        ))
+        .context(json!({ "pool": pool })));
+    }
     let token = join_tokens::create(
         &state.store,
         &state.fleet.pki.ca_fingerprint,
         &operator.user_id,
-        Duration::from_secs(ttl),
-        max_uses,
-        pin,
+        join_tokens::JoinTokenOptions {
+            ttl: Duration::from_secs(ttl),
+            max_uses,
+            pin,
+            pool,
+            replace: request.replace,
+        },
     )?;
     state.store.flush().await?;
     Ok((StatusCode::CREATED, Json(token)))
@@ -330,7 +356,7 @@ pub async fn list_agents(
     operator: Operator,
     ApiQuery(query): ApiQuery<AgentsQuery>,
 ) -> ApiResult<Json<Vec<AgentView>>> {
-    require_admin(&operator, "the agent list")?;
+    operator.require_admin("the agent list")?;
     let mut views = Vec::new();
     for agent in state.store.agents()? {
         if agent.state == AgentState::Revoked && !query.include_revoked {
@@ -368,7 +394,7 @@ pub async fn revoke_agent(
     operator: Operator,
     ApiPath(agent_id): ApiPath<String>,
 ) -> ApiResult<Json<AgentView>> {
-    require_admin(&operator, "removing an agent")?;
+    operator.require_admin("removing an agent")?;
     let now = clock::now_ms();
     let mut changed = false;
     let agent = state
@@ -416,7 +442,7 @@ pub async fn get_agent(
     operator: Operator,
     ApiPath(agent_id): ApiPath<String>,
 ) -> ApiResult<Json<AgentView>> {
-    require_admin(&operator, "agent details")?;
+    operator.require_admin("agent details")?;
     let agent = state
         .store
         .agent(&agent_id)?
@@ -467,7 +493,7 @@ pub async fn drain_agent(
     ApiPath(agent_id): ApiPath<String>,
     OptionalJson(request): OptionalJson<DrainRequest>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    require_admin(&operator, "draining an agent")?;
+    operator.require_admin("draining an agent")?;
     let deadline_ms = match request.deadline_secs {
         Some(secs) if (1..=7 * 86_400).contains(&secs) => {
             Some(clock::now_ms() + i64::try_from(secs * 1000).unwrap_or(i64::MAX))
@@ -504,7 +530,7 @@ pub async fn undrain_agent(
     operator: Operator,
     ApiPath(agent_id): ApiPath<String>,
 ) -> ApiResult<Json<AgentView>> {
-    require_admin(&operator, "undoing a drain")?;
+    operator.require_admin("undoing a drain")?;
     let agent = drain::undo(&state.store, &agent_id)?;
     state.store.flush().await?;
     state.nudge();

@@ -73,6 +73,16 @@ impl FromRequestParts<AppState> for AgentCaller {
 }
 
 impl Operator {
+    /// Refuses (403) unless this operator is an admin; `what` names the
+    /// action in the message.
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("{what} needs an admin client")))
+        }
+    }
+
     /// Whether this operator may see `stack` (its owner, or an admin).
     pub fn owns(&self, stack: &StackRecord) -> bool {
         self.admin || stack.user_id == self.user_id

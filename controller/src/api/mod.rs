@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod hooks;
 pub mod instances;
+pub mod pools;
 pub mod stacks;
 pub mod state;
 pub mod templates;
@@ -174,6 +175,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hooks::deliveries))
         .routes(routes!(admin::create, admin::list))
         .routes(routes!(admin::revoke))
+        .routes(routes!(pools::create, pools::list))
+        .routes(routes!(pools::get, pools::update, pools::delete))
         .routes(routes!(agents::create_join_token, agents::list_join_tokens))
         .routes(routes!(agents::revoke_join_token))
         .routes(routes!(agents::list_agents))

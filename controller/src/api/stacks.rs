@@ -30,9 +30,21 @@ pub struct StackView {
     pub stack_id: String,
     pub stack_status: StackStatus,
     pub version_id: String,
-    /// Why the stack is in a `*_FAILED` state, when it is.
+    /// Why the stack is in a `*_FAILED` state, or what an `*_IN_PROGRESS`
+    /// stack waits for (no agent in its pool, ...), when there is a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_status_reason: Option<String>,
+    /// The pool each configuration runs in, resolved when the version was
+    /// stored.
+    #[serde(default)]
+    pub pools: Vec<ConfigurationPool>,
+}
+
+/// Where one configuration runs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigurationPool {
+    pub flag: String,
+    pub pool: String,
 }
 
 /// Answer to a delete.
@@ -78,8 +90,21 @@ pub(super) fn load_visible_stack(
 }
 
 fn view(state: &AppState, stack: StackRecord) -> ApiResult<StackView> {
-    let configuration = stored_body(&latest_version(state, &stack)?)?;
+    let version = latest_version(state, &stack)?;
+    let configuration = stored_body(&version)?;
+    let pools = configuration
+        .get("configurations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("flag").and_then(Value::as_str))
+        .map(|flag| ConfigurationPool {
+            flag: flag.to_owned(),
+            pool: version.pool_of(flag).to_owned(),
+        })
+        .collect();
     Ok(StackView {
+        pools,
         auth_token: stack.auth_token,
         user_id: stack.user_id,
         configuration,

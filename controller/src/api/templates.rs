@@ -7,6 +7,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::stacks::{load_owned_stack, load_visible_stack};
 use super::state::AppState;
 use crate::clock;
+use crate::pools::PoolChoice;
 use crate::store::{StackRecord, StackStatus, VersionOutcome, VersionRecord};
 use crate::template::{self, diff, validate};
 use axum::extract::State;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// Answer to apply and update.
@@ -126,6 +128,102 @@ pub(super) fn latest_version(state: &AppState, stack: &StackRecord) -> ApiResult
         })
 }
 
+/// Resolves the pool of every configuration of a (valid) body for
+/// `owner`: `provision.pool` when given, else the owner's first pool, else
+/// `default` for admins. Unknown pools are 404, pools the owner may not
+/// use 403, each naming the configuration.
+fn resolve_pools(
+    state: &AppState,
+    owner: &Operator,
+    body: &Value,
+) -> ApiResult<BTreeMap<String, String>> {
+    let pools = state.store.pools()?;
+    let mut resolved = BTreeMap::new();
+    let configs = body
+        .get("configurations")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (index, config) in configs.iter().enumerate() {
+        let Some(flag) = config.get("flag").and_then(Value::as_str) else {
+            continue;
+        };
+        let path = format!("/configurations/{index}/provision/pool");
+        let requested = match config.pointer("/provision/pool") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name.as_str()),
+            Some(_) => {
+                return Err(invalid(vec![validate::Problem {
+                    path,
+                    message: "pool must be a string naming a pool".into(),
+                }]))
+            }
+        };
+        let pool = match crate::pools::resolve(requested, &pools, &owner.username, owner.admin) {
+            PoolChoice::Pool(pool) => pool,
+            PoolChoice::Unknown(name) => {
+                return Err(ApiError::not_found("pool", &name)
+                    .context(json!({ "pool": name, "path": path })))
+            }
+            PoolChoice::Forbidden(name) => {
+                return Err(ApiError::forbidden(format!(
+                    "user {} may not use pool {name}",
+                    owner.username
+                ))
+                .context(json!({ "pool": name, "path": path })))
+            }
+            PoolChoice::NoPool => {
+                return Err(ApiError::forbidden(format!(
+                "user {} is in no pool; an admin adds users to a pool (PUT /v3/alm/pools/{{name}})",
+                owner.username
+            ))
+                .context(json!({ "path": path })))
+            }
+        };
+        resolved.insert(flag.to_owned(), pool);
+    }
+    Ok(resolved)
+}
+
+/// One configuration of a live stack that runs in a pool, for checks
+/// before the pool changes.
+pub(super) struct RunningConfig {
+    pub stack_id: String,
+    pub owner: String,
+    pub flag: String,
+}
+
+/// Every configuration of a stack that is not being deleted whose latest
+/// version runs in `pool`.
+pub(super) fn running_in_pool(state: &AppState, pool: &str) -> ApiResult<Vec<RunningConfig>> {
+    let mut found = Vec::new();
+    for stack in state.store.stacks()? {
+        if stack.stack_status.is_deleting() {
+            continue;
+        }
+        let version = latest_version(state, &stack)?;
+        let body = stored_body(&version)?;
+        for config in body
+            .get("configurations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(flag) = config.get("flag").and_then(Value::as_str) else {
+                continue;
+            };
+            if version.pool_of(flag) == pool {
+                found.push(RunningConfig {
+                    stack_id: stack.stack_id.clone(),
+                    owner: stack.username.clone(),
+                    flag: flag.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Applies a template: validates it, stores version 1 and creates the stack.
 #[utoipa::path(post, path = "/v3/alm/template", tag = "templates",
     security(("bearer" = [])),
@@ -144,6 +242,7 @@ pub async fn apply(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     validate::validate(&body).map_err(invalid)?;
+    let pools = resolve_pools(&state, &operator, &body)?;
     let now = clock::now_ms();
     let stack_id = flotilla_common::ids::template_id(&operator.user_id);
     let version = VersionRecord {
@@ -152,6 +251,7 @@ pub async fn apply(
         version_id: flotilla_common::ids::version_id(),
         created_ms: now,
         body: encode_body(&body)?,
+        pools,
     };
     let stack = StackRecord {
         stack_id: stack_id.clone(),
@@ -217,6 +317,13 @@ pub async fn update(
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     let stack = load_owned_stack(&state, &operator, &template_id)?;
     validate::validate(&body).map_err(invalid)?;
+    // The pools are resolved for the stack's owner, whoever updates it.
+    let owner = Operator {
+        user_id: stack.user_id.clone(),
+        username: stack.username.clone(),
+        admin: operator.admin && operator.user_id == stack.user_id,
+    };
+    let pools = resolve_pools(&state, &owner, &body)?;
     template::keep_vendor(&mut body, stack.vendor.as_ref());
     let version_id = flotilla_common::ids::version_id();
     let now = clock::now_ms();
@@ -225,6 +332,7 @@ pub async fn update(
         &version_id,
         now,
         &encode_body(&body)?,
+        &pools,
         StackStatus::UpdateInProgress,
     )?;
     let stack = match outcome {

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::fleet::join_tokens::{self, JoinTokenInfo, NewJoinToken};
 use crate::fleet::pki::Pki;
 use crate::server::open_store;
-use crate::store::Pin;
+use crate::store::{Pin, DEFAULT_POOL};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -36,6 +36,14 @@ pub enum JoinTokenAction {
         stack_id: Option<String>,
         #[arg(long, requires = "stack_id")]
         flag: Option<String>,
+        /// The pool the agents join (default: `default`, or the pinned
+        /// configuration's pool).
+        #[arg(long)]
+        pool: Option<String>,
+        /// May enroll an instance id already enrolled, replacing that
+        /// agent's identity.
+        #[arg(long)]
+        replace: bool,
     },
     /// List tokens (never their secrets).
     List,
@@ -59,6 +67,8 @@ pub async fn run(config: &Config, args: JoinTokenArgs) -> anyhow::Result<()> {
                     uses,
                     stack_id,
                     flag,
+                    pool,
+                    replace,
                 } => {
                     let pki = Pki::load_or_create(&config.data_dir.join("pki"))?;
                     let admin = store.ensure_user("admin", crate::clock::now_ms())?;
@@ -66,18 +76,34 @@ pub async fn run(config: &Config, args: JoinTokenArgs) -> anyhow::Result<()> {
                         .clone()
                         .zip(flag.clone())
                         .map(|(stack_id, flag)| Pin { stack_id, flag });
-                    if let Some(pin) = &pin {
-                        store
-                            .stack(&pin.stack_id)?
-                            .with_context(|| format!("no stack {}", pin.stack_id))?;
-                    }
+                    let pool = match &pin {
+                        Some(pin) => {
+                            let stack = store
+                                .stack(&pin.stack_id)?
+                                .with_context(|| format!("no stack {}", pin.stack_id))?;
+                            let version = store
+                                .version_by_seq(&stack.stack_id, stack.latest_seq)?
+                                .with_context(|| {
+                                    format!("stack {} has no version", pin.stack_id)
+                                })?;
+                            version.pool_of(&pin.flag).to_owned()
+                        }
+                        None => pool.clone().unwrap_or_else(|| DEFAULT_POOL.to_owned()),
+                    };
+                    store
+                        .pool(&pool)?
+                        .with_context(|| format!("no pool {pool}"))?;
                     Outcome::Created(join_tokens::create(
                         &store,
                         &pki.ca_fingerprint,
                         &admin.user_id,
-                        Duration::from_secs(*ttl),
-                        *uses,
-                        pin,
+                        join_tokens::JoinTokenOptions {
+                            ttl: Duration::from_secs(*ttl),
+                            max_uses: *uses,
+                            pin,
+                            pool,
+                            replace: *replace,
+                        },
                     )?)
                 }
                 JoinTokenAction::List => Outcome::Listed(join_tokens::list(&store, "", true)?),
@@ -93,9 +119,10 @@ pub async fn run(config: &Config, args: JoinTokenArgs) -> anyhow::Result<()> {
             let remote = login(config, &args.access).await?;
             let url = format!("{}/v3/alm/agent/join-token", remote.base);
             match &args.action {
-                JoinTokenAction::Create { ttl, uses, stack_id, flag } => Outcome::Created(
+                JoinTokenAction::Create { ttl, uses, stack_id, flag, pool, replace } => Outcome::Created(
                     call(remote.http.post(&url).bearer_auth(&remote.token).json(&json!({
                         "ttl_secs": ttl, "max_uses": uses, "stack_id": stack_id, "flag": flag,
+                        "pool": pool, "replace": replace,
                     })))
                     .await?,
                 ),
@@ -122,13 +149,14 @@ pub async fn run(config: &Config, args: JoinTokenArgs) -> anyhow::Result<()> {
             println!("token:          {}", token.token);
             println!("expires:        {}", token.expires);
             println!("uses:           {}", token.max_uses);
+            println!("pool:           {}", token.pool);
             println!("ca_fingerprint: {}", token.ca_fingerprint);
             println!("On the VM: flotilla-agent enroll --controller HOST:PORT --join-token {} --ca-fingerprint {}", token.token, token.ca_fingerprint);
         }
         Outcome::Listed(list) => {
             println!(
-                "{:<14} {:<8} {:<5}/{:<5} {:<26} PIN",
-                "ID", "STATE", "USED", "MAX", "EXPIRES"
+                "{:<14} {:<8} {:<5}/{:<5} {:<26} {:<16} PIN",
+                "ID", "STATE", "USED", "MAX", "EXPIRES", "POOL"
             );
             for t in list {
                 let pin = t
@@ -137,8 +165,8 @@ pub async fn run(config: &Config, args: JoinTokenArgs) -> anyhow::Result<()> {
                     .map(|s| format!("{s}/{}", t.flag.clone().unwrap_or_default()))
                     .unwrap_or_default();
                 println!(
-                    "{:<14} {:<8} {:<5}/{:<5} {:<26} {pin}",
-                    t.id, t.state, t.uses, t.max_uses, t.expires
+                    "{:<14} {:<8} {:<5}/{:<5} {:<26} {:<16} {pin}",
+                    t.id, t.state, t.uses, t.max_uses, t.expires, t.pool
                 );
             }
         }

@@ -324,6 +324,7 @@ mod tests {
                 cert_fingerprint: "sha256:x".into(),
                 enrolled_ms: 0,
                 pin: None,
+                pool: crate::store::DEFAULT_POOL.to_owned(),
                 labels: Default::default(),
                 state: AgentState::Connected,
                 state_since_ms: 0,

@@ -15,6 +15,10 @@ use std::time::Duration;
 const MAX_ENROLL_FRAME: usize = 64 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The code a refusal starts with when the instance id belongs to a live
+/// agent (the agent's `enroll` prints it and exits non-zero).
+pub const INSTANCE_IN_USE: &str = "instance_in_use";
+
 /// Valid instance ids: cloud ids, hostnames.
 pub fn valid_instance_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -99,10 +103,27 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         return refuse("instance id must be 1-128 letters, digits, '-', '_', '.' or ':'");
     }
     let now = clock::now_ms();
-    let token = match fleet
-        .store
-        .use_join_token(&secret::digest(&request.join_token), now)
-    {
+    let digest = secret::digest(&request.join_token);
+    // An instance id a live agent holds is refused before a use of the
+    // token is spent, unless an admin made the token to replace it.
+    let holder = match fleet.store.agent_by_instance(&request.instance_id) {
+        Ok(holder) => holder.filter(|old| old.state != AgentState::Revoked),
+        Err(err) => {
+            tracing::error!(error = %err, "store failure during enrollment");
+            return refuse("controller store failure; try again");
+        }
+    };
+    if let Some(old) = &holder {
+        let replace = matches!(fleet.store.join_token(&digest), Ok(Some(t)) if t.replace);
+        if !replace {
+            tracing::warn!(instance_id = %request.instance_id, agent_id = %old.agent_id, "enrollment refused: instance id in use");
+            return refuse(format!(
+                "{INSTANCE_IN_USE}: instance {} is enrolled as agent {} ({:?}); enrolling it again needs a join token an admin made with replace",
+                old.instance_id, old.agent_id, old.state
+            ));
+        }
+    }
+    let token = match fleet.store.use_join_token(&digest, now) {
         Ok(JoinOutcome::Accepted(token)) => token,
         Ok(JoinOutcome::Unknown) => return refused_log(&request, "join token unknown"),
         Ok(JoinOutcome::Expired) => return refused_log(&request, "join token expired"),
@@ -113,6 +134,9 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
             return refuse("controller store failure; try again");
         }
     };
+    if holder.is_some() && !token.replace {
+        return refused_log(&request, INSTANCE_IN_USE);
+    }
     let agent_id = format!(
         "ag-{}",
         flotilla_common::ids::random_alphanumeric(12).to_ascii_lowercase()
@@ -122,10 +146,10 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         Err(err) => return refused_log(&request, &format!("certificate request refused: {err}")),
     };
     let fingerprint = flotilla_common::tls::fingerprint(&cert);
-    // Re-enrolling the same instance replaces its previous identity.
+    // A replacing token revokes the instance's previous identity.
     match fleet.store.agent_by_instance(&request.instance_id) {
         Ok(Some(mut old)) if old.state != AgentState::Revoked => {
-            tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, "instance re-enrolled; previous identity revoked");
+            tracing::warn!(agent_id = %old.agent_id, instance_id = %old.instance_id, join_token_id = %token.id, "instance re-enrolled with a replacing token; previous identity revoked");
             old.state = AgentState::Revoked;
             old.state_since_ms = now;
             fleet.registry.disconnect(
@@ -151,6 +175,7 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         cert_fingerprint: fingerprint,
         enrolled_ms: now,
         pin: token.pin.clone(),
+        pool: token.pool.clone(),
         labels: Default::default(),
         state: AgentState::Enrolled,
         state_since_ms: now,
@@ -167,7 +192,7 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
             token.pin.as_ref().map(|p| p.stack_id.as_str()),
             Some(&agent.instance_id),
             clock::rfc3339_ms(now),
-            json!({ "agent_id": agent_id, "join_token_id": token.id }),
+            json!({ "agent_id": agent_id, "join_token_id": token.id, "pool": token.pool }),
         )
     });
     if let Err(err) = stored {
@@ -178,7 +203,7 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         tracing::error!(error = %err, "store flush failed during enrollment");
         return refuse("controller store failure; try again");
     }
-    tracing::info!(agent_id = %agent_id, instance_id = %agent.instance_id, join_token_id = %token.id, "agent enrolled");
+    tracing::info!(agent_id = %agent_id, instance_id = %agent.instance_id, join_token_id = %token.id, pool = %agent.pool, "agent enrolled");
     EnrollResponse::Accepted {
         agent_id,
         instance_id: agent.instance_id,

@@ -25,6 +25,22 @@ pub struct NewJoinToken {
     pub stack_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flag: Option<String>,
+    /// The pool the enrolled agents join.
+    pub pool: String,
+    /// Whether it may replace the identity of an instance id already
+    /// enrolled.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// What a new token allows.
+#[derive(Debug, Clone)]
+pub struct JoinTokenOptions {
+    pub ttl: Duration,
+    pub max_uses: u32,
+    pub pin: Option<Pin>,
+    pub pool: String,
+    pub replace: bool,
 }
 
 /// A token as listed (no secret).
@@ -41,6 +57,9 @@ pub struct JoinTokenInfo {
     pub flag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked: Option<String>,
+    pub pool: String,
+    #[serde(default)]
+    pub replace: bool,
     /// `active`, `expired`, `used_up` or `revoked`.
     pub state: String,
 }
@@ -66,6 +85,8 @@ impl JoinTokenInfo {
             stack_id: token.pin.as_ref().map(|p| p.stack_id.clone()),
             flag: token.pin.as_ref().map(|p| p.flag.clone()),
             revoked: token.revoked_ms.map(clock::rfc3339_ms),
+            pool: token.pool.clone(),
+            replace: token.replace,
             state: state.into(),
         }
     }
@@ -76,10 +97,15 @@ pub fn create(
     store: &Store,
     ca_fingerprint: &str,
     user_id: &str,
-    ttl: Duration,
-    max_uses: u32,
-    pin: Option<Pin>,
+    options: JoinTokenOptions,
 ) -> StoreResult<NewJoinToken> {
+    let JoinTokenOptions {
+        ttl,
+        max_uses,
+        pin,
+        pool,
+        replace,
+    } = options;
     let now = clock::now_ms();
     let token = format!("fjt_{}", flotilla_common::ids::random_alphanumeric(40));
     let record = JoinTokenRecord {
@@ -90,11 +116,13 @@ pub fn create(
         max_uses,
         uses: 0,
         pin: pin.clone(),
+        pool: pool.clone(),
+        replace,
         user_id: user_id.to_owned(),
         revoked_ms: None,
     };
     store.insert_join_token(&record)?;
-    tracing::info!(join_token_id = %record.id, max_uses, pinned = pin.is_some(), "join token created");
+    tracing::info!(join_token_id = %record.id, max_uses, pinned = pin.is_some(), pool = %pool, replace, "join token created");
     Ok(NewJoinToken {
         id: record.id,
         token,
@@ -103,6 +131,8 @@ pub fn create(
         ca_fingerprint: ca_fingerprint.to_owned(),
         stack_id: pin.as_ref().map(|p| p.stack_id.clone()),
         flag: pin.map(|p| p.flag),
+        pool,
+        replace,
     })
 }
 

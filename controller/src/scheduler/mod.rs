@@ -31,10 +31,14 @@ struct Loaded {
     stack: StackRecord,
     body: Value,
     version_created_ms: i64,
+    /// The pool of each configuration (by flag) of the latest version.
+    pools: std::collections::BTreeMap<String, String>,
 }
 
 /// What one configuration wants, read from a template body.
-fn wants_of(stack_id: &str, body: &Value) -> Vec<(Want, String)> {
+fn wants_of(loaded: &Loaded) -> Vec<(Want, String)> {
+    let stack_id = loaded.stack.stack_id.as_str();
+    let body = &loaded.body;
     body.get("configurations")
         .and_then(Value::as_array)
         .into_iter()
@@ -53,9 +57,14 @@ fn wants_of(stack_id: &str, body: &Value) -> Vec<(Want, String)> {
             Some((
                 Want {
                     stack_id: stack_id.to_owned(),
-                    flag,
                     count: usize::try_from(count).unwrap_or(usize::MAX),
                     instance_type,
+                    pool: loaded
+                        .pools
+                        .get(&flag)
+                        .map_or(crate::store::DEFAULT_POOL, String::as_str)
+                        .to_owned(),
+                    flag,
                 },
                 spec,
             ))
@@ -74,6 +83,7 @@ fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
     Candidate {
         agent_id: agent.agent_id.clone(),
         pin: agent.pin.clone(),
+        pool: agent.pool.clone(),
         labels: agent.labels.clone(),
         eligible: connected || lost_recently,
         accepting: connected && !draining,
@@ -174,18 +184,20 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     let mut stacks = Vec::new();
     for stack in store.stacks()? {
         let version = store.version_by_seq(&stack.stack_id, stack.latest_seq)?;
-        let (body, created) = version
+        let (body, created, pools) = version
             .map(|v| {
                 (
                     serde_json::from_str(&v.body).unwrap_or(Value::Null),
                     v.created_ms,
+                    v.pools,
                 )
             })
-            .unwrap_or((Value::Null, now));
+            .unwrap_or((Value::Null, now, Default::default()));
         stacks.push(Loaded {
             stack,
             body,
             version_created_ms: created,
+            pools,
         });
     }
     let agents: Vec<AgentRecord> = store
@@ -207,7 +219,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         if loaded.stack.stack_status.is_deleting() {
             continue;
         }
-        for (want, spec) in wants_of(&loaded.stack.stack_id, &loaded.body) {
+        for (want, spec) in wants_of(loaded) {
             specs.insert(
                 (want.stack_id.clone(), want.flag.clone()),
                 (loaded.stack.latest_version_id.clone(), spec),
@@ -372,10 +384,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     // Stack status.
     for loaded in &stacks {
         let stack = &loaded.stack;
-        let wants: Vec<Want> = wants_of(&stack.stack_id, &loaded.body)
-            .into_iter()
-            .map(|(w, _)| w)
-            .collect();
+        let wants: Vec<Want> = wants_of(loaded).into_iter().map(|(w, _)| w).collect();
         let assigned: HashMap<String, Vec<String>> = placed
             .iter()
             .filter(|(slot, _)| slot.0 == stack.stack_id)
@@ -401,6 +410,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             still_held: held.contains_key(&stack.stack_id)
                 || records.iter().any(|r| container_may_exist(r, &eligible)),
             placement_timeout: fleet.settings.placement_timeout,
+            reason: stack.status_reason.as_deref(),
         };
         let decided = match (status::next(&observed), moving.get(&stack.stack_id)) {
             (None, Some(why)) if stack.stack_status.is_complete() => {

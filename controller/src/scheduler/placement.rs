@@ -1,7 +1,8 @@
 //! Placement: which agents run each configuration. Pure functions, so the
 //! rules are tested without a store or a network.
 //!
-//! Rules: an agent pinned at enrollment runs only its pinned configuration;
+//! Rules: a configuration runs only on agents of its pool (resolved when
+//! its version was stored); an agent pinned at enrollment runs only its pinned configuration;
 //! an unpinned agent runs any configuration whose `provision.instance_type`
 //! (when set) equals its `instance_type` label. Existing assignments stay
 //! while their agent is eligible (no needless moves); missing slots go to
@@ -24,6 +25,8 @@ pub struct Want {
     pub count: usize,
     /// `provision.instance_type`, unless absent or `${computed}`.
     pub instance_type: Option<String>,
+    /// The pool whose agents may run it.
+    pub pool: String,
 }
 
 /// What placement needs to know of an agent.
@@ -31,6 +34,8 @@ pub struct Want {
 pub struct Candidate {
     pub agent_id: String,
     pub pin: Option<Pin>,
+    /// The pool it was enrolled into.
+    pub pool: String,
     pub labels: BTreeMap<String, String>,
     /// May keep the placements it has (connected, or lost for less than
     /// the re-placement delay).
@@ -44,7 +49,12 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    fn matches(&self, want: &Want) -> bool {
+    /// Whether this agent may run `want` at all: same pool, and its pin
+    /// or its labels fit.
+    pub fn matches(&self, want: &Want) -> bool {
+        if self.pool != want.pool {
+            return false;
+        }
         match &self.pin {
             Some(pin) => pin.stack_id == want.stack_id && pin.flag == want.flag,
             None => want
@@ -159,6 +169,7 @@ mod tests {
                 stack_id: s.into(),
                 flag: f.into(),
             }),
+            pool: "default".into(),
             labels: instance_type
                 .map(|t| BTreeMap::from([("instance_type".to_owned(), t.to_owned())]))
                 .unwrap_or_default(),
@@ -182,6 +193,7 @@ mod tests {
             flag: flag.into(),
             count,
             instance_type: instance_type.map(Into::into),
+            pool: "default".into(),
         }
     }
 
@@ -281,5 +293,32 @@ mod tests {
         agents[2].at_risk = true;
         let placed = place(&[want("n", "x", 1, None)], &agents, &HashMap::new());
         assert_eq!(placed[&slot("n", "x")], ["b-spot"]);
+    }
+
+    #[test]
+    fn a_configuration_never_lands_outside_its_pool() {
+        let mut agents = vec![
+            agent("a", None, None),
+            agent("b", None, None),
+            agent("c", Some(("s", "web")), None),
+        ];
+        agents[0].pool = "team-a".into();
+        agents[2].pool = "team-b".into();
+        let mut web = want("s", "web", 3, None);
+        web.pool = "team-a".into();
+        let placed = place(&[web.clone()], &agents, &HashMap::new());
+        assert_eq!(
+            placed[&slot("s", "web")],
+            ["a"],
+            "only team-a's agent; a pin from another pool does not count"
+        );
+        // An assignment kept from before moves off an agent of another pool.
+        let current = HashMap::from([(slot("s", "web"), vec!["b".to_owned()])]);
+        assert_eq!(
+            place(&[web.clone()], &agents, &current)[&slot("s", "web")],
+            ["a"]
+        );
+        web.pool = "team-c".into();
+        assert!(place(&[web], &agents, &current)[&slot("s", "web")].is_empty());
     }
 }

@@ -20,6 +20,29 @@ pub struct Observed<'a> {
     /// Whether some agent may still run a container of this stack.
     pub still_held: bool,
     pub placement_timeout: Duration,
+    /// The reason stored with the stack now.
+    pub reason: Option<&'a str>,
+}
+
+/// What every reason for a configuration short of agents contains, so a
+/// stale one is cleared once the agents are there.
+const SHORT_OF_AGENTS: &str = "connected agent in pool";
+
+/// Why `want` has fewer agents than it asks for.
+fn shortage(want: &Want, placed: usize) -> String {
+    let kind = want
+        .instance_type
+        .as_deref()
+        .map(|t| format!(" with instance_type {t}"))
+        .unwrap_or_default();
+    if placed == 0 {
+        format!("{}: no {SHORT_OF_AGENTS} {}{kind}", want.flag, want.pool)
+    } else {
+        format!(
+            "{}: {placed} of {} instance(s) placed, no other {SHORT_OF_AGENTS} {}{kind}",
+            want.flag, want.count, want.pool
+        )
+    }
 }
 
 fn complete(status: StackStatus) -> StackStatus {
@@ -57,6 +80,7 @@ pub fn next(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
 
 fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
     let mut all_running = true;
+    let mut short: Option<String> = None;
     for want in o.wants {
         let assigned = o
             .assigned
@@ -93,20 +117,30 @@ fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
         if running < want.count {
             all_running = false;
         }
-        if assigned.len() < want.count && o.version_age >= o.placement_timeout {
-            let reason = format!(
-                "{} wants {} instance(s) but only {} eligible agent(s) could be placed",
-                want.flag,
-                want.count,
-                assigned.len()
-            );
-            return Some((failed(o.status), Some(reason)));
+        if assigned.len() < want.count {
+            let why = shortage(want, assigned.len());
+            if o.version_age >= o.placement_timeout {
+                return Some((failed(o.status), Some(why)));
+            }
+            short.get_or_insert(why);
         }
     }
     if all_running {
         return Some((complete(o.status), None));
     }
-    None
+    let waiting = matches!(
+        o.status,
+        StackStatus::CreateInProgress | StackStatus::UpdateInProgress
+    );
+    match short {
+        // An in-progress stack says what it waits for.
+        Some(why) if waiting => Some((o.status, Some(why))),
+        // The agents came: a stale "waiting for agents" goes.
+        None if waiting && o.reason.is_some_and(|r| r.contains(SHORT_OF_AGENTS)) => {
+            Some((o.status, None))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +169,7 @@ mod tests {
             flag: flag.into(),
             count,
             instance_type: None,
+            pool: "team-a".into(),
         }
     }
 
@@ -145,6 +180,7 @@ mod tests {
         reports: Vec<InstanceStatusRecord>,
         age: Duration,
         held: bool,
+        reason: Option<&'static str>,
     }
 
     fn run(case: &Case) -> Option<(StackStatus, Option<String>)> {
@@ -170,6 +206,7 @@ mod tests {
             reports: &reports,
             still_held: case.held,
             placement_timeout: Duration::from_secs(60),
+            reason: case.reason,
         })
     }
 
@@ -193,6 +230,7 @@ mod tests {
             ],
             age: Duration::from_secs(1),
             held: true,
+            reason: None,
         };
         assert_eq!(run(&case), None, "b still runs the old version");
         case.reports[1] = report("b", "web", "v2", "running");
@@ -213,6 +251,7 @@ mod tests {
             ],
             age: Duration::from_secs(1),
             held: true,
+            reason: None,
         };
         let (status, reason) = run(&case).expect("failed");
         assert_eq!(status, StackStatus::CreateFailed);
@@ -220,13 +259,23 @@ mod tests {
         // A failure of an older version does not count.
         case.reports[1] = report("b", "web", "v1", "app-crashed");
         assert_eq!(run(&case), None);
-        // Too few agents: wait for the placement timeout, then fail.
+        // Too few agents: say why while waiting, then fail at the
+        // placement timeout.
         case.assigned = assigned(&[("web", &["a"])]);
-        assert_eq!(run(&case), None);
+        assert_eq!(
+            run(&case),
+            Some((
+                StackStatus::CreateInProgress,
+                Some(
+                    "web: 1 of 2 instance(s) placed, no other connected agent in pool team-a"
+                        .into()
+                )
+            ))
+        );
         case.age = Duration::from_secs(61);
         let (status, reason) = run(&case).expect("failed");
         assert_eq!(status, StackStatus::CreateFailed);
-        assert!(reason.is_some_and(|r| r.contains("wants 2")));
+        assert!(reason.is_some_and(|r| r.contains("1 of 2")));
         // Still failing: a failed create stays a failed create.
         case.status = StackStatus::CreateFailed;
         assert_eq!(run(&case).map(|(s, _)| s), Some(StackStatus::CreateFailed));
@@ -245,11 +294,43 @@ mod tests {
             reports: vec![],
             age: Duration::from_secs(1),
             held: true,
+            reason: None,
         };
         assert_eq!(run(&case), None, "an agent may still run it");
         case.held = false;
         assert_eq!(run(&case), Some((StackStatus::DeleteComplete, None)));
         case.status = StackStatus::CreateComplete;
         assert_eq!(run(&case), None, "completed stacks stay as they are");
+    }
+
+    #[test]
+    fn a_stack_short_of_agents_says_so_and_the_reason_goes_when_they_come() {
+        let mut case = Case {
+            status: StackStatus::UpdateInProgress,
+            wants: vec![want("web", 1)],
+            assigned: assigned(&[]),
+            reports: vec![],
+            age: Duration::from_secs(1),
+            held: false,
+            reason: None,
+        };
+        assert_eq!(
+            run(&case),
+            Some((
+                StackStatus::UpdateInProgress,
+                Some("web: no connected agent in pool team-a".into())
+            ))
+        );
+        case.wants[0].instance_type = Some("t2.micro".into());
+        assert!(run(&case)
+            .and_then(|(_, r)| r)
+            .is_some_and(|r| r.ends_with("in pool team-a with instance_type t2.micro")));
+        // Placed, not running yet: the stale reason is cleared.
+        case.assigned = assigned(&[("web", &["a"])]);
+        case.reason = Some("web: no connected agent in pool team-a");
+        assert_eq!(run(&case), Some((StackStatus::UpdateInProgress, None)));
+        // Any other reason (a move off a drained agent) stays.
+        case.reason = Some("moving web off i-1 is being drained");
+        assert_eq!(run(&case), None);
     }
 }

@@ -36,6 +36,11 @@ impl Store {
         Ok(())
     }
 
+    /// The join token with this digest, without spending a use.
+    pub fn join_token(&self, digest: &str) -> StoreResult<Option<JoinTokenRecord>> {
+        get(&self.join_tokens, "join_tokens", digest.as_bytes())
+    }
+
     /// Every join token.
     pub fn join_tokens(&self) -> StoreResult<Vec<JoinTokenRecord>> {
         scan(&self.join_tokens, "join_tokens", b"")

@@ -12,6 +12,7 @@ mod clients;
 mod events;
 mod fleet;
 mod hooks;
+mod pools;
 mod records;
 mod stacks;
 mod tokens;
@@ -87,6 +88,7 @@ pub struct Store {
     agent_seq: sled::Tree,
     hooks: sled::Tree,
     deliveries: sled::Tree,
+    pools: sled::Tree,
     /// Small singletons (the webhook fan-out cursor).
     meta: sled::Tree,
     /// Held while an event id is taken and the event written, so events
@@ -142,6 +144,7 @@ impl Store {
             agent_seq: db.open_tree("agent_seq")?,
             hooks: db.open_tree("hooks")?,
             deliveries: db.open_tree("deliveries")?,
+            pools: db.open_tree("pools")?,
             meta: db.open_tree("meta")?,
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),

@@ -116,6 +116,39 @@ pub struct VersionRecord {
     pub created_ms: i64,
     /// The body exactly as stored (compact JSON), so `size` is its length.
     pub body: String,
+    /// The pool each configuration (by flag) runs in, resolved when the
+    /// version was stored. Versions stored before pools existed have none:
+    /// their configurations run in [`DEFAULT_POOL`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pools: std::collections::BTreeMap<String, String>,
+}
+
+impl VersionRecord {
+    /// The pool a configuration of this version runs in.
+    pub fn pool_of(&self, flag: &str) -> &str {
+        self.pools.get(flag).map_or(DEFAULT_POOL, String::as_str)
+    }
+}
+
+/// The built-in pool: every agent enrolled without naming a pool, and
+/// every configuration stored before pools existed.
+pub const DEFAULT_POOL: &str = "default";
+
+fn default_pool() -> String {
+    DEFAULT_POOL.to_owned()
+}
+
+/// A pool of agents shared by a team: who may place stacks on them, and
+/// what the containers there may ask of the host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub name: String,
+    /// Usernames that may place stacks in the pool and create its join
+    /// tokens (admins always may).
+    pub users: Vec<String>,
+    pub policy: flotilla_common::policy::Policy,
+    pub created_ms: i64,
+    pub updated_ms: i64,
 }
 
 /// Something that happened, as recorded for operators and fleet tooling.
@@ -199,6 +232,9 @@ pub struct AgentRecord {
     pub enrolled_ms: i64,
     #[serde(default)]
     pub pin: Option<Pin>,
+    /// The pool it was enrolled into, for life.
+    #[serde(default = "default_pool")]
+    pub pool: String,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
     pub state: AgentState,
@@ -273,6 +309,13 @@ pub struct JoinTokenRecord {
     pub uses: u32,
     #[serde(default)]
     pub pin: Option<Pin>,
+    /// The pool its agents join.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// May enroll an instance id that a live agent holds, replacing that
+    /// agent's identity (only admins can make such tokens).
+    #[serde(default)]
+    pub replace: bool,
     /// The user who created it.
     pub user_id: String,
     #[serde(default)]

@@ -91,6 +91,7 @@ impl Store {
         version_id: &str,
         created_ms: i64,
         body: &str,
+        pools: &std::collections::BTreeMap<String, String>,
         status: StackStatus,
     ) -> StoreResult<VersionOutcome> {
         let result = (&self.stacks, &self.versions, &self.version_ids).transaction(
@@ -109,6 +110,7 @@ impl Store {
                     version_id: version_id.to_owned(),
                     created_ms,
                     body: body.to_owned(),
+                    pools: pools.clone(),
                 };
                 stack.latest_seq = version.seq;
                 stack.latest_version_id = version.version_id.clone();

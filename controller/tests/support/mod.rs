@@ -160,8 +160,32 @@ impl TestServer {
             .await
     }
 
-    /// Creates a client for `username` and returns (client_id, secret, token).
+    /// Creates a client for `username`, puts the user in the built-in
+    /// pool (where the test agents enroll), and returns (client_id, secret,
+    /// token).
     pub async fn user(&self, username: &str) -> (String, String, String) {
+        let created = self.user_in_no_pool(username).await;
+        self.add_to_pool("default", username).await;
+        created
+    }
+
+    /// Adds `username` to a pool's users (as an admin).
+    pub async fn add_to_pool(&self, pool: &str, username: &str) {
+        let admin = self.admin_token().await;
+        let path = format!("/v3/alm/pools/{pool}");
+        let mut body = self.get(&path, &admin).await.json();
+        let users = body["users"].as_array_mut().expect("users");
+        users.push(json!(username));
+        let body = json!({"users": body["users"], "policy": body["policy"]});
+        let reply = self
+            .send(Method::PUT, &path, Some(&admin), Some(&body))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+
+    /// Creates a client for `username` without putting the user in any
+    /// pool; returns (client_id, secret, token).
+    pub async fn user_in_no_pool(&self, username: &str) -> (String, String, String) {
         let admin = self.admin_token().await;
         let reply = self
             .post("/v3/admin/clients", &admin, &json!({"username": username}))
