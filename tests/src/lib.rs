@@ -411,6 +411,29 @@ impl Api {
         })
     }
 
+    /// Creates an API client for `username` (as this admin) and logs in
+    /// with it.
+    pub async fn user(&self, username: &str) -> anyhow::Result<Api> {
+        let (status, client) = self
+            .call(
+                reqwest::Method::POST,
+                "/v3/admin/clients",
+                Some(&serde_json::json!({ "username": username })),
+            )
+            .await?;
+        if status != 201 {
+            bail!("client for {username}: {status} {client}");
+        }
+        let id = client["client_id"].as_str().context("client_id")?;
+        let secret = client["client_secret"].as_str().context("client_secret")?;
+        let token = token(&self.http, &self.base, id, secret).await?;
+        Ok(Api {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token,
+        })
+    }
+
     /// Sends a request; returns (status, JSON body or Null).
     pub async fn call(
         &self,

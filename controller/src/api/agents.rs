@@ -90,6 +90,8 @@ pub struct AgentView {
     pub agent_id: String,
     pub instance_id: String,
     pub hostname: String,
+    /// The pool it was enrolled into (for life).
+    pub pool: String,
     /// `enrolled`, `connected`, `lost`, `revoked`, `terminating`,
     /// `draining` or `drained`.
     pub state: AgentViewState,
@@ -175,6 +177,7 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         agent_id: agent.agent_id,
         instance_id: agent.instance_id,
         hostname: agent.hostname,
+        pool: agent.pool,
         state: state_now,
         connection: agent.state,
         drain: agent.drain.map(|d| DrainView {
