@@ -175,8 +175,8 @@ async fn pools_keep_teams_on_their_own_agents() -> anyhow::Result<()> {
         )
         .await?;
     let agents = admin.get("/v3/alm/agents").await?;
-    assert_eq!(placements_of(&agents, "i-team-b"), [bobs.clone()]);
-    assert_eq!(placements_of(&agents, "i-team-a"), [carols.clone()]);
+    assert_eq!(placements_of(&agents, "i-team-b"), [bobs.as_str()]);
+    assert_eq!(placements_of(&agents, "i-team-a"), [carols.as_str()]);
     assert!(placements_of(&agents, "i-default").is_empty(), "{agents}");
 
     // A pool with agents is not deleted.
