@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A pool's container policy. Every field defaults to refusing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Host bind mounts are allowed only at or below these absolute paths.

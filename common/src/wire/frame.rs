@@ -134,6 +134,12 @@ mod tests {
                 version_id: "v".into(),
                 spec_json: "{\"image\":\"nginx\"}".into(),
                 auth_token: "secret".into(),
+                pool: "team-b".into(),
+                policy: crate::policy::Policy {
+                    host_paths: vec!["/srv/data".into()],
+                    ..Default::default()
+                },
+                scoped_volumes: true,
             }],
         });
         let mut buffer = Vec::new();

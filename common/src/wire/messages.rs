@@ -178,6 +178,18 @@ pub struct Placement {
     /// REST (`POST /v3/event/spot/shutdown`) while the link is down.
     #[serde(default)]
     pub auth_token: String,
+    /// The pool the configuration runs in.
+    #[serde(default)]
+    pub pool: String,
+    /// The pool's container policy: the agent checks the spec against it
+    /// again before it creates a container.
+    #[serde(default)]
+    pub policy: crate::policy::Policy,
+    /// Named volumes are the stack's own (the agent prefixes them with the
+    /// stack id). `false` only for stacks created before volumes were
+    /// scoped, so their volumes keep their names.
+    #[serde(default)]
+    pub scoped_volumes: bool,
 }
 
 impl std::fmt::Debug for Placement {
@@ -191,6 +203,8 @@ impl std::fmt::Debug for Placement {
                 &format_args!("<{} bytes>", self.spec_json.len()),
             )
             .field("auth_token", &"<redacted>")
+            .field("pool", &self.pool)
+            .field("scoped_volumes", &self.scoped_volumes)
             .finish()
     }
 }

@@ -15,7 +15,9 @@ pub mod messages;
 
 /// The protocol version this build speaks. Bump it whenever a message type
 /// or the encoding changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: placements carry their pool, its policy and the volume
+/// scope.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// ALPN of the control connection (mutual TLS).
 pub const ALPN_CONTROL: &[u8] = b"flotilla/1";

@@ -250,6 +250,9 @@ fn to_wire(fleet: &Fleet, desired: &DesiredRecord) -> DesiredState {
                 version_id: p.version_id.clone(),
                 spec_json: p.spec_json.clone(),
                 auth_token: tokens.get(p.stack_id.as_str()).cloned().unwrap_or_default(),
+                pool: p.pool.clone(),
+                policy: p.policy.clone(),
+                scoped_volumes: p.scoped_volumes,
             })
             .collect(),
     }

@@ -214,7 +214,13 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
 
     // Placement.
     let mut wants = Vec::new();
-    let mut specs: HashMap<Slot, (String, String)> = HashMap::new();
+    let mut specs: HashMap<Slot, PlacementRecord> = HashMap::new();
+    let policies: HashMap<String, flotilla_common::policy::Policy> = store
+        .pools()?
+        .into_iter()
+        .map(|p| (p.name, p.policy))
+        .collect();
+    let scoped_since = store.pools_since_ms()?;
     for loaded in &stacks {
         if loaded.stack.stack_status.is_deleting() {
             continue;
@@ -222,7 +228,15 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         for (want, spec) in wants_of(loaded) {
             specs.insert(
                 (want.stack_id.clone(), want.flag.clone()),
-                (loaded.stack.latest_version_id.clone(), spec),
+                PlacementRecord {
+                    stack_id: want.stack_id.clone(),
+                    flag: want.flag.clone(),
+                    version_id: loaded.stack.latest_version_id.clone(),
+                    spec_json: spec,
+                    policy: policies.get(&want.pool).cloned().unwrap_or_default(),
+                    pool: want.pool.clone(),
+                    scoped_volumes: loaded.stack.create_time_ms >= scoped_since,
+                },
             );
             wants.push(want);
         }
@@ -271,19 +285,14 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         .collect();
     let mut per_agent: HashMap<&str, Vec<PlacementRecord>> = HashMap::new();
     for (slot, agent_ids) in &placed {
-        let Some((version_id, spec)) = specs.get(slot) else {
+        let Some(placement) = specs.get(slot) else {
             continue;
         };
         for agent_id in agent_ids {
             per_agent
                 .entry(agent_id.as_str())
                 .or_default()
-                .push(PlacementRecord {
-                    stack_id: slot.0.clone(),
-                    flag: slot.1.clone(),
-                    version_id: version_id.clone(),
-                    spec_json: spec.clone(),
-                });
+                .push(placement.clone());
         }
     }
     let wanted: HashMap<Slot, usize> = wants

@@ -329,6 +329,15 @@ pub struct PlacementRecord {
     pub flag: String,
     pub version_id: String,
     pub spec_json: String,
+    /// The pool it runs in and that pool's policy, so a policy change is
+    /// a new desired state the agent enforces.
+    #[serde(default)]
+    pub pool: String,
+    #[serde(default)]
+    pub policy: flotilla_common::policy::Policy,
+    /// See [`flotilla_common::wire::messages::Placement::scoped_volumes`].
+    #[serde(default)]
+    pub scoped_volumes: bool,
 }
 
 /// An agent's desired state, numbered.
