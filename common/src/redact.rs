@@ -81,7 +81,10 @@ mod tests {
             ("https://u:p@w@rd@host/x", "https://host/x"),
             ("\"https://u:p@host\"", "\"https://host\""),
             ("(https://u:p@host)", "(https://host)"),
-            ("https://host/path@not-userinfo", "https://host/path@not-userinfo"),
+            (
+                "https://host/path@not-userinfo",
+                "https://host/path@not-userinfo",
+            ),
             ("mail me@example.com", "mail me@example.com"),
             ("git@github.com:o/r.git", "git@github.com:o/r.git"),
             ("://u:p@host", "://u:p@host"),

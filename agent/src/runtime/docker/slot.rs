@@ -9,6 +9,7 @@ use super::engine::{self, Inspected};
 use super::{git, names, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart};
 use crate::state::{ContainerRecord, Transition};
+use flotilla_common::redact::strip_url_credentials;
 use flotilla_common::status::ContainerStatus;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -92,6 +93,8 @@ impl Slot {
         exit_code: Option<i64>,
         reason: Option<String>,
     ) {
+        // Reasons reach events and webhooks: never a URL's credentials.
+        let reason = reason.map(|r| strip_url_credentials(&r).into_owned());
         tracing::info!(stack_id = %self.stack_id, flag = %self.flag, version_id, status = %status, exit_code, reason = reason.as_deref().unwrap_or(""), "container status");
         let transition = Transition {
             stack_id: self.stack_id.clone(),
@@ -128,7 +131,7 @@ impl Slot {
         let mut suffix = wanted.hash.clone();
         if let Some(git) = spec.git.clone() {
             let root = &self.ctx.code_root;
-            let resolved = git::resolve(root, &git)
+            let resolved = git::resolve(root, &wanted.stack_id, &git)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let slot_dir = root.join("releases").join(names::container_name(
@@ -137,7 +140,7 @@ impl Slot {
                 &wanted.flag,
                 "",
             ));
-            let release = git::export(root, &slot_dir, &git, &resolved)
+            let release = git::export(root, &wanted.stack_id, &slot_dir, &git, &resolved)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let code_dir = match spec.code_dir.clone() {
@@ -490,7 +493,7 @@ impl Slot {
         let Some(git) = self.live.as_ref().and_then(|l| l.spec.git.clone()) else {
             return;
         };
-        match git::resolve(&self.ctx.code_root, &git).await {
+        match git::resolve(&self.ctx.code_root, &self.stack_id, &git).await {
             Ok(commit) if self.live.as_ref().and_then(|l| l.commit.as_ref()) != Some(&commit) => {
                 tracing::info!(stack_id = %self.stack_id, flag = %self.flag, commit = %commit, "new commit; redeploying");
                 if let Some(old) = self.live.take() {
