@@ -255,8 +255,26 @@ pub struct Inspected {
     pub oom_killed: bool,
     pub started_at: Option<String>,
     pub labels: HashMap<String, String>,
-    /// The container's address on `network`.
+    /// The container's address (see [`address_on`]).
     pub ip: Option<String>,
+}
+
+/// A container's address: on `preferred` (the network containers adopted
+/// from before per-stack networks are on) when it is there, else on its
+/// one other network (its stack's), the smallest name first.
+fn address_on(
+    networks: HashMap<String, bollard::models::EndpointSettings>,
+    preferred: &str,
+) -> Option<String> {
+    let mut addresses: Vec<(bool, String, String)> = networks
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+            Some((name != preferred, name, ip))
+        })
+        .collect();
+    addresses.sort();
+    addresses.into_iter().next().map(|(_, _, ip)| ip)
 }
 
 /// Inspects a container; `Ok(None)` when it does not exist.
@@ -274,9 +292,7 @@ pub async fn inspect(
             let ip = info
                 .network_settings
                 .and_then(|n| n.networks)
-                .and_then(|mut networks| networks.remove(network))
-                .and_then(|endpoint| endpoint.ip_address)
-                .filter(|ip| !ip.is_empty());
+                .and_then(|networks| address_on(networks, network));
             Ok(Some(Inspected {
                 id: info.id.unwrap_or_else(|| id.to_owned()),
                 running: state.running.unwrap_or(false),
@@ -312,27 +328,35 @@ pub async fn list_labelled(
         .map_err(|err| describe(&err))
 }
 
-/// Makes sure the agent's bridge network exists and returns the id to
-/// attach containers to. The engine allows two networks of one name (two
-/// agents creating it at once); then every agent picks the same one, the
-/// smallest id, and containers are attached by id, never by the ambiguous
-/// name.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, String> {
+/// Makes sure the bridge network `name` exists (created with `labels`)
+/// and returns its id. The engine allows two networks of one name (two
+/// creates at once), and then refuses to attach containers to either: the
+/// caller serialises its own creates, and any twins found are removed, all
+/// but the smallest id, which every caller picks.
+pub async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<String, String> {
     let find = || async {
         let options = bollard::query_parameters::ListNetworksOptions {
             filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
         };
-        docker
+        let mut ids: Vec<String> = docker
             .list_networks(Some(options))
             .await
-            .map(|networks| {
-                networks
-                    .into_iter()
-                    .filter(|n| n.name.as_deref() == Some(name))
-                    .filter_map(|n| n.id)
-                    .min()
-            })
-            .map_err(|err| describe(&err))
+            .map_err(|err| describe(&err))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        for twin in ids.iter().skip(1) {
+            if let Err(err) = docker.remove_network(twin).await {
+                tracing::warn!(network = %name, error = %describe(&err), "removing a twin network failed");
+            }
+        }
+        Ok::<_, String>(ids.into_iter().next())
     };
     if let Some(id) = find().await? {
         return Ok(id);
@@ -340,10 +364,7 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
     let request = bollard::models::NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".into()),
-        labels: Some(HashMap::from([(
-            "flotilla.managed".to_owned(),
-            "true".to_owned(),
-        )])),
+        labels: Some(labels),
         ..Default::default()
     };
     if let Err(err) = docker.create_network(request).await {
@@ -354,4 +375,41 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
     find()
         .await?
         .ok_or_else(|| format!("network {name} could not be created"))
+}
+
+/// This agent's per-stack networks: (network id, stack id).
+pub async fn stack_networks(
+    docker: &Docker,
+    agent_id: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let options = bollard::query_parameters::ListNetworksOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={agent_id}", super::names::AGENT)],
+        )])),
+    };
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(|err| describe(&err))?;
+    Ok(networks
+        .into_iter()
+        .filter_map(|n| {
+            let stack = n.labels?.remove(super::names::STACK)?;
+            Some((n.id?, stack))
+        })
+        .collect())
+}
+
+/// Removes a network; `Ok(false)` when containers are still attached.
+pub async fn remove_network(docker: &Docker, id: &str) -> Result<bool, String> {
+    match docker.remove_network(id).await {
+        Ok(()) => Ok(true),
+        Err(err) if is_not_found(&err) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 403 | 409,
+            ..
+        }) => Ok(false),
+        Err(err) => Err(describe(&err)),
+    }
 }

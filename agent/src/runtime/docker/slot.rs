@@ -182,7 +182,17 @@ impl Slot {
             labels.insert(names::COMMIT.to_owned(), commit.clone());
         }
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = engine::create_body(spec, labels, &self.ctx.network_id);
+        // The stack's own network, so other stacks' containers cannot reach it.
+        let network_guard = self.ctx.network_lock.lock().await;
+        let network = engine::ensure_network(
+            docker,
+            &names::network_name(&self.ctx.agent_id, &wanted.stack_id),
+            names::network_labels(&self.ctx.agent_id, &wanted.stack_id),
+        )
+        .await
+        .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        drop(network_guard);
+        let body = engine::create_body(spec, labels, &network);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
