@@ -78,9 +78,73 @@ pub async fn image_label(docker: &Docker, image: &str, label: &str) -> Option<St
         .remove(label)
 }
 
-/// Whether the image is present locally.
-pub async fn image_present(docker: &Docker, image: &str) -> bool {
-    docker.inspect_image(image).await.is_ok()
+/// A local image: its id and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+}
+
+/// The local image a reference resolves to; `Ok(None)` when there is none.
+pub async fn image_info(docker: &Docker, image: &str) -> Result<Option<ImageInfo>, String> {
+    match docker.inspect_image(image).await {
+        Ok(inspect) => Ok(inspect.id.map(|id| ImageInfo {
+            id,
+            tags: inspect.repo_tags.unwrap_or_default(),
+        })),
+        Err(err) if is_not_found(&err) => Ok(None),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// Asks the registry for `spec.image`'s manifest with the spec's
+/// credentials: proof they grant access, without pulling again.
+pub async fn verify(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
+    docker
+        .inspect_registry_image(&spec.image, spec.registry.as_ref().map(credentials))
+        .await
+        .map(drop)
+        .map_err(|err| {
+            format!(
+                "registry check of {} failed: {}",
+                spec.image,
+                describe(&err)
+            )
+        })
+}
+
+/// What became of an image reference a prune tried to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Already gone, or now names another image (not the agent's any more).
+    Gone,
+    /// A container (running or not) uses the image.
+    InUse,
+}
+
+/// Removes the tag `reference` if it still names image `id` (never by
+/// force: an image a container uses stays).
+pub async fn remove_image_reference(
+    docker: &Docker,
+    reference: &str,
+    id: &str,
+) -> Result<Removal, String> {
+    match image_info(docker, reference).await? {
+        Some(info) if info.id == id => {}
+        _ => return Ok(Removal::Gone),
+    }
+    let options = bollard::query_parameters::RemoveImageOptions {
+        force: false,
+        noprune: false,
+        ..Default::default()
+    };
+    match docker.remove_image(reference, Some(options), None).await {
+        Ok(_) => Ok(Removal::Removed),
+        Err(err) if is_not_found(&err) => Ok(Removal::Gone),
+        Err(err) if is_conflict(&err) => Ok(Removal::InUse),
+        Err(err) => Err(describe(&err)),
+    }
 }
 
 /// Pulls `spec.image` with its credentials: retries with backoff, each

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod git;
+pub mod images;
 pub mod logs;
 pub mod names;
 pub mod probe;
@@ -150,6 +151,17 @@ fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
                 },
             )
         })
+        .collect()
+}
+
+/// The images (normalised) the desired state's configurations name: a
+/// prune leaves them, even between a pull and the container's create.
+fn wanted_images(desired: &DesiredState) -> HashSet<String> {
+    desired
+        .placements
+        .iter()
+        .filter_map(|p| crate::runtime::spec::ContainerSpec::parse(&p.spec_json).ok())
+        .map(|spec| images::normalize(&spec.image))
         .collect()
 }
 
@@ -320,6 +332,7 @@ impl DockerRuntime {
                 _ = cleanup.tick() => {
                     let live: HashSet<&str> = slots.keys().map(|(stack, _)| stack.as_str()).collect();
                     clean_up(&docker, &self.agent_id, &live).await;
+                    images::prune(&docker, &ctx.store, &wanted_images(&state), self.settings.image_prune_age).await;
                 }
             }
         }
@@ -401,9 +414,8 @@ async fn dispatch_events(
     }
 }
 
-/// Removes stopped containers this agent left behind, the networks of
-/// stacks that have no slot here any more, and images unused for a day,
-/// so disks do not fill.
+/// Removes stopped containers this agent left behind and the networks of
+/// stacks that have no slot here any more (images: [`images::prune`]).
 async fn clean_up(docker: &Docker, agent_id: &str, live_stacks: &HashSet<&str>) {
     let stopped = bollard::query_parameters::PruneContainersOptions {
         filters: Some(HashMap::from([(
@@ -419,19 +431,6 @@ async fn clean_up(docker: &Docker, agent_id: &str, live_stacks: &HashSet<&str>) 
         Err(err) => tracing::warn!(error = %engine::describe(&err), "container prune failed"),
     }
     remove_unused_networks(docker, agent_id, live_stacks).await;
-    let images = bollard::query_parameters::PruneImagesOptions {
-        filters: Some(HashMap::from([
-            ("dangling".to_owned(), vec!["false".to_owned()]),
-            ("until".to_owned(), vec!["24h".to_owned()]),
-        ])),
-    };
-    match docker.prune_images(Some(images)).await {
-        Ok(report) => tracing::info!(
-            reclaimed = report.space_reclaimed.unwrap_or(0),
-            "unused images pruned"
-        ),
-        Err(err) => tracing::warn!(error = %engine::describe(&err), "image prune failed"),
-    }
 }
 
 /// Removes the networks of stacks with no slot on this agent (a slot ends

@@ -6,7 +6,7 @@
 //! independently, so a slow pull never holds up another container.
 
 use super::engine::{self, Inspected};
-use super::{git, names, probe, Context};
+use super::{git, images, names, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart};
 use crate::state::{ContainerRecord, Transition};
 use flotilla_common::redact::strip_url_credentials;
@@ -118,13 +118,11 @@ impl Slot {
         settle: bool,
     ) -> Result<Live, (ContainerStatus, String)> {
         let docker = &self.ctx.docker;
-        let need_pull = spec.pull == crate::runtime::spec::PullPolicy::Always
-            || !engine::image_present(docker, &spec.image).await;
-        if need_pull {
-            let pulled = engine::pull(docker, spec).await;
-            self.ctx.metrics.pulled(pulled.is_ok());
-            pulled.map_err(|err| (ContainerStatus::StartFailure, err))?;
+        let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
+        if !matches!(prepared, Ok(images::ImageStep::Use)) {
+            self.ctx.metrics.pulled(prepared.is_ok());
         }
+        prepared.map_err(|err| (ContainerStatus::StartFailure, err))?;
         // A code deploy: the commit's release, complete before it is mounted.
         let mut spec = spec.clone();
         let mut commit = None;
