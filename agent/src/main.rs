@@ -255,7 +255,6 @@ async fn run(
         code_root: std::fs::canonicalize(data_dir)
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?
             .join("code"),
-        ..Default::default()
     };
     let metrics = Arc::new(flotilla_agent::metrics::AgentMetrics::new());
     let runtime_task = flotilla_agent::runtime::build(

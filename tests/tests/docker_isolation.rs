@@ -71,6 +71,11 @@ fn networks_of(id: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The names of the networks a container is on.
+fn network_names(id: &str) -> anyhow::Result<Vec<String>> {
+    Ok(networks_of(id)?.into_iter().map(|n| n.0).collect())
+}
+
 fn address_of(id: &str) -> anyhow::Result<String> {
     let networks = networks_of(id)?;
     anyhow::ensure!(networks.len() == 1, "on one network: {networks:?}");
@@ -113,9 +118,8 @@ async fn containers_of_different_stacks_cannot_connect() -> anyhow::Result<()> {
         container_of(&b, "Web01")?,
     );
     for (id, stack) in [(&a1, &a), (&a2, &a), (&b1, &b)] {
-        let networks = networks_of(id)?;
         assert_eq!(
-            networks.iter().map(|n| n.0.clone()).collect::<Vec<_>>(),
+            network_names(id)?,
             [format!("flotilla-{}-{stack}", f.agent_id)],
             "each container is on its stack's network only"
         );
@@ -174,13 +178,7 @@ async fn containers_on_the_shared_network_stay_until_their_next_update() -> anyh
             started,
             "not restarted"
         );
-        assert_eq!(
-            networks_of(&id)?
-                .into_iter()
-                .map(|n| n.0)
-                .collect::<Vec<_>>(),
-            [f.network.clone()]
-        );
+        assert_eq!(network_names(&id)?, [f.network.as_str()]);
 
         // The next update: the new container is on the stack's network.
         f.api.update(&stack, &template(&["Web01"], "new")).await?;
@@ -188,13 +186,7 @@ async fn containers_on_the_shared_network_stay_until_their_next_update() -> anyh
         assert_eq!(described["stack_status"], "UPDATE_COMPLETE", "{described}");
         let new = container_of(&stack, "Web01")?;
         assert_ne!(new, id);
-        assert_eq!(
-            networks_of(&new)?
-                .into_iter()
-                .map(|n| n.0)
-                .collect::<Vec<_>>(),
-            [own.clone()]
-        );
+        assert_eq!(network_names(&new)?, [own.as_str()]);
         let (status, _) = f
             .api
             .call(Method::DELETE, &format!("/v3/alm/stack/{stack}"), None)

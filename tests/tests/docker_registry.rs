@@ -247,8 +247,7 @@ async fn an_image_pulled_with_credentials_serves_no_stack_without_them() -> anyh
         .unwrap_or_default()
         .to_ascii_lowercase();
     assert!(
-        reason.contains("start-failure")
-            && (reason.contains("auth") || reason.contains("denied")),
+        reason.contains("start-failure") && (reason.contains("auth") || reason.contains("denied")),
         "{reason}"
     );
     assert!(
