@@ -134,7 +134,8 @@ pub struct RunArgs {
     /// The Docker engine's socket.
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_SOCKET")]
     pub docker_socket: Option<String>,
-    /// The Docker network containers join (created when missing).
+    /// The shared Docker network of containers created before each stack
+    /// got its own (they stay on it until their next update).
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_NETWORK")]
     pub docker_network: Option<String>,
     /// Seconds before containers no desired state wants are removed.

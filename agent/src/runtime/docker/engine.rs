@@ -477,3 +477,45 @@ pub async fn remove_network(docker: &Docker, id: &str) -> Result<bool, String> {
         Err(err) => Err(describe(&err)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EndpointSettings;
+
+    #[test]
+    fn the_address_is_on_the_shared_network_first_else_the_stack_one() {
+        let on = |pairs: &[(&str, &str)]| -> HashMap<String, EndpointSettings> {
+            pairs
+                .iter()
+                .map(|(name, ip)| {
+                    let endpoint = EndpointSettings {
+                        ip_address: Some((*ip).to_owned()),
+                        ..Default::default()
+                    };
+                    ((*name).to_owned(), endpoint)
+                })
+                .collect()
+        };
+        let table: [(&[(&str, &str)], Option<&str>); 5] = [
+            (&[], None),
+            (&[("flotilla-a-s1", "10.0.1.2")], Some("10.0.1.2")),
+            (&[("flotilla", "10.0.0.2")], Some("10.0.0.2")),
+            (
+                &[("flotilla-a-s1", "10.0.1.2"), ("flotilla", "10.0.0.2")],
+                Some("10.0.0.2"),
+            ),
+            (
+                &[("flotilla", ""), ("flotilla-a-s1", "10.0.1.2")],
+                Some("10.0.1.2"),
+            ),
+        ];
+        for (networks, expected) in table {
+            assert_eq!(
+                address_on(on(networks), "flotilla").as_deref(),
+                expected,
+                "{networks:?}"
+            );
+        }
+    }
+}

@@ -103,6 +103,24 @@ fn mirror_of(root: &Path, stack_id: &str, repo: &str) -> PathBuf {
     root.join("git").join(&hex::encode(digest.finalize())[..32])
 }
 
+/// Removes the mirrors kept per repository alone (named by 16 hex digits,
+/// shared by every stack naming the URL) that agents before per-stack
+/// mirrors left; each stack fetches its own again.
+pub fn remove_shared_mirrors(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("git")) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stem = name.strip_suffix(".partial").unwrap_or(&name);
+        if stem.len() == 16 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(mirror = %name, error = %err, "removing a shared mirror failed");
+            }
+        }
+    }
+}
+
 /// Fetches the stack's mirror of the repository and resolves the reference
 /// to a commit.
 pub async fn resolve(root: &Path, stack_id: &str, git: &Git) -> Result<String, String> {
@@ -234,6 +252,21 @@ mod tests {
                 "{s1} {r1} / {s2} {r2}"
             );
         }
+    }
+
+    #[test]
+    fn only_shared_mirrors_are_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let kept = mirror_of(root.path(), "s1", "https://h/r.git");
+        let shared = root.path().join("git/0123456789abcdef");
+        let partial = root.path().join("git/0123456789abcdef.partial");
+        for dir in [&kept, &shared, &partial] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        remove_shared_mirrors(root.path());
+        assert!(kept.exists());
+        assert!(!shared.exists() && !partial.exists());
+        remove_shared_mirrors(&root.path().join("absent"));
     }
 
     fn git_in(dir: &Path, args: &[&str]) {

@@ -188,6 +188,7 @@ impl DockerRuntime {
         mut commands: mpsc::Receiver<RuntimeCommand>,
     ) -> Result<(), String> {
         let docker = self.docker.clone();
+        git::remove_shared_mirrors(&self.settings.code_root);
         let ctx = Arc::new(Context {
             docker: docker.clone(),
             agent_id: self.agent_id.clone(),
