@@ -497,7 +497,8 @@ mod tests {
                 })
                 .collect()
         };
-        let table: [(&[(&str, &str)], Option<&str>); 5] = [
+        type Networks<'a> = &'a [(&'a str, &'a str)];
+        let table: [(Networks, Option<&str>); 5] = [
             (&[], None),
             (&[("flotilla-a-s1", "10.0.1.2")], Some("10.0.1.2")),
             (&[("flotilla", "10.0.0.2")], Some("10.0.0.2")),
