@@ -134,12 +134,21 @@ pub struct RunArgs {
     /// The Docker engine's socket.
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_SOCKET")]
     pub docker_socket: Option<String>,
-    /// The Docker network containers join (created when missing).
+    /// The shared Docker network of containers created before each stack
+    /// got its own (they stay on it until their next update).
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_NETWORK")]
     pub docker_network: Option<String>,
     /// Seconds before containers no desired state wants are removed.
     #[arg(long, env = "FLOTILLA_AGENT_ORPHAN_GRACE")]
     pub orphan_grace: Option<u64>,
+    /// Seconds between clean-ups (stopped containers, unused stack
+    /// networks, unused images the agent pulled); default 600.
+    #[arg(long, env = "FLOTILLA_AGENT_CLEANUP_INTERVAL", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cleanup_interval: Option<u64>,
+    /// Seconds an image the agent pulled must have gone unused before a
+    /// clean-up removes it; default 86400.
+    #[arg(long, env = "FLOTILLA_AGENT_IMAGE_PRUNE_AGE")]
+    pub image_prune_age: Option<u64>,
     /// How often to ask the metadata service for a spot notice (`1s`,
     /// `500ms`; 100ms..60s).
     #[arg(long, env = "FLOTILLA_AGENT_SPOT_POLL_INTERVAL", value_parser = parse_interval)]
@@ -168,6 +177,8 @@ pub struct FileConfig {
     pub docker_socket: Option<String>,
     pub docker_network: Option<String>,
     pub orphan_grace: Option<u64>,
+    pub cleanup_interval: Option<u64>,
+    pub image_prune_age: Option<u64>,
     pub cloud: Option<CloudChoice>,
     pub metadata_url: Option<String>,
     pub spot_poll_interval: Option<String>,

@@ -241,10 +241,20 @@ async fn run(
             .or_else(|| file.docker_network.clone())
             .unwrap_or_else(|| "flotilla".into()),
         orphan_grace: Duration::from_secs(args.orphan_grace.or(file.orphan_grace).unwrap_or(60)),
+        cleanup_every: Duration::from_secs(
+            args.cleanup_interval
+                .or(file.cleanup_interval)
+                .unwrap_or(600)
+                .max(1),
+        ),
+        image_prune_age: Duration::from_secs(
+            args.image_prune_age
+                .or(file.image_prune_age)
+                .unwrap_or(86_400),
+        ),
         code_root: std::fs::canonicalize(data_dir)
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?
             .join("code"),
-        ..Default::default()
     };
     let metrics = Arc::new(flotilla_agent::metrics::AgentMetrics::new());
     let runtime_task = flotilla_agent::runtime::build(

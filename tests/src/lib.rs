@@ -667,7 +667,25 @@ pub fn agent_containers(agent_id: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Removes an agent's containers when dropped (a failed test leaves none).
+/// Ids of the per-stack networks an agent made.
+pub fn agent_networks(agent_id: &str) -> anyhow::Result<Vec<String>> {
+    let out = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=flotilla.agent={agent_id}"),
+    ])?;
+    Ok(out
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Removes an agent's containers and networks when dropped (a failed test
+/// leaves none).
 pub struct ContainerSweep(pub String);
 
 impl Drop for ContainerSweep {
@@ -675,6 +693,11 @@ impl Drop for ContainerSweep {
         if let Ok(ids) = agent_containers(&self.0) {
             for id in ids {
                 let _ = docker(&["rm", "-f", &id]);
+            }
+        }
+        if let Ok(ids) = agent_networks(&self.0) {
+            for id in ids {
+                let _ = docker(&["network", "rm", &id]);
             }
         }
     }
@@ -711,6 +734,16 @@ impl DockerFleet {
         controller_args: &[&str],
         controller_env: &[(&str, &str)],
     ) -> anyhow::Result<DockerFleet> {
+        DockerFleet::start_with(instance, controller_args, controller_env, &[]).await
+    }
+
+    /// [`DockerFleet::start`] with more arguments for the agent.
+    pub async fn start_with(
+        instance: &str,
+        controller_args: &[&str],
+        controller_env: &[(&str, &str)],
+        agent_args: &[&str],
+    ) -> anyhow::Result<DockerFleet> {
         let dir = tempfile::tempdir()?;
         let controller = ControllerProcess::spawn(dir.path(), controller_args, controller_env)?;
         let api = Api::admin(&controller.url(""), dir.path()).await?;
@@ -726,7 +759,9 @@ impl DockerFleet {
         anyhow::ensure!(ok, "{out}{err}");
         let agent_id = out.split_whitespace().nth(2).unwrap_or_default().to_owned();
         let network = format!("flotilla-test-{instance}");
-        let agent = AgentProcess::spawn_with(agent_dir.path(), &["--docker-network", &network])?;
+        let mut args = vec!["--docker-network", network.as_str()];
+        args.extend_from_slice(agent_args);
+        let agent = AgentProcess::spawn_with(agent_dir.path(), &args)?;
         agent.wait_log("connected to the controller", Duration::from_secs(20))?;
         Ok(DockerFleet {
             controller,

@@ -197,3 +197,166 @@ async fn pulls_use_registry_credentials_and_name_the_failures() -> anyhow::Resul
     let _ = docker(&["rmi", "-f", &image]);
     Ok(())
 }
+
+async fn settled(api: &flotilla_tests::Api, stack: &str) -> anyhow::Result<Value> {
+    api.wait_for(
+        &format!("/v3/alm/stack/{stack}"),
+        Duration::from_secs(90),
+        |s| s["stack_status"] == "CREATE_COMPLETE" || s["stack_status"] == "CREATE_FAILED",
+    )
+    .await
+}
+
+/// Every container of a stack, running or not.
+fn stack_containers(stack: &str) -> anyhow::Result<Vec<String>> {
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=flotilla.stack={stack}"),
+    ])?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pulled_with_credentials_serves_no_stack_without_them() -> anyhow::Result<()> {
+    let registry = registry()?;
+    let image = push(&registry)?;
+    let fleet = DockerFleet::start("i-registry-2", &["--heartbeat", "1"], &[]).await?;
+    let api = &fleet.api;
+    let good = json!({"username": USER, "password": PASSWORD});
+
+    // Stack a, with credentials: pulled, running.
+    let a = api
+        .apply(&template(json!({"image": image, "registry": good})))
+        .await?;
+    let described = settled(api, &a).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+
+    // Stack b names the same image, now cached, without credentials: it
+    // must pull it itself, and the registry refuses.
+    let b = api.apply(&template(json!({"image": image}))).await?;
+    let described = settled(api, &b).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED", "{described}");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        reason.contains("start-failure") && (reason.contains("auth") || reason.contains("denied")),
+        "{reason}"
+    );
+    assert!(
+        stack_containers(&b)?.is_empty(),
+        "no container of b was ever created"
+    );
+
+    // Stack c, cached image and wrong credentials: the manifest check fails.
+    let c = api
+        .apply(&template(
+            json!({"image": image, "registry": {"username": USER, "password": "wrong-password"}}),
+        ))
+        .await?;
+    let described = settled(api, &c).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED", "{described}");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("registry check"), "{reason}");
+    assert!(!reason.contains("wrong-password"), "{reason}");
+    assert!(stack_containers(&c)?.is_empty());
+
+    // Stack d, cached image and the right credentials: checked, running.
+    let d = api
+        .apply(&template(json!({"image": image, "registry": good})))
+        .await?;
+    let described = settled(api, &d).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    assert_eq!(stack_containers(&a)?.len(), 1);
+    let _ = docker(&["rm", "-f", &stack_containers(&a)?.join(" ")]);
+    drop(fleet);
+    let _ = docker(&["rmi", "-f", &image]);
+    Ok(())
+}
+
+/// Builds an image outside Flotilla (the test image plus a label).
+fn build_outside(tag: &str) -> anyhow::Result<()> {
+    ensure_image("flotilla-test/web:1")?;
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = build
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        stdin.write_all(b"FROM flotilla-test/web:1\nLABEL built-outside=flotilla\n")?;
+    }
+    anyhow::ensure!(build.wait()?.success(), "docker build failed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_only_images_the_agent_pulled() -> anyhow::Result<()> {
+    let registry = registry()?;
+    let image = push(&registry)?;
+    let outside = format!("flotilla-test/outside-{}:1", std::process::id());
+    build_outside(&outside)?;
+    let fleet = DockerFleet::start_with(
+        "i-registry-3",
+        &["--heartbeat", "1"],
+        &[],
+        &["--cleanup-interval", "1", "--image-prune-age", "0"],
+    )
+    .await?;
+    let api = &fleet.api;
+    let stack = api
+        .apply(&template(
+            json!({"image": image, "registry": {"username": USER, "password": PASSWORD}}),
+        ))
+        .await?;
+    let described = settled(api, &stack).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    // In use: clean-ups come and go, the image stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(docker(&["image", "inspect", &image]).is_ok(), "in use");
+
+    let (status, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v3/alm/stack/{stack}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202);
+    api.wait_for(
+        &format!("/v3/alm/stack/{stack}"),
+        Duration::from_secs(60),
+        |s| s["stack_status"] == "DELETE_COMPLETE",
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while docker(&["image", "inspect", &image]).is_ok() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the unused image the agent pulled was not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = docker(&["image", "inspect", "-f", "{{.Id}}", &outside]);
+    let _ = docker(&["rmi", "-f", &outside]);
+    assert!(
+        kept.is_ok(),
+        "an image built outside Flotilla survives prune"
+    );
+    assert!(docker(&["image", "inspect", "flotilla-test/web:1"]).is_ok());
+    Ok(())
+}

@@ -5,6 +5,10 @@
 //! Every write the controller will rely on is flushed before it is
 //! acknowledged or sent: the desired state before its ack, a report before
 //! it leaves.
+//!
+//! It also remembers the images the agent pulled ([`images`]).
+
+pub mod images;
 
 use flotilla_common::wire::messages::{
     CloudNotice, DesiredState, LifecycleEvent, LifecycleReport, StatusReport,
@@ -55,6 +59,7 @@ pub struct AgentStore {
     outbox: sled::Tree,
     containers: sled::Tree,
     lifecycle: sled::Tree,
+    images: sled::Tree,
 }
 
 /// A container the agent is about to create or has created, recorded
@@ -136,6 +141,7 @@ impl AgentStore {
             outbox: db.open_tree("outbox")?,
             containers: db.open_tree("containers")?,
             lifecycle: db.open_tree("lifecycle")?,
+            images: db.open_tree("images")?,
         })
     }
 

@@ -78,9 +78,73 @@ pub async fn image_label(docker: &Docker, image: &str, label: &str) -> Option<St
         .remove(label)
 }
 
-/// Whether the image is present locally.
-pub async fn image_present(docker: &Docker, image: &str) -> bool {
-    docker.inspect_image(image).await.is_ok()
+/// A local image: its id and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+}
+
+/// The local image a reference resolves to; `Ok(None)` when there is none.
+pub async fn image_info(docker: &Docker, image: &str) -> Result<Option<ImageInfo>, String> {
+    match docker.inspect_image(image).await {
+        Ok(inspect) => Ok(inspect.id.map(|id| ImageInfo {
+            id,
+            tags: inspect.repo_tags.unwrap_or_default(),
+        })),
+        Err(err) if is_not_found(&err) => Ok(None),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+/// Asks the registry for `spec.image`'s manifest with the spec's
+/// credentials: proof they grant access, without pulling again.
+pub async fn verify(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
+    docker
+        .inspect_registry_image(&spec.image, spec.registry.as_ref().map(credentials))
+        .await
+        .map(drop)
+        .map_err(|err| {
+            format!(
+                "registry check of {} failed: {}",
+                spec.image,
+                describe(&err)
+            )
+        })
+}
+
+/// What became of an image reference a prune tried to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Already gone, or now names another image (not the agent's any more).
+    Gone,
+    /// A container (running or not) uses the image.
+    InUse,
+}
+
+/// Removes the tag `reference` if it still names image `id` (never by
+/// force: an image a container uses stays).
+pub async fn remove_image_reference(
+    docker: &Docker,
+    reference: &str,
+    id: &str,
+) -> Result<Removal, String> {
+    match image_info(docker, reference).await? {
+        Some(info) if info.id == id => {}
+        _ => return Ok(Removal::Gone),
+    }
+    let options = bollard::query_parameters::RemoveImageOptions {
+        force: false,
+        noprune: false,
+        ..Default::default()
+    };
+    match docker.remove_image(reference, Some(options), None).await {
+        Ok(_) => Ok(Removal::Removed),
+        Err(err) if is_not_found(&err) => Ok(Removal::Gone),
+        Err(err) if is_conflict(&err) => Ok(Removal::InUse),
+        Err(err) => Err(describe(&err)),
+    }
 }
 
 /// Pulls `spec.image` with its credentials: retries with backoff, each
@@ -255,8 +319,26 @@ pub struct Inspected {
     pub oom_killed: bool,
     pub started_at: Option<String>,
     pub labels: HashMap<String, String>,
-    /// The container's address on `network`.
+    /// The container's address (see [`address_on`]).
     pub ip: Option<String>,
+}
+
+/// A container's address: on `preferred` (the network containers adopted
+/// from before per-stack networks are on) when it is there, else on its
+/// one other network (its stack's), the smallest name first.
+fn address_on(
+    networks: HashMap<String, bollard::models::EndpointSettings>,
+    preferred: &str,
+) -> Option<String> {
+    let mut addresses: Vec<(bool, String, String)> = networks
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+            Some((name != preferred, name, ip))
+        })
+        .collect();
+    addresses.sort();
+    addresses.into_iter().next().map(|(_, _, ip)| ip)
 }
 
 /// Inspects a container; `Ok(None)` when it does not exist.
@@ -274,9 +356,7 @@ pub async fn inspect(
             let ip = info
                 .network_settings
                 .and_then(|n| n.networks)
-                .and_then(|mut networks| networks.remove(network))
-                .and_then(|endpoint| endpoint.ip_address)
-                .filter(|ip| !ip.is_empty());
+                .and_then(|networks| address_on(networks, network));
             Ok(Some(Inspected {
                 id: info.id.unwrap_or_else(|| id.to_owned()),
                 running: state.running.unwrap_or(false),
@@ -312,27 +392,35 @@ pub async fn list_labelled(
         .map_err(|err| describe(&err))
 }
 
-/// Makes sure the agent's bridge network exists and returns the id to
-/// attach containers to. The engine allows two networks of one name (two
-/// agents creating it at once); then every agent picks the same one, the
-/// smallest id, and containers are attached by id, never by the ambiguous
-/// name.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, String> {
+/// Makes sure the bridge network `name` exists (created with `labels`)
+/// and returns its id. The engine allows two networks of one name (two
+/// creates at once), and then refuses to attach containers to either: the
+/// caller serialises its own creates, and any twins found are removed, all
+/// but the smallest id, which every caller picks.
+pub async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<String, String> {
     let find = || async {
         let options = bollard::query_parameters::ListNetworksOptions {
             filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
         };
-        docker
+        let mut ids: Vec<String> = docker
             .list_networks(Some(options))
             .await
-            .map(|networks| {
-                networks
-                    .into_iter()
-                    .filter(|n| n.name.as_deref() == Some(name))
-                    .filter_map(|n| n.id)
-                    .min()
-            })
-            .map_err(|err| describe(&err))
+            .map_err(|err| describe(&err))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        for twin in ids.iter().skip(1) {
+            if let Err(err) = docker.remove_network(twin).await {
+                tracing::warn!(network = %name, error = %describe(&err), "removing a twin network failed");
+            }
+        }
+        Ok::<_, String>(ids.into_iter().next())
     };
     if let Some(id) = find().await? {
         return Ok(id);
@@ -340,10 +428,7 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
     let request = bollard::models::NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".into()),
-        labels: Some(HashMap::from([(
-            "flotilla.managed".to_owned(),
-            "true".to_owned(),
-        )])),
+        labels: Some(labels),
         ..Default::default()
     };
     if let Err(err) = docker.create_network(request).await {
@@ -354,4 +439,84 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
     find()
         .await?
         .ok_or_else(|| format!("network {name} could not be created"))
+}
+
+/// This agent's per-stack networks: (network id, stack id).
+pub async fn stack_networks(
+    docker: &Docker,
+    agent_id: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let options = bollard::query_parameters::ListNetworksOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={agent_id}", super::names::AGENT)],
+        )])),
+    };
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(|err| describe(&err))?;
+    Ok(networks
+        .into_iter()
+        .filter_map(|n| {
+            let stack = n.labels?.remove(super::names::STACK)?;
+            Some((n.id?, stack))
+        })
+        .collect())
+}
+
+/// Removes a network; `Ok(false)` when containers are still attached.
+pub async fn remove_network(docker: &Docker, id: &str) -> Result<bool, String> {
+    match docker.remove_network(id).await {
+        Ok(()) => Ok(true),
+        Err(err) if is_not_found(&err) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 403 | 409,
+            ..
+        }) => Ok(false),
+        Err(err) => Err(describe(&err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EndpointSettings;
+
+    #[test]
+    fn the_address_is_on_the_shared_network_first_else_the_stack_one() {
+        let on = |pairs: &[(&str, &str)]| -> HashMap<String, EndpointSettings> {
+            pairs
+                .iter()
+                .map(|(name, ip)| {
+                    let endpoint = EndpointSettings {
+                        ip_address: Some((*ip).to_owned()),
+                        ..Default::default()
+                    };
+                    ((*name).to_owned(), endpoint)
+                })
+                .collect()
+        };
+        type Networks<'a> = &'a [(&'a str, &'a str)];
+        let table: [(Networks, Option<&str>); 5] = [
+            (&[], None),
+            (&[("flotilla-a-s1", "10.0.1.2")], Some("10.0.1.2")),
+            (&[("flotilla", "10.0.0.2")], Some("10.0.0.2")),
+            (
+                &[("flotilla-a-s1", "10.0.1.2"), ("flotilla", "10.0.0.2")],
+                Some("10.0.0.2"),
+            ),
+            (
+                &[("flotilla", ""), ("flotilla-a-s1", "10.0.1.2")],
+                Some("10.0.1.2"),
+            ),
+        ];
+        for (networks, expected) in table {
+            assert_eq!(
+                address_on(on(networks), "flotilla").as_deref(),
+                expected,
+                "{networks:?}"
+            );
+        }
+    }
 }

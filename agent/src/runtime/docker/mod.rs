@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod git;
+pub mod images;
 pub mod logs;
 pub mod names;
 pub mod probe;
@@ -21,7 +22,7 @@ use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
 use flotilla_common::wire::messages::DesiredState;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,10 +31,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub struct Context {
     pub docker: Docker,
     pub agent_id: String,
-    /// The bridge network containers join (probes reach them there), by
-    /// name (as it appears in inspect output) and by id (to attach).
+    /// The shared network containers created before per-stack networks
+    /// are on (adopted ones stay there until their next update); a
+    /// container's address is looked up there first. New containers join
+    /// their stack's own network ([`names::network_name`]).
     pub network: String,
-    pub network_id: String,
+    /// Held while a stack's network is looked up or created, so two slots
+    /// of one stack never create twins.
+    pub network_lock: tokio::sync::Mutex<()>,
     pub store: AgentStore,
     pub reports: mpsc::Sender<Transition>,
     /// How long containers no desired state wants are left before removal.
@@ -58,12 +63,15 @@ impl Context {
 pub struct DockerSettings {
     /// Engine socket path.
     pub socket: String,
-    /// Network containers are attached to (created when missing).
+    /// The shared network of containers from before per-stack networks
+    /// (no longer created; adopted containers keep it until replaced).
     pub network: String,
     /// How often stopped containers and unused images are cleaned up.
     pub cleanup_every: Duration,
     /// How long unwanted containers found at start are left before removal.
     pub orphan_grace: Duration,
+    /// How long an image the agent pulled must go unused before removal.
+    pub image_prune_age: Duration,
     /// Where git mirrors and code releases live (under the agent's data dir).
     pub code_root: std::path::PathBuf,
 }
@@ -75,6 +83,7 @@ impl Default for DockerSettings {
             network: "flotilla".into(),
             cleanup_every: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(60),
+            image_prune_age: Duration::from_secs(86_400),
             code_root: std::path::PathBuf::from("./flotilla-agent-data/code"),
         }
     }
@@ -145,6 +154,17 @@ fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
         .collect()
 }
 
+/// The images (normalised) the desired state's configurations name: a
+/// prune leaves them, even between a pull and the container's create.
+fn wanted_images(desired: &DesiredState) -> HashSet<String> {
+    desired
+        .placements
+        .iter()
+        .filter_map(|p| crate::runtime::spec::ContainerSpec::parse(&p.spec_json).ok())
+        .map(|spec| images::normalize(&spec.image))
+        .collect()
+}
+
 impl Runtime for DockerRuntime {
     fn spawn(
         self: Box<Self>,
@@ -168,12 +188,12 @@ impl DockerRuntime {
         mut commands: mpsc::Receiver<RuntimeCommand>,
     ) -> Result<(), String> {
         let docker = self.docker.clone();
-        let network_id = engine::ensure_network(&docker, &self.settings.network).await?;
+        git::remove_shared_mirrors(&self.settings.code_root);
         let ctx = Arc::new(Context {
             docker: docker.clone(),
             agent_id: self.agent_id.clone(),
             network: self.settings.network.clone(),
-            network_id,
+            network_lock: tokio::sync::Mutex::new(()),
             store: self.store.clone(),
             reports,
             orphan_grace: self.settings.orphan_grace,
@@ -310,7 +330,11 @@ impl DockerRuntime {
                     None => commands_open = false,
                 },
                 () = tokio::time::sleep(Duration::from_millis(100)), if !drain_waiters.is_empty() => {}
-                _ = cleanup.tick() => clean_up(&docker).await,
+                _ = cleanup.tick() => {
+                    let live: HashSet<&str> = slots.keys().map(|(stack, _)| stack.as_str()).collect();
+                    clean_up(&docker, &self.agent_id, &live).await;
+                    images::prune(&docker, &ctx.store, &wanted_images(&state), self.settings.image_prune_age).await;
+                }
             }
         }
     }
@@ -391,9 +415,9 @@ async fn dispatch_events(
     }
 }
 
-/// Removes stopped containers this agent left behind and images unused for
-/// a day, so disks do not fill.
-async fn clean_up(docker: &Docker) {
+/// Removes stopped containers this agent left behind and the networks of
+/// stacks that have no slot here any more (images: [`images::prune`]).
+async fn clean_up(docker: &Docker, agent_id: &str, live_stacks: &HashSet<&str>) {
     let stopped = bollard::query_parameters::PruneContainersOptions {
         filters: Some(HashMap::from([(
             "label".to_owned(),
@@ -407,17 +431,30 @@ async fn clean_up(docker: &Docker) {
         ),
         Err(err) => tracing::warn!(error = %engine::describe(&err), "container prune failed"),
     }
-    let images = bollard::query_parameters::PruneImagesOptions {
-        filters: Some(HashMap::from([
-            ("dangling".to_owned(), vec!["false".to_owned()]),
-            ("until".to_owned(), vec!["24h".to_owned()]),
-        ])),
+    remove_unused_networks(docker, agent_id, live_stacks).await;
+}
+
+/// Removes the networks of stacks with no slot on this agent (a slot ends
+/// only once its container is gone). One that still has containers (a
+/// removal that failed) stays for the next round.
+async fn remove_unused_networks(docker: &Docker, agent_id: &str, live_stacks: &HashSet<&str>) {
+    let networks = match engine::stack_networks(docker, agent_id).await {
+        Ok(networks) => networks,
+        Err(err) => {
+            tracing::warn!(error = %err, "listing stack networks failed");
+            return;
+        }
     };
-    match docker.prune_images(Some(images)).await {
-        Ok(report) => tracing::info!(
-            reclaimed = report.space_reclaimed.unwrap_or(0),
-            "unused images pruned"
-        ),
-        Err(err) => tracing::warn!(error = %engine::describe(&err), "image prune failed"),
+    for (id, stack_id) in networks {
+        if live_stacks.contains(stack_id.as_str()) {
+            continue;
+        }
+        match engine::remove_network(docker, &id).await {
+            Ok(true) => tracing::info!(stack_id = %stack_id, "stack network removed"),
+            Ok(false) => tracing::debug!(stack_id = %stack_id, "stack network still in use"),
+            Err(err) => {
+                tracing::warn!(stack_id = %stack_id, error = %err, "stack network removal failed")
+            }
+        }
     }
 }

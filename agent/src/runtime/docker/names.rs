@@ -20,19 +20,21 @@ pub fn spec_hash(spec_json: &str) -> String {
     hex::encode(Sha256::digest(spec_json.as_bytes()))[..12].to_owned()
 }
 
+/// A name part with everything Docker does not allow in names replaced.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `flotilla-<agent>-<stack>-<flag>-<hash>`.
 pub fn container_name(agent_id: &str, stack_id: &str, flag: &str, hash: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     let name = format!(
         "flotilla-{}-{}-{}-{}",
         clean(agent_id),
@@ -41,6 +43,22 @@ pub fn container_name(agent_id: &str, stack_id: &str, flag: &str, hash: &str) ->
         hash
     );
     name.trim_end_matches('-').to_owned()
+}
+
+/// `flotilla-<agent>-<stack>`: the stack's own network on this agent, so
+/// containers of different stacks cannot reach each other.
+pub fn network_name(agent_id: &str, stack_id: &str) -> String {
+    format!("flotilla-{}-{}", clean(agent_id), clean(stack_id))
+}
+
+/// The labels of a stack's network: found again (and removed once unused)
+/// after a restart by them.
+pub fn network_labels(agent_id: &str, stack_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (MANAGED.to_owned(), "true".to_owned()),
+        (AGENT.to_owned(), agent_id.to_owned()),
+        (STACK.to_owned(), stack_id.to_owned()),
+    ])
 }
 
 /// The labels every managed container carries (user labels added after).
@@ -61,4 +79,26 @@ pub fn labels(
         (GENERATION.to_owned(), generation.to_string()),
         (SPEC_HASH.to_owned(), hash.to_owned()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_are_named_per_agent_and_stack() {
+        let table = [
+            (("a1", "s1"), "flotilla-a1-s1"),
+            (("a1", "s2"), "flotilla-a1-s2"),
+            (("a2", "s1"), "flotilla-a2-s1"),
+            (("a/1", "s 1"), "flotilla-a_1-s_1"),
+        ];
+        for ((agent, stack), expected) in table {
+            assert_eq!(network_name(agent, stack), expected);
+        }
+        assert_eq!(
+            network_labels("a1", "s1").get(STACK).map(String::as_str),
+            Some("s1")
+        );
+    }
 }

@@ -6,9 +6,10 @@
 //! independently, so a slow pull never holds up another container.
 
 use super::engine::{self, Inspected};
-use super::{git, names, probe, Context};
+use super::{git, images, names, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart};
 use crate::state::{ContainerRecord, Transition};
+use flotilla_common::redact::strip_url_credentials;
 use flotilla_common::status::ContainerStatus;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -92,6 +93,8 @@ impl Slot {
         exit_code: Option<i64>,
         reason: Option<String>,
     ) {
+        // Reasons reach events and webhooks: never a URL's credentials.
+        let reason = reason.map(|r| strip_url_credentials(&r).into_owned());
         tracing::info!(stack_id = %self.stack_id, flag = %self.flag, version_id, status = %status, exit_code, reason = reason.as_deref().unwrap_or(""), "container status");
         let transition = Transition {
             stack_id: self.stack_id.clone(),
@@ -115,20 +118,18 @@ impl Slot {
         settle: bool,
     ) -> Result<Live, (ContainerStatus, String)> {
         let docker = &self.ctx.docker;
-        let need_pull = spec.pull == crate::runtime::spec::PullPolicy::Always
-            || !engine::image_present(docker, &spec.image).await;
-        if need_pull {
-            let pulled = engine::pull(docker, spec).await;
-            self.ctx.metrics.pulled(pulled.is_ok());
-            pulled.map_err(|err| (ContainerStatus::StartFailure, err))?;
+        let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
+        if !matches!(prepared, Ok(images::ImageStep::Use)) {
+            self.ctx.metrics.pulled(prepared.is_ok());
         }
+        prepared.map_err(|err| (ContainerStatus::StartFailure, err))?;
         // A code deploy: the commit's release, complete before it is mounted.
         let mut spec = spec.clone();
         let mut commit = None;
         let mut suffix = wanted.hash.clone();
         if let Some(git) = spec.git.clone() {
             let root = &self.ctx.code_root;
-            let resolved = git::resolve(root, &git)
+            let resolved = git::resolve(root, &wanted.stack_id, &git)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let slot_dir = root.join("releases").join(names::container_name(
@@ -137,7 +138,7 @@ impl Slot {
                 &wanted.flag,
                 "",
             ));
-            let release = git::export(root, &slot_dir, &git, &resolved)
+            let release = git::export(root, &wanted.stack_id, &slot_dir, &git, &resolved)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let code_dir = match spec.code_dir.clone() {
@@ -179,7 +180,17 @@ impl Slot {
             labels.insert(names::COMMIT.to_owned(), commit.clone());
         }
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = engine::create_body(spec, labels, &self.ctx.network_id);
+        // The stack's own network, so other stacks' containers cannot reach it.
+        let network_guard = self.ctx.network_lock.lock().await;
+        let network = engine::ensure_network(
+            docker,
+            &names::network_name(&self.ctx.agent_id, &wanted.stack_id),
+            names::network_labels(&self.ctx.agent_id, &wanted.stack_id),
+        )
+        .await
+        .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        drop(network_guard);
+        let body = engine::create_body(spec, labels, &network);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
@@ -490,7 +501,7 @@ impl Slot {
         let Some(git) = self.live.as_ref().and_then(|l| l.spec.git.clone()) else {
             return;
         };
-        match git::resolve(&self.ctx.code_root, &git).await {
+        match git::resolve(&self.ctx.code_root, &self.stack_id, &git).await {
             Ok(commit) if self.live.as_ref().and_then(|l| l.commit.as_ref()) != Some(&commit) => {
                 tracing::info!(stack_id = %self.stack_id, flag = %self.flag, commit = %commit, "new commit; redeploying");
                 if let Some(old) = self.live.take() {
