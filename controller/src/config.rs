@@ -72,6 +72,65 @@ pub struct Overrides {
     /// default 30).
     #[arg(long, env = "FLOTILLA_EVENT_RETENTION_DAYS", global = true)]
     pub event_retention_days: Option<u64>,
+    /// Serve the REST API over HTTPS with this certificate chain (PEM),
+    /// with --tls-key.
+    #[arg(long, env = "FLOTILLA_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// `self`: serve the REST API over HTTPS with a certificate the fleet
+    /// CA issues (agents verify it with the CA they pinned); `off`: plain
+    /// HTTP (the default without --tls-cert).
+    #[arg(long, env = "FLOTILLA_TLS", global = true)]
+    pub tls: Option<String>,
+}
+
+/// How the REST API is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RestTls {
+    /// Plain HTTP (behind an operator's own TLS-terminating proxy, or on
+    /// loopback).
+    #[default]
+    Off,
+    /// HTTPS with a certificate the fleet CA issues at start.
+    SelfIssued,
+    /// HTTPS with the operator's certificate chain and key (PEM files).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl RestTls {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            RestTls::Off => "http",
+            _ => "https",
+        }
+    }
+
+    fn choose(
+        mode: Option<&str>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<RestTls, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "tls",
+            reason: reason.to_owned(),
+        };
+        match (mode, cert, key) {
+            (None, Some(cert), Some(key)) => Ok(RestTls::Files { cert, key }),
+            (None, None, None) | (Some("off"), None, None) => Ok(RestTls::Off),
+            (Some("self"), None, None) => Ok(RestTls::SelfIssued),
+            (Some("self" | "off"), _, _) => Err(invalid(
+                "--tls self|off and --tls-cert/--tls-key exclude each other",
+            )),
+            (None, _, _) => Err(invalid("give both --tls-cert and --tls-key")),
+            (Some(other), _, _) => Err(ConfigError::Invalid {
+                key: "tls",
+                reason: format!("{other:?} is neither \"self\" nor \"off\""),
+            }),
+        }
+    }
 }
 
 /// The keys a configuration file may hold.
@@ -93,6 +152,9 @@ struct FileConfig {
     drain_on_rebalance: Option<bool>,
     log_level: Option<String>,
     event_retention_days: Option<u64>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The controller's effective configuration.
@@ -112,6 +174,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// How long events and finished deliveries are kept (`None`: forever).
     pub event_retention: Option<Duration>,
+    /// HTTPS for the REST API.
+    pub rest_tls: RestTls,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -200,6 +264,11 @@ impl Config {
             },
             log_level: None,
             event_retention: None,
+            rest_tls: RestTls::choose(
+                overrides.tls.as_deref().or(file.tls.as_deref()),
+                overrides.tls_cert.clone().or(file.tls_cert.clone()),
+                overrides.tls_key.clone().or(file.tls_key.clone()),
+            )?,
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -341,5 +410,39 @@ mod tests {
         })
         .expect_err("tiny limit refused");
         assert!(err.to_string().contains("body_limit"), "{err}");
+    }
+
+    #[test]
+    fn tls_choices() {
+        let path = |p: &str| Some(PathBuf::from(p));
+        let cases: Vec<(
+            Option<&str>,
+            Option<PathBuf>,
+            Option<PathBuf>,
+            Option<RestTls>,
+        )> = vec![
+            (None, None, None, Some(RestTls::Off)),
+            (Some("off"), None, None, Some(RestTls::Off)),
+            (Some("self"), None, None, Some(RestTls::SelfIssued)),
+            (
+                None,
+                path("c.pem"),
+                path("k.pem"),
+                Some(RestTls::Files {
+                    cert: "c.pem".into(),
+                    key: "k.pem".into(),
+                }),
+            ),
+            (None, path("c.pem"), None, None),
+            (Some("self"), path("c.pem"), path("k.pem"), None),
+            (Some("on"), None, None, None),
+        ];
+        for (mode, cert, key, expected) in cases {
+            assert_eq!(
+                RestTls::choose(mode, cert.clone(), key.clone()).ok(),
+                expected,
+                "{mode:?} {cert:?} {key:?}"
+            );
+        }
     }
 }

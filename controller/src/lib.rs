@@ -13,6 +13,7 @@
 //! - [`hooks`]: webhooks: fan-out of events, signed deliveries, retries.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`pools`]: who may use which pool of agents (pure rules).
+//! - [`rest_tls`]: HTTPS for the REST API (operator files or the fleet CA).
 //! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
 //! - [`cli`]: the `flotilla-controller` command line, including the
@@ -29,6 +30,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod nickname;
 pub mod pools;
+pub mod rest_tls;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -156,24 +156,29 @@ async fn start_inner(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let rest_tls = crate::rest_tls::server_config(
+        &config.rest_tls,
+        &pki,
+        &crate::rest_tls::self_names(addr, config.fleet.api_url.as_deref()),
+    )?;
+    let scheme = config.rest_tls.scheme();
     let ca_fingerprint = pki.ca_fingerprint.clone();
-    let fleet = Arc::new(Fleet {
-        store: store.clone(),
-        pki,
-        registry: Default::default(),
-        settings: crate::fleet::FleetSettings {
-            // Agents learn the API's URL from the address actually bound
-            // (the configured one may say port 0), unless one was given.
-            api_url: config
-                .fleet
-                .api_url
-                .clone()
-                .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"))),
-            ..config.fleet.clone()
-        },
-        nudge: Arc::new(Notify::new()),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-    });
+    let fleet =
+        Arc::new(Fleet {
+            store: store.clone(),
+            pki,
+            registry: Default::default(),
+            settings: crate::fleet::FleetSettings {
+                // Agents learn the API's URL from the address actually bound
+                // (the configured one may say port 0), unless one was given.
+                api_url: config.fleet.api_url.clone().or_else(|| {
+                    (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"))
+                }),
+                ..config.fleet.clone()
+            },
+            nudge: Arc::new(Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        });
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -206,6 +211,7 @@ async fn start_inner(
     let app = crate::api::router(state);
     tracing::info!(
         listen = %addr,
+        scheme,
         quic_listen = %quic_addr,
         ca_fingerprint = %ca_fingerprint,
         data_dir = %config.data_dir.display(),
@@ -218,9 +224,14 @@ async fn start_inner(
         async move { store.size_on_disk().is_ok() }
     });
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = match rest_tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => serve_https(listener, app, tls, shutdown).await,
+        };
         let _ = stop_tx.send(true);
         let _ = fleet_task.await;
         scheduler.abort();
@@ -240,6 +251,29 @@ async fn start_inner(
         ca_fingerprint,
         task,
     })
+}
+
+/// Serves the REST API over HTTPS until `shutdown`, then lets in-flight
+/// requests finish (as `axum::serve` does for plain HTTP).
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(
+        listener.into_std()?,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )?
+    .handle(handle)
+    .serve(app.into_make_service())
+    .await
 }
 
 /// Runs the controller until `shutdown` completes.

@@ -134,6 +134,30 @@ impl Pki {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()))
     }
 
+    /// Issues a serving certificate for the REST API (`--tls self`), valid
+    /// for `names` (host names and IP addresses) and the controller's fleet
+    /// name. Made anew at each start and kept in memory only.
+    pub fn issue_rest(
+        &self,
+        names: &[String],
+    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut sans: Vec<String> = vec![CONTROLLER_NAME.to_owned()];
+        sans.extend(names.iter().filter(|n| !n.is_empty()).cloned());
+        sans.sort();
+        sans.dedup();
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name = name("Flotilla REST API");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 1);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            cert.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
     /// Signs an agent's CSR. Only the public key is taken from the request:
     /// the name, usages and validity are the controller's, so an agent
     /// cannot ask for more than a client certificate for its own id.

@@ -68,6 +68,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         fleet: flotilla_controller::fleet::FleetSettings::default(),
         log_level: None,
         event_retention: None,
+        rest_tls: Default::default(),
     }
 }
 
@@ -82,15 +83,21 @@ impl TestServer {
         let server = Server::start(config.clone())
             .await
             .expect("controller starts");
-        let base = format!("http://{}", server.addr);
+        let base = format!("{}://{}", config.rest_tls.scheme(), server.addr);
         let admin: CredentialsFile = serde_json::from_slice(
             &std::fs::read(dir.path().join(ADMIN_CREDENTIALS_FILE)).expect("credentials file"),
         )
         .expect("credentials json");
+        // Over HTTPS, trust the fleet CA (what `--tls self` issues from).
+        let mut http = reqwest::Client::builder();
+        if config.rest_tls != Default::default() {
+            let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("fleet CA");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"));
+        }
         TestServer {
             server: Some(server),
             base,
-            http: reqwest::Client::new(),
+            http: http.build().expect("client"),
             admin,
             dir,
             config,
