@@ -12,12 +12,14 @@
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
 //! - [`policy`]: what a pool lets containers ask of their host (default deny).
+//! - [`redact`]: credentials cut out of URLs before text leaves the process.
 
 pub mod commit;
 pub mod files;
 pub mod ids;
 pub mod policy;
 pub mod process;
+pub mod redact;
 pub mod status;
 pub mod systemd;
 pub mod time;
