@@ -23,6 +23,14 @@ pub struct Operator {
 /// `auth_token` presented as the bearer.
 pub struct AgentCaller(pub Caller);
 
+/// A caller of the spot-notice endpoint: an enrolled agent with its own
+/// REST token (handed over the fleet link), or any [`AgentCaller`].
+pub enum NoticeCaller {
+    /// The agent whose current REST token was presented.
+    Agent(Box<crate::store::AgentRecord>),
+    Other(AgentCaller),
+}
+
 fn header(parts: &Parts) -> Option<&str> {
     parts
         .headers
@@ -69,6 +77,31 @@ impl FromRequestParts<AppState> for AgentCaller {
         let token = tokens::bearer(header(parts))?;
         let principal = tokens::authenticate_agent(&state.store, token)?;
         Ok(AgentCaller(Caller(principal)))
+    }
+}
+
+impl FromRequestParts<AppState> for NoticeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = tokens::bearer(header(parts))?;
+        if let Some(agent) = crate::auth::agent_tokens::authenticate(&state.store, token)? {
+            return Ok(NoticeCaller::Agent(Box::new(agent)));
+        }
+        let principal = tokens::authenticate_agent(&state.store, token)?;
+        Ok(NoticeCaller::Other(AgentCaller(Caller(principal))))
+    }
+}
+
+impl AgentCaller {
+    /// Who this caller is, for the report rules.
+    pub fn reporter(&self) -> super::report_rules::Reporter {
+        use super::report_rules::Reporter;
+        match &self.0 .0 {
+            Principal::Client { admin: true, .. } => Reporter::Admin,
+            Principal::Client { .. } => Reporter::Owner,
+            Principal::Stack { .. } => Reporter::Stack,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod hooks;
 pub mod instances;
+pub mod report_rules;
 pub mod stacks;
 pub mod state;
 pub mod templates;
