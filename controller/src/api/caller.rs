@@ -17,6 +17,11 @@ pub struct Operator {
     pub user_id: String,
     pub username: String,
     pub admin: bool,
+    /// The API client the token was issued to (what owns the hooks it makes).
+    pub client_id: String,
+    /// The digest of the presented token, so long-lived responses (event
+    /// streams) can re-check that it still holds.
+    pub token_digest: String,
 }
 
 /// A caller of the agent endpoints: an access token, or a stack's own
@@ -52,16 +57,19 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await?.0 {
+        let token = tokens::bearer(header(parts))?;
+        match tokens::authenticate(&state.store, token)? {
             Principal::Client {
+                client_id,
                 user_id,
                 username,
                 admin,
-                ..
             } => Ok(Operator {
                 user_id,
                 username,
                 admin,
+                client_id,
+                token_digest: crate::auth::secret::digest(token),
             }),
             Principal::Stack { .. } => Err(ApiError::forbidden(
                 "a stack's token can only call the agent endpoints; use operator client credentials",
