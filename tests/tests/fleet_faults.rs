@@ -338,7 +338,7 @@ async fn bad_frames_close_only_their_connection_and_a_malicious_agent_speaks_onl
         matches!(
             theirs,
             Err(handshake::HandshakeError::UnsupportedVersion {
-                theirs: 1,
+                theirs: PROTOCOL_VERSION,
                 ours: 99
             })
         ),
