@@ -67,6 +67,15 @@ async fn a_stack_token_cannot_forge_statuses_for_made_up_instances() {
     }
     assert!(containers(&t, &admin, &stack).await.is_empty());
     assert!(events(&t, &admin, "type=container.status").await.is_empty());
+    // Only an agent's own token may leave the stack out of a notice.
+    let reply = t
+        .post(
+            "/v3/event/spot/shutdown",
+            &auth,
+            &json!({"instance_id": "i-1"}),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
     assert_eq!(t.get("/v3/events", &admin).await.json(), store_before);
     t.stop().await;
 }

@@ -138,6 +138,12 @@ pub async fn spot_shutdown(
         }
         NoticeCaller::Other(caller) => caller,
     };
+    if notice.stack_id.is_empty() {
+        return Err(
+            ApiError::bad_request("invalid_field", "stack_id is required")
+                .context(json!({ "path": "stack_id" })),
+        );
+    }
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     check_instance_id(&notice.instance_id)?;
     let holder = holder(&state, &stack.stack_id, &notice.instance_id)?;
