@@ -52,6 +52,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 
 pub use flotilla_common::files::write_private;
 
+/// Where the agent keeps the REST token the controller handed it in the
+/// last welcome (0600, in the identity directory): the bearer of its REST
+/// fallback, which speaks for this agent only.
+pub fn rest_token_path(data_dir: &Path) -> PathBuf {
+    dir(data_dir).join("rest-token")
+}
+
 impl Identity {
     /// Whether `data_dir` holds an identity.
     pub fn exists(data_dir: &Path) -> bool {

@@ -38,6 +38,9 @@ const RETRY: Duration = Duration::from_millis(500);
 pub struct Lifecycle {
     pub store: AgentStore,
     pub instance_id: String,
+    /// The file holding this agent's REST token (see
+    /// [`crate::identity::rest_token_path`]).
+    pub rest_token: std::path::PathBuf,
     /// Persists lifecycle events (after any status already queued).
     pub recorder: mpsc::Sender<LifecycleRequest>,
     /// Whether the link has a session.
@@ -135,7 +138,15 @@ impl Lifecycle {
         while self.store.lifecycle_pending(report.id) && Instant::now() < give_up {
             let link_up = *self.connected.borrow();
             if !link_up || started.elapsed() >= ACK_PATIENCE {
-                match fallback::post(&self.store, &self.instance_id, &report, &notice).await {
+                match fallback::post(
+                    &self.store,
+                    &self.rest_token,
+                    &self.instance_id,
+                    &report,
+                    &notice,
+                )
+                .await
+                {
                     Ok(()) => return,
                     Err(err) => {
                         let text = err.to_string();

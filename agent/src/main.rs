@@ -326,6 +326,7 @@ async fn run(
         flotilla_agent::lifecycle::Lifecycle {
             store: store.clone(),
             instance_id: identity.enrollment.instance_id.clone(),
+            rest_token: flotilla_agent::identity::rest_token_path(data_dir),
             recorder: lifecycle_tx,
             connected: connected_rx,
             desired: desired_tx.subscribe(),

@@ -1,51 +1,42 @@
-//! Removing secrets from text that leaves the process: status reasons,
-//! events, webhook payloads and log lines may quote a URL (a git remote, a
-//! registry), and a URL may carry credentials (`https://user:pass@host/`,
-//! or a token as the user part). Those never get out.
+//! Credentials in URLs never leave the process that holds them: status
+//! reasons, events, log lines and webhook payloads quote git and registry
+//! URLs (a failed fetch names its remote), and a URL like
+//! `https://user:token@host/repo` carries its secret in plain. The text is
+//! kept, the secret part of every URL in it is cut out.
 
 use std::borrow::Cow;
 
-/// Characters that end a URL's authority (where userinfo would be).
-fn ends_authority(c: char) -> bool {
-    matches!(
-        c,
-        '/' | '?' | '#' | '\'' | '"' | '`' | '<' | '>' | ',' | ';' | '(' | ')' | '[' | ']'
-    ) || c.is_whitespace()
-}
-
-/// Characters a URL scheme is made of.
-fn is_scheme_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')
-}
-
-/// `text` with the userinfo (`user:pass@`, `token@`) removed from every
-/// URL in it (`scheme://userinfo@host...` becomes `scheme://host...`).
-/// Text without such a URL comes back borrowed.
+/// `text` with the userinfo of every `scheme://userinfo@host` URL in it
+/// removed when that userinfo can hold a secret: when it has a password
+/// (`user:pass@`), or on `http`/`https`, where a lone user part is how
+/// access tokens are passed (`https://<token>@host/repo`). A plain user
+/// (`ssh://git@host/x`) and scp-style `user@host:path` carry no secret and
+/// are kept as they are. Borrows when there is nothing to cut.
 pub fn strip_url_credentials(text: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut search = 0;
     while let Some(found) = text[search..].find("://") {
-        let marker = search + found;
-        let authority = marker + 3;
-        search = authority;
-        let has_scheme = text[..marker]
-            .chars()
-            .next_back()
-            .is_some_and(is_scheme_char);
-        if !has_scheme {
-            continue;
-        }
-        let end = text[authority..]
-            .find(ends_authority)
-            .map_or(text.len(), |at| authority + at);
-        let Some(at) = text[authority..end].rfind('@') else {
+        let authority_start = search + found + 3;
+        let scheme = scheme_before(text, search + found);
+        let authority_len = text[authority_start..]
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
+            })
+            .unwrap_or(text.len() - authority_start);
+        let authority = &text[authority_start..authority_start + authority_len];
+        search = authority_start + authority_len;
+        let Some(at) = authority.rfind('@') else {
             continue;
         };
+        let userinfo = &authority[..at];
+        let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        if !(userinfo.contains(':') || (web && !userinfo.is_empty())) {
+            continue;
+        }
         let buffer = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        buffer.push_str(&text[copied..authority]);
-        copied = authority + at + 1;
-        search = copied;
+        buffer.push_str(&text[copied..authority_start]);
+        copied = authority_start + at + 1;
     }
     match out {
         Some(mut buffer) => {
@@ -56,55 +47,99 @@ pub fn strip_url_credentials(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The URL scheme ending at `end` (the index of its `://`): the letters,
+/// digits, `+`, `-` and `.` right before it.
+fn scheme_before(text: &str, end: usize) -> &str {
+    let start = text[..end]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .map_or(0, |i| i + 1);
+    &text[start..end]
+}
+
+/// Strips URL credentials from every string inside a JSON value (keys
+/// included), in place: events and records are redacted as a whole, so
+/// no field can be forgotten.
+pub fn strip_json_credentials(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Cow::Owned(clean) = strip_url_credentials(text) {
+                *text = clean;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_json_credentials),
+        serde_json::Value::Object(map) => {
+            let dirty: Vec<String> = map
+                .keys()
+                .filter(|key| matches!(strip_url_credentials(key), Cow::Owned(_)))
+                .cloned()
+                .collect();
+            for key in dirty {
+                if let Some(inner) = map.remove(&key) {
+                    map.insert(strip_url_credentials(&key).into_owned(), inner);
+                }
+            }
+            map.values_mut().for_each(strip_json_credentials);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn userinfo_is_removed_from_every_url() {
+    fn credentials_are_cut_and_everything_else_kept() {
         let table = [
-            ("", ""),
-            ("no url here", "no url here"),
-            ("https://host/repo.git", "https://host/repo.git"),
-            ("https://user:pass@host/repo.git", "https://host/repo.git"),
+            ("https://u:p@h/x", "https://h/x"),
+            ("ssh://git:secret@h/x", "ssh://h/x"),
+            ("ssh://git@h/x", "ssh://git@h/x"),
+            ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
             ("https://ghp_token@github.com/o/r", "https://github.com/o/r"),
+            ("http://h/x", "http://h/x"),
+            ("https://u:p@ss@h:8443/x?y#z", "https://h:8443/x?y#z"),
+            ("https://u:p@h", "https://h"),
             (
-                "fatal: unable to access 'https://u:p@git.example/r/': 403",
-                "fatal: unable to access 'https://git.example/r/': 403",
+                "fetch https://a:b@one/r failed; retry ssh://c:d@two/r then git+https://e:f@three",
+                "fetch https://one/r failed; retry ssh://two/r then git+https://three",
             ),
-            (
-                "a http://a:b@one/x and ssh://git:c@two:22/y",
-                "a http://one/x and ssh://two:22/y",
-            ),
-            ("https://u:p@host", "https://host"),
-            ("https://u:p@host?q=1", "https://host?q=1"),
-            ("https://u:p@w@rd@host/x", "https://host/x"),
-            ("\"https://u:p@host\"", "\"https://host\""),
-            ("(https://u:p@host)", "(https://host)"),
-            (
-                "https://host/path@not-userinfo",
-                "https://host/path@not-userinfo",
-            ),
-            ("mail me@example.com", "mail me@example.com"),
-            ("git@github.com:o/r.git", "git@github.com:o/r.git"),
-            ("://u:p@host", "://u:p@host"),
-            ("x://", "x://"),
-            ("https://ü:pä@höst/ü", "https://höst/ü"),
+            ("\"https://u:p@h/x\"", "\"https://h/x\""),
+            ("mail bob@example.com", "mail bob@example.com"),
+            ("no url at all", "no url at all"),
+            ("://u:p@h", "://h"),
+            ("", ""),
+            ("https://", "https://"),
+            ("https://@h/x", "https://@h/x"),
+            ("https://ü:þ@h/é", "https://h/é"),
         ];
-        for (input, expected) in table {
-            assert_eq!(strip_url_credentials(input), expected, "{input:?}");
+        for (input, want) in table {
+            assert_eq!(strip_url_credentials(input), want, "input {input:?}");
         }
     }
 
     #[test]
-    fn clean_text_is_borrowed() {
+    fn nothing_to_cut_borrows() {
         assert!(matches!(
-            strip_url_credentials("https://host/repo"),
+            strip_url_credentials("ssh://git@h/x and https://h/y"),
             Cow::Borrowed(_)
         ));
-        assert!(matches!(
-            strip_url_credentials("https://a:b@host/repo"),
-            Cow::Owned(_)
-        ));
+    }
+
+    #[test]
+    fn json_strings_and_keys_are_cut_at_any_depth() {
+        let mut value = serde_json::json!({
+            "reason": "clone https://u:p@h/x: not found",
+            "nested": [{"url": "ssh://g:s@h/y"}, 3, null],
+            "https://k:v@h/": true,
+        });
+        strip_json_credentials(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "reason": "clone https://h/x: not found",
+                "nested": [{"url": "ssh://h/y"}, 3, null],
+                "https://h/": true,
+            })
+        );
     }
 }

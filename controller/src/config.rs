@@ -415,12 +415,13 @@ mod tests {
     #[test]
     fn tls_choices() {
         let path = |p: &str| Some(PathBuf::from(p));
-        let cases: Vec<(
-            Option<&str>,
+        type Case = (
+            Option<&'static str>,
             Option<PathBuf>,
             Option<PathBuf>,
             Option<RestTls>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (None, None, None, Some(RestTls::Off)),
             (Some("off"), None, None, Some(RestTls::Off)),
             (Some("self"), None, None, Some(RestTls::SelfIssued)),

@@ -76,7 +76,14 @@ fn fan_out(store: &Store) -> StoreResult<usize> {
             latest
         }
     };
-    let hooks = store.hooks()?;
+    let mut hooks = store.hooks()?;
+    let mut enabled = Vec::with_capacity(hooks.len());
+    for hook in hooks.drain(..) {
+        if !store.hook_disabled(&hook)? {
+            enabled.push(hook);
+        }
+    }
+    let hooks = enabled;
     let mut visibility = EventVisibility::default();
     let mut queued = 0;
     loop {
@@ -173,6 +180,15 @@ async fn deliver_due(
         let Some(hook) = store.hook(&delivery.hook_id)? else {
             continue;
         };
+        if store.hook_disabled(&hook)? {
+            // Its client was revoked: nothing more goes out for it.
+            store.put_delivery(&DeliveryRecord {
+                state: DeliveryState::Failed,
+                last_error: Some("hook disabled: the client that made it was revoked".into()),
+                ..delivery
+            })?;
+            continue;
+        }
         let Some(event) = store.event(delivery.event_id)? else {
             continue;
         };

@@ -13,7 +13,7 @@ fn template() -> Value {
         "version": "2017-03-03",
         "configurations": [{
             "role": "web", "flag": "Web01",
-            "provision": {"instance_count": 0},
+            "provision": {"instance_count": 1},
             "container": {
                 "image": "registry.example:5000/shop/web:1",
                 "registry": {"username": "deploy", "password": "registry-pass"},

@@ -359,7 +359,7 @@ async fn everything_survives_a_restart() {
     let reply = t
         .post(
             "/v3/event/container/status",
-            &auth,
+            &token,
             &json!({"stack_id": id, "instance_id": "i-1", "status": "running"}),
         )
         .await;

@@ -198,12 +198,22 @@ async fn vm_events_are_accepted_with_the_stack_auth_token_and_recorded() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.text, "");
+    // A stack token reports statuses only for instances placed for its
+    // stack (none here): refused, nothing stored. The owner's token may.
+    let forged = t
+        .post(
+            "/v3/event/container/status",
+            &auth,
+            &json!({"stack_id": id, "instance_id": "i-0abc", "status": "running"}),
+        )
+        .await;
+    assert_eq!(forged.error(404), "not_found");
     let statuses = ["starting", "running", "app-crashed"];
     for status in statuses {
         let reply = t
             .post(
                 "/v3/event/container/status",
-                &auth,
+                &token,
                 &json!({"stack_id": id, "instance_id": "i-0abc", "status": status}),
             )
             .await;

@@ -775,3 +775,23 @@ impl DockerFleet {
         })
     }
 }
+
+/// Opens a control connection with an enrolled agent's identity, to speak
+/// the protocol by hand.
+pub async fn raw_connection(
+    identity_dir: &std::path::Path,
+    controller: std::net::SocketAddr,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let identity = flotilla_agent::identity::Identity::load(identity_dir)?;
+    let config = flotilla_agent::tls::control_config(
+        &identity,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        true,
+    )?;
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let connection = endpoint
+        .connect_with(config, controller, flotilla_common::wire::CONTROLLER_NAME)?
+        .await?;
+    Ok((endpoint, connection))
+}

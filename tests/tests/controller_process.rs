@@ -79,7 +79,7 @@ async fn first_start_writes_private_admin_credentials_and_restarts_keep_everythi
     let auth_token = before["auth_token"].as_str().unwrap_or_default().to_owned();
     let status = http
         .post(format!("{base}/v3/event/container/status"))
-        .bearer_auth(&auth_token)
+        .bearer_auth(&access)
         .json(&json!({"stack_id": stack_id, "instance_id": "i-1", "status": "running"}))
         .send()
         .await?;

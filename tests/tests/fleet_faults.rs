@@ -1,11 +1,11 @@
 //! The fleet link under faults: kill -9 of either side while updates and
 //! reports flow, a network partition, bad frames and a malicious agent.
 
-use flotilla_agent::identity::Identity;
 use flotilla_common::wire::messages::{AgentMessage, Hello, HostFacts, StatusReport};
-use flotilla_common::wire::{codes, frame, handshake, CONTROLLER_NAME, PROTOCOL_VERSION};
+use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
 use flotilla_tests::{
-    agent_command, enroll, web_template, AgentProcess, Api, ControllerProcess, UdpRelay,
+    agent_command, enroll, raw_connection, web_template, AgentProcess, Api, ControllerProcess,
+    UdpRelay,
 };
 use rand::Rng;
 use reqwest::Method;
@@ -269,26 +269,6 @@ async fn a_partitioned_agent_is_lost_replaced_and_reconciles_on_heal() -> anyhow
     near.terminate()?;
     controller.terminate()?;
     Ok(())
-}
-
-/// Opens a control connection with an enrolled agent's identity, to speak
-/// the protocol by hand.
-async fn raw_connection(
-    identity_dir: &std::path::Path,
-    controller: std::net::SocketAddr,
-) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
-    let identity = Identity::load(identity_dir)?;
-    let config = flotilla_agent::tls::control_config(
-        &identity,
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        true,
-    )?;
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let connection = endpoint
-        .connect_with(config, controller, CONTROLLER_NAME)?
-        .await?;
-    Ok((endpoint, connection))
 }
 
 async fn close_code(connection: &quinn::Connection) -> Option<u64> {

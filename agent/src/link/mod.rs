@@ -191,6 +191,13 @@ impl Link {
         self.store.ack(welcome.acked_seq)?;
         self.store.ack_lifecycle(welcome.acked_lifecycle)?;
         self.store.put_api_url(welcome.api_url.as_deref())?;
+        if !welcome.agent_token.is_empty() {
+            let path = crate::identity::rest_token_path(&self.settings.data_dir);
+            if let Err(err) = crate::identity::write_private(&path, welcome.agent_token.as_bytes())
+            {
+                tracing::warn!(path = %path.display(), error = %err, "cannot keep the REST token; the REST fallback will not work");
+            }
+        }
         self.connected.send_replace(true);
         tracing::info!(agent_id = %welcome.agent_id, generation, outbox = self.store.outbox_len(), "connected to the controller");
 

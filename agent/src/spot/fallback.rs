@@ -1,11 +1,15 @@
 //! The REST fallback for a notice: while the fleet link is down, the agent
-//! also posts the notice to `POST /v3/event/spot/shutdown` with the token
-//! of a stack it runs. The notice keeps its lifecycle id, so the
-//! controller records it once even when the link delivers it later too.
+//! also posts the notice to `POST /v3/event/spot/shutdown`, authenticated
+//! as itself with the REST token the controller handed it in its last
+//! welcome (a stack's token would let it speak for other VMs, and gets the
+//! server's deadline instead of the cloud's). The notice keeps its
+//! lifecycle id, so the controller records it once even when the link
+//! delivers it later too.
 
 use super::http;
 use crate::state::AgentStore;
 use flotilla_common::wire::messages::{CloudNotice, LifecycleReport};
+use std::path::Path;
 use std::time::Duration;
 
 const PATH: &str = "/v3/event/spot/shutdown";
@@ -16,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 pub enum FallbackError {
     #[error("the controller's REST URL is unknown (it was never told over the link)")]
     NoUrl,
-    #[error("no stack token to report with (no placements)")]
+    #[error("no REST token to report with (the controller never welcomed this agent)")]
     NoToken,
     #[error("the REST API answered {0}")]
     Refused(u16),
@@ -29,64 +33,55 @@ pub enum FallbackError {
     Store(#[from] crate::state::StateError),
 }
 
-/// Posts the notice once, trying each stack's token until one is taken.
+/// The agent's REST token from `path`, if it has one.
+fn token(path: &Path) -> Result<String, FallbackError> {
+    let text = std::fs::read_to_string(path).map_err(|_| FallbackError::NoToken)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(FallbackError::NoToken);
+    }
+    Ok(token.to_owned())
+}
+
+/// Posts the notice once with the agent's own token.
 pub async fn post(
     store: &AgentStore,
+    token_path: &Path,
     instance_id: &str,
     report: &LifecycleReport,
     notice: &CloudNotice,
 ) -> Result<(), FallbackError> {
     let url = store.api_url()?.ok_or(FallbackError::NoUrl)?;
-    let desired =
-        store
-            .desired()?
-            .unwrap_or_else(|| flotilla_common::wire::messages::DesiredState {
-                generation: 0,
-                placements: Vec::new(),
-            });
-    let mut tried = std::collections::BTreeSet::new();
-    let mut last = FallbackError::NoToken;
-    for placement in &desired.placements {
-        if placement.auth_token.is_empty() || !tried.insert(placement.stack_id.as_str()) {
-            continue;
+    let token = token(token_path)?;
+    let body = serde_json::json!({
+        "instance_id": instance_id,
+        "notice_id": report.id,
+        "cloud": notice.cloud,
+        "action": notice.action,
+        "time": notice.deadline_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    });
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    match http::send(
+        &url,
+        "POST",
+        PATH,
+        &headers,
+        body.to_string().into_bytes(),
+        TIMEOUT,
+    )
+    .await
+    {
+        Ok(answer) if answer.status == 202 => {
+            tracing::info!(notice_id = report.id, "notice delivered over REST");
+            Ok(())
         }
-        let body = serde_json::json!({
-            "stack_id": placement.stack_id,
-            "instance_id": instance_id,
-            "notice_id": report.id,
-            "cloud": notice.cloud,
-            "action": notice.action,
-            "time": notice.deadline_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        });
-        let bearer = format!("Bearer {}", placement.auth_token);
-        let headers = [
-            ("Authorization", bearer.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        match http::send(
-            &url,
-            "POST",
-            PATH,
-            &headers,
-            body.to_string().into_bytes(),
-            TIMEOUT,
-        )
-        .await
-        {
-            Ok(answer) if answer.status == 202 => {
-                tracing::info!(stack_id = %placement.stack_id, notice_id = report.id, "notice delivered over REST");
-                return Ok(());
-            }
-            Ok(answer) => last = FallbackError::Refused(answer.status),
-            Err(error) => {
-                last = FallbackError::Http {
-                    url: url.clone(),
-                    error,
-                }
-            }
-        }
+        Ok(answer) => Err(FallbackError::Refused(answer.status)),
+        Err(error) => Err(FallbackError::Http { url, error }),
     }
-    Err(last)
 }

@@ -23,6 +23,10 @@ pub const SHUTTING_DOWN: VarInt = VarInt::from_u32(7);
 /// The peer stayed silent too long.
 pub const TIMED_OUT: VarInt = VarInt::from_u32(8);
 
+/// The peer's hello or heartbeat broke a bound (too many labels, a key,
+/// value or fact too long; see `wire::bounds`).
+pub const LIMIT_EXCEEDED: VarInt = VarInt::from_u32(9);
+
 /// A name for a close code, for log lines.
 pub fn describe(code: VarInt) -> &'static str {
     match code.into_inner() {
@@ -35,6 +39,7 @@ pub fn describe(code: VarInt) -> &'static str {
         6 => "superseded by a newer connection",
         7 => "controller shutting down",
         8 => "timed out",
+        9 => "labels or facts past the bounds",
         _ => "unknown code",
     }
 }

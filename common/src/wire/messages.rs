@@ -138,8 +138,8 @@ pub struct Hello {
     pub facts: HostFacts,
 }
 
-/// The controller's answer to [`Hello`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The controller's answer to [`Hello`]. Its `Debug` leaves out the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
     pub agent_id: String,
     pub instance_id: String,
@@ -153,6 +153,25 @@ pub struct Welcome {
     /// The controller's REST API (`http://host:port`), for the agent's
     /// fallback when the link is down; `None` when not configured.
     pub api_url: Option<String>,
+    /// This agent's own REST token, new for every session (the previous
+    /// one stops working): the bearer of its REST fallback
+    /// (`POST /v3/event/spot/shutdown`), which then speaks for this agent
+    /// only. Empty when the controller could not make one.
+    pub agent_token: String,
+}
+
+impl std::fmt::Debug for Welcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Welcome")
+            .field("agent_id", &self.agent_id)
+            .field("instance_id", &self.instance_id)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("acked_seq", &self.acked_seq)
+            .field("acked_lifecycle", &self.acked_lifecycle)
+            .field("api_url", &self.api_url)
+            .field("agent_token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Everything an agent should be running.

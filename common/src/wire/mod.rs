@@ -7,16 +7,18 @@
 //! - [`handshake`]: the fixed 8-byte preamble each stream starts with.
 //! - [`messages`]: the message types.
 //! - [`codes`]: QUIC application close codes, so a refusal says why.
+//! - [`bounds`]: limits on the labels and facts an agent sends.
 
+pub mod bounds;
 pub mod codes;
 pub mod frame;
 pub mod handshake;
 pub mod messages;
 
 /// The protocol version this build speaks. Bump it whenever a message type
-/// or the encoding changes incompatibly.
-/// Version 2: placements carry their pool, its policy and the volume
-/// scope.
+/// or the encoding changes incompatibly. 2: [`messages::Welcome`] carries
+/// the agent's REST token; placements carry their pool, its policy and the
+/// volume scope.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// ALPN of the control connection (mutual TLS).

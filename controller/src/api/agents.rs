@@ -515,9 +515,9 @@ pub async fn drain_agent(
     Ok((StatusCode::ACCEPTED, Json(view(&state, agent)?)))
 }
 
-/// Ends an operator's drain (or a rebalance drain): the agent takes
-/// placements again. A drain for a cloud's termination notice cannot be
-/// undone (409).
+/// Ends a drain: the agent takes placements again. An admin may end any
+/// drain, a cloud's termination notice's too (the notice may be false);
+/// for anyone else a notice's drain cannot be undone (409).
 #[utoipa::path(delete, path = "/v3/alm/agents/{agent_id}/drain", tag = "fleet",
     security(("bearer" = [])),
     params(("agent_id" = String, Path, description = "Agent id (ag-...)")),
@@ -526,7 +526,7 @@ pub async fn drain_agent(
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
-        (status = 409, description = "The cloud is terminating the VM", body = ErrorBody),
+        (status = 409, description = "The cloud is terminating the VM (non-admins)", body = ErrorBody),
     ))]
 pub async fn undrain_agent(
     State(state): State<AppState>,
@@ -534,7 +534,7 @@ pub async fn undrain_agent(
     ApiPath(agent_id): ApiPath<String>,
 ) -> ApiResult<Json<AgentView>> {
     operator.require_admin("undoing a drain")?;
-    let agent = drain::undo(&state.store, &agent_id)?;
+    let agent = drain::undo(&state.store, &agent_id, operator.admin)?;
     state.store.flush().await?;
     state.nudge();
     Ok(Json(view(&state, agent)?))

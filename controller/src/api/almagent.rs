@@ -5,10 +5,11 @@
 use super::caller::AgentCaller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
+use super::report_rules::{self, AlmVerdict};
 use super::state::AppState;
 use super::templates::{latest_version, stored_body};
 use crate::clock;
-use crate::store::{InstanceStatusRecord, StackRecord};
+use crate::store::{AlmIdOutcome, InstanceStatusRecord, StackRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -28,7 +29,14 @@ pub struct AlmStatus {
     pub stack_id: String,
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// The VM's instance id; when empty, `agent_id` names the VM instead.
+    #[serde(default)]
     pub instance_id: String,
+    /// The configuration the VM runs, when the agent says; its
+    /// `instance_count` then bounds the ids reported for it (else the
+    /// stack's total).
+    #[serde(default)]
+    pub flag: Option<String>,
     pub status: String,
     #[serde(default)]
     pub message: Option<String>,
@@ -136,6 +144,15 @@ pub async fn config(
     })))
 }
 
+/// The id a report names its VM by: the instance id, else the agent id.
+fn vm_id(report: &AlmStatus) -> &str {
+    if report.instance_id.is_empty() {
+        report.agent_id.as_deref().unwrap_or_default()
+    } else {
+        &report.instance_id
+    }
+}
+
 fn check_report(report: &AlmStatus) -> ApiResult<()> {
     let word = |s: &str| {
         (1..=32).contains(&s.len())
@@ -148,7 +165,7 @@ fn check_report(report: &AlmStatus) -> ApiResult<()> {
                 .context(json!({"path": "status"})),
         );
     }
-    if !crate::fleet::enroll::valid_instance_id(&report.instance_id) {
+    if !crate::fleet::enroll::valid_instance_id(vm_id(report)) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "instance_id is not a valid instance id",
@@ -169,6 +186,60 @@ fn check_report(report: &AlmStatus) -> ApiResult<()> {
     Ok(())
 }
 
+/// Whether an alm-agent report about VM `id` is taken (see
+/// [`report_rules::alm_verdict`]): an id an enrolled agent holds only when
+/// that agent runs the stack (404 otherwise); any other id only while the
+/// stack (or the flag) has fewer distinct alm-agent ids than its
+/// `instance_count` (409 `instance_limit` for one more).
+fn admit(state: &AppState, stack: &StackRecord, id: &str, flag: Option<&str>) -> ApiResult<()> {
+    let holder = super::events::holder(state, &stack.stack_id, id)?;
+    match report_rules::alm_verdict(holder.map(|h| h.1)) {
+        AlmVerdict::Enrolled => return Ok(()),
+        AlmVerdict::NotFound => return Err(ApiError::not_found("instance_id", id)),
+        AlmVerdict::Counted => {}
+    }
+    let body = stored_body(&latest_version(state, stack)?)?;
+    let limit = instance_limit(&body, flag)
+        .ok_or_else(|| ApiError::not_found("flag", flag.unwrap_or_default()))?;
+    let key = format!("{}\0{}", stack.stack_id, flag.unwrap_or_default());
+    match state.store.take_alm_id(&key, id, limit)? {
+        AlmIdOutcome::Taken => Ok(()),
+        AlmIdOutcome::Full { limit } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "instance_limit",
+            format!(
+                "stack {} already has {limit} instances reporting; its instance_count allows no more",
+                stack.stack_id
+            ),
+        )
+        .context(json!({ "stack_id": stack.stack_id, "flag": flag, "limit": limit }))),
+    }
+}
+
+/// The `instance_count` of `flag` in a template body, or (no flag) the sum
+/// over its configurations; `None` for an unknown flag.
+fn instance_limit(body: &Value, flag: Option<&str>) -> Option<usize> {
+    let count = |config: &Map<String, Value>| {
+        config
+            .get("provision")
+            .and_then(|p| p.get("instance_count"))
+            .and_then(Value::as_u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    match flag {
+        Some(flag) => crate::template::configuration(body, flag).map(count),
+        None => Some(
+            body.get("configurations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .map(count)
+                .fold(0usize, usize::saturating_add),
+        ),
+    }
+}
+
 async fn record(
     state: &AppState,
     caller: &AgentCaller,
@@ -177,10 +248,12 @@ async fn record(
 ) -> ApiResult<StatusCode> {
     let stack = stack_for(state, caller, &report.stack_id)?;
     check_report(&report)?;
+    let id = vm_id(&report).to_owned();
+    admit(state, &stack, &id, report.flag.as_deref())?;
     let time = clock::rfc3339_ms(clock::now_ms());
     let instance = (kind == "container.status").then(|| InstanceStatusRecord {
         stack_id: stack.stack_id.clone(),
-        instance_id: report.instance_id.clone(),
+        instance_id: id.clone(),
         status: report.status.clone(),
         flag: None,
         exit_code: None,
@@ -192,17 +265,8 @@ async fn record(
         commit: None,
     });
     let data = json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" });
-    super::events::record_report(
-        state,
-        &stack,
-        &report.instance_id,
-        instance.as_ref(),
-        kind,
-        time,
-        data,
-    )
-    .await?;
-    tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %report.status, kind, "alm-agent report");
+    super::events::record_report(state, &stack, &id, instance.as_ref(), kind, time, data).await?;
+    tracing::info!(stack_id = %stack.stack_id, instance_id = %id, status = %report.status, kind, "alm-agent report");
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -214,7 +278,8 @@ async fn record(
         (status = 202, description = "Recorded"),
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller), or an instance an enrolled agent holds that does not run the stack", body = ErrorBody),
+        (status = 409, description = "instance_limit: the stack already has instance_count instances reporting", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither form-encoded nor JSON", body = ErrorBody),
     ))]
@@ -235,7 +300,8 @@ pub async fn agent_status(
         (status = 202, description = "Recorded"),
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller), or an instance an enrolled agent holds that does not run the stack", body = ErrorBody),
+        (status = 409, description = "instance_limit: the stack already has instance_count instances reporting", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither form-encoded nor JSON", body = ErrorBody),
     ))]

@@ -17,11 +17,24 @@ pub struct Operator {
     pub user_id: String,
     pub username: String,
     pub admin: bool,
+    /// The API client the token was issued to (what owns the hooks it makes).
+    pub client_id: String,
+    /// The digest of the presented token, so long-lived responses (event
+    /// streams) can re-check that it still holds.
+    pub token_digest: String,
 }
 
 /// A caller of the agent endpoints: an access token, or a stack's own
 /// `auth_token` presented as the bearer.
 pub struct AgentCaller(pub Caller);
+
+/// A caller of the spot-notice endpoint: an enrolled agent with its own
+/// REST token (handed over the fleet link), or any [`AgentCaller`].
+pub enum NoticeCaller {
+    /// The agent whose current REST token was presented.
+    Agent(Box<crate::store::AgentRecord>),
+    Other(AgentCaller),
+}
 
 fn header(parts: &Parts) -> Option<&str> {
     parts
@@ -44,16 +57,19 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await?.0 {
+        let token = tokens::bearer(header(parts))?;
+        match tokens::authenticate(&state.store, token)? {
             Principal::Client {
+                client_id,
                 user_id,
                 username,
                 admin,
-                ..
             } => Ok(Operator {
                 user_id,
                 username,
                 admin,
+                client_id,
+                token_digest: crate::auth::secret::digest(token),
             }),
             Principal::Stack { .. } => Err(ApiError::forbidden(
                 "a stack's token can only call the agent endpoints; use operator client credentials",
@@ -69,6 +85,31 @@ impl FromRequestParts<AppState> for AgentCaller {
         let token = tokens::bearer(header(parts))?;
         let principal = tokens::authenticate_agent(&state.store, token)?;
         Ok(AgentCaller(Caller(principal)))
+    }
+}
+
+impl FromRequestParts<AppState> for NoticeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = tokens::bearer(header(parts))?;
+        if let Some(agent) = crate::auth::agent_tokens::authenticate(&state.store, token)? {
+            return Ok(NoticeCaller::Agent(Box::new(agent)));
+        }
+        let principal = tokens::authenticate_agent(&state.store, token)?;
+        Ok(NoticeCaller::Other(AgentCaller(Caller(principal))))
+    }
+}
+
+impl AgentCaller {
+    /// Who this caller is, for the report rules.
+    pub fn reporter(&self) -> super::report_rules::Reporter {
+        use super::report_rules::Reporter;
+        match &self.0 .0 {
+            Principal::Client { admin: true, .. } => Reporter::Admin,
+            Principal::Client { .. } => Reporter::Owner,
+            Principal::Stack { .. } => Reporter::Stack,
+        }
     }
 }
 

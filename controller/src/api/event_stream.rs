@@ -8,7 +8,8 @@
 //! `Store::event_order`), so reading "after the last id sent" neither
 //! skips nor repeats one. Idle streams carry a comment every
 //! [`HEARTBEAT`] so proxies and clients see the connection alive; the
-//! stream ends when the server shuts down.
+//! stream ends when the server shuts down, and within [`RECHECK`] of the
+//! caller's token or client being revoked (or the token expiring).
 
 use super::caller::Operator;
 use super::state::AppState;
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often a stream re-checks its caller's token and client.
+pub const RECHECK: Duration = Duration::from_secs(1);
 /// Events read from the store at a time.
 const PAGE: usize = 500;
 
@@ -33,6 +36,8 @@ struct Follower {
     after: u64,
     ready: VecDeque<EventRecord>,
     latest: tokio::sync::watch::Receiver<u64>,
+    /// When the caller's credentials were last found valid.
+    checked: std::time::Instant,
 }
 
 impl Drop for Follower {
@@ -43,6 +48,21 @@ impl Drop for Follower {
 }
 
 impl Follower {
+    /// Whether the token the stream was opened with (and its client)
+    /// still holds.
+    fn still_allowed(&self) -> bool {
+        match crate::auth::tokens::authenticate_digest(
+            &self.state.store,
+            &self.operator.token_digest,
+        ) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::info!(reason = %err, "event stream ended: its credentials no longer hold");
+                false
+            }
+        }
+    }
+
     /// Reads the next page after `after` into `ready`; false when none.
     fn fill(&mut self) -> bool {
         let page = match self.state.store.events_after(self.after, PAGE) {
@@ -96,6 +116,7 @@ pub fn follow(
         after,
         ready: VecDeque::new(),
         latest,
+        checked: std::time::Instant::now(),
     };
     follower.state.fleet.metrics.event_streams.inc();
     tracing::info!(after, "event stream opened");
@@ -103,6 +124,12 @@ pub fn follow(
         let mut stopping = stopping.clone();
         async move {
             loop {
+                if f.checked.elapsed() >= RECHECK {
+                    if !f.still_allowed() {
+                        return None;
+                    }
+                    f.checked = std::time::Instant::now();
+                }
                 if let Some(event) = f.ready.pop_front() {
                     return Some((Ok(to_sse(&event)), f));
                 }
@@ -122,6 +149,7 @@ pub fn follow(
                         }
                     }
                     _ = stopping.wait_for(|stop| *stop) => return None,
+                    () = tokio::time::sleep(RECHECK) => {}
                 }
             }
         }

@@ -1,12 +1,15 @@
 //! The agent event endpoints (spot notices, container status) for HTTP-only
 //! agents, and the event history for operators.
 
-use super::caller::{AgentCaller, Operator};
+use super::caller::{AgentCaller, NoticeCaller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
+use super::report_rules::{self, Holder, NoticeVerdict};
 use super::state::AppState;
 use crate::clock;
-use crate::store::{EventFilter, EventRecord, InstanceStatusRecord, Principal, StackRecord};
+use crate::store::{
+    AgentRecord, AgentState, EventFilter, EventRecord, InstanceStatusRecord, Principal, StackRecord,
+};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +22,8 @@ use utoipa::{IntoParams, ToSchema};
 /// A spot-termination notice from a VM.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SpotShutdown {
+    /// Required, except with an agent's own REST token.
+    #[serde(default)]
     pub stack_id: String,
     pub instance_id: String,
     /// Flotilla agents: the notice's lifecycle report id, so the notice is
@@ -96,77 +101,135 @@ fn agent_stack(state: &AppState, caller: &AgentCaller, stack_id: &str) -> ApiRes
 }
 
 /// Records a spot-termination notice for an instance of a stack.
+///
+/// Who may drain what is [`report_rules::notice_verdict`]: an agent's own
+/// REST token drains that agent (with the notice's time); a stack token
+/// drains only an agent pinned to its stack, with the server's deadline
+/// (the `time` given is ignored); a notice for an instance no enrolled
+/// agent holds is recorded as an event.
 #[utoipa::path(post, path = "/v3/event/spot/shutdown", tag = "agent",
     security(("bearer" = [])),
     request_body(content = SpotShutdown, content_type = "application/json",
-        description = "Also accepted form-encoded. The bearer may be the stack's auth_token."),
+        description = "Also accepted form-encoded. The bearer may be the stack's auth_token, or an enrolled agent's own REST token (then `stack_id` may be left out)."),
     responses(
         (status = 202, description = "Recorded"),
         (status = 400, description = "Missing or invalid field, malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another stack or user", body = ErrorBody),
+        (status = 403, description = "The token belongs to another stack or user, or may not act on that agent", body = ErrorBody),
         (status = 404, description = "No such stack", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
     ))]
 pub async fn spot_shutdown(
     State(state): State<AppState>,
-    caller: AgentCaller,
+    caller: NoticeCaller,
     JsonOrForm(notice): JsonOrForm<SpotShutdown>,
 ) -> ApiResult<StatusCode> {
+    let caller = match caller {
+        NoticeCaller::Agent(agent) => {
+            check_instance_id(&notice.instance_id)?;
+            let cloud_notice = cloud_notice(&notice, true)?;
+            if notice.instance_id != agent.instance_id {
+                return Err(ApiError::forbidden(
+                    "an agent's token speaks for its own instance only",
+                ));
+            }
+            return drain_for_notice(&state, &agent, &cloud_notice, notice.notice_id).await;
+        }
+        NoticeCaller::Other(caller) => caller,
+    };
+    if notice.stack_id.is_empty() {
+        return Err(
+            ApiError::bad_request("invalid_field", "stack_id is required")
+                .context(json!({ "path": "stack_id" })),
+        );
+    }
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     check_instance_id(&notice.instance_id)?;
-    if let Some(agent) = enrolled_agent(&state, &stack, &notice.instance_id)? {
-        let cloud_notice = cloud_notice(&notice)?;
-        let applied = crate::fleet::drain::apply_notice(
-            &state.store,
-            &agent.agent_id,
-            &cloud_notice,
-            notice.notice_id,
-            crate::fleet::drain::Source::Http,
-            state.fleet.settings.drain_on_rebalance,
-        )?;
-        state.store.flush().await?;
-        state.nudge();
-        tracing::warn!(stack_id = %stack.stack_id, agent_id = %agent.agent_id, applied = ?applied, "spot shutdown notice for an enrolled agent");
-        return Ok(StatusCode::ACCEPTED);
+    let holder = holder(&state, &stack.stack_id, &notice.instance_id)?;
+    match report_rules::notice_verdict(&caller.reporter(), holder.as_ref().map(|h| h.1)) {
+        NoticeVerdict::Drain { honour_time } => {
+            let cloud_notice = cloud_notice(&notice, honour_time)?;
+            let Some((agent, _)) = holder else {
+                return Err(ApiError::internal());
+            };
+            drain_for_notice(&state, &agent, &cloud_notice, notice.notice_id).await
+        }
+        NoticeVerdict::Forbidden => Err(ApiError::forbidden(format!(
+            "instance {} is an agent this caller may not drain (only an agent pinned to stack {} is)",
+            notice.instance_id, stack.stack_id
+        ))),
+        NoticeVerdict::EventOnly => {
+            cloud_notice(&notice, false)?;
+            let time = clock::rfc3339_ms(clock::now_ms());
+            record_report(
+                &state,
+                &stack,
+                &notice.instance_id,
+                None,
+                "spot.shutdown",
+                time,
+                json!({ "source": "http" }),
+            )
+            .await?;
+            state.nudge();
+            tracing::warn!(stack_id = %stack.stack_id, instance_id = %notice.instance_id, "spot shutdown notice");
+            Ok(StatusCode::ACCEPTED)
+        }
     }
-    let time = clock::rfc3339_ms(clock::now_ms());
-    record_report(
-        &state,
-        &stack,
-        &notice.instance_id,
-        None,
-        "spot.shutdown",
-        time,
-        json!({ "source": "http" }),
-    )
-    .await?;
+}
+
+/// Drains an enrolled agent for a notice taken over HTTP.
+async fn drain_for_notice(
+    state: &AppState,
+    agent: &AgentRecord,
+    notice: &flotilla_common::wire::messages::CloudNotice,
+    notice_id: Option<u64>,
+) -> ApiResult<StatusCode> {
+    let applied = crate::fleet::drain::apply_notice(
+        &state.store,
+        &agent.agent_id,
+        notice,
+        notice_id,
+        crate::fleet::drain::Source::Http,
+        state.fleet.settings.drain_on_rebalance,
+    )?;
+    state.store.flush().await?;
     state.nudge();
-    tracing::warn!(stack_id = %stack.stack_id, instance_id = %notice.instance_id, "spot shutdown notice");
+    tracing::warn!(agent_id = %agent.agent_id, applied = ?applied, "spot shutdown notice for an enrolled agent");
     Ok(StatusCode::ACCEPTED)
 }
 
-/// The enrolled agent of an instance, when it runs (or ran) this stack:
-/// its notice then drains it. A stack's token reaches no other agent.
-fn enrolled_agent(
+/// The live enrolled agent holding `instance_id`, and what it has to do
+/// with `stack_id`; `None` when no agent (or only a revoked one) holds it.
+pub(super) fn holder(
     state: &AppState,
-    stack: &StackRecord,
+    stack_id: &str,
     instance_id: &str,
-) -> ApiResult<Option<crate::store::AgentRecord>> {
-    let Some(agent) = state.store.agent_by_instance(instance_id)? else {
+) -> ApiResult<Option<(AgentRecord, Holder)>> {
+    let Some(agent) = state
+        .store
+        .agent_by_instance(instance_id)?
+        .filter(|agent| agent.state != AgentState::Revoked)
+    else {
         return Ok(None);
     };
-    let runs_stack = state
-        .store
-        .desired(&agent.agent_id)?
-        .history
-        .contains(&stack.stack_id);
-    Ok(runs_stack.then_some(agent))
+    let desired = state.store.desired(&agent.agent_id)?;
+    let holder = Holder {
+        pinned_to_stack: agent.pin.as_ref().is_some_and(|p| p.stack_id == stack_id),
+        placed_now: desired.placements.iter().any(|p| p.stack_id == stack_id),
+        ran_stack: desired.history.contains(stack_id),
+    };
+    Ok(Some((agent, holder)))
 }
 
 /// The notice an HTTP report describes (a bare report is a termination).
-fn cloud_notice(notice: &SpotShutdown) -> ApiResult<flotilla_common::wire::messages::CloudNotice> {
+/// With `honour_time` false the notice gets the server's deadline: none,
+/// so the drain waits for replacements (as for a notice without a time).
+fn cloud_notice(
+    notice: &SpotShutdown,
+    honour_time: bool,
+) -> ApiResult<flotilla_common::wire::messages::CloudNotice> {
     const ACTIONS: [&str; 5] = ["terminate", "stop", "hibernate", "preempt", "maintenance"];
     let action = notice.action.clone().unwrap_or_else(|| "terminate".into());
     if !ACTIONS.contains(&action.as_str()) {
@@ -194,7 +257,8 @@ fn cloud_notice(notice: &SpotShutdown) -> ApiResult<flotilla_common::wire::messa
                         .context(json!({ "path": "time" }))
                 })
         })
-        .transpose()?;
+        .transpose()?
+        .filter(|_| honour_time);
     Ok(flotilla_common::wire::messages::CloudNotice {
         cloud,
         action,
@@ -212,7 +276,7 @@ fn cloud_notice(notice: &SpotShutdown) -> ApiResult<flotilla_common::wire::messa
         (status = 400, description = "Missing or invalid field (unknown status), malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "The token belongs to another stack or user", body = ErrorBody),
-        (status = 404, description = "No such stack", body = ErrorBody),
+        (status = 404, description = "No such stack, or (stack token) an instance not placed for the stack nor pinned to it", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
     ))]
@@ -241,6 +305,10 @@ pub async fn container_status(
             "reason is longer than 1024 characters",
         )
         .context(json!({ "path": "reason" })));
+    }
+    let holder = holder(&state, &stack.stack_id, &report.instance_id)?;
+    if !report_rules::status_taken(&caller.reporter(), holder.map(|h| h.1)) {
+        return Err(ApiError::not_found("instance_id", &report.instance_id));
     }
     let time = clock::rfc3339_ms(clock::now_ms());
     let instance = InstanceStatusRecord {

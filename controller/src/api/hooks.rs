@@ -40,6 +40,17 @@ pub struct HookView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack_id: Option<String>,
     pub created: String,
+    /// `active`, or `disabled` once the client that made it is revoked
+    /// (nothing is delivered any more).
+    pub status: HookStatus,
+}
+
+/// Whether a subscription still delivers.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HookStatus {
+    Active,
+    Disabled,
 }
 
 /// A new subscription: its `secret` signs every delivery and is shown
@@ -51,14 +62,20 @@ pub struct NewHook {
     pub secret: String,
 }
 
-fn view(hook: &HookRecord) -> HookView {
-    HookView {
+fn view(state: &AppState, hook: &HookRecord) -> ApiResult<HookView> {
+    let status = if state.store.hook_disabled(hook)? {
+        HookStatus::Disabled
+    } else {
+        HookStatus::Active
+    };
+    Ok(HookView {
         id: hook.id.clone(),
         url: hook.url.clone(),
         events: hook.events.clone(),
         stack_id: hook.stack_id.clone(),
         created: clock::rfc3339_ms(hook.created_ms),
-    }
+        status,
+    })
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> ApiError {
@@ -145,6 +162,7 @@ pub async fn create(
         ),
         user_id: operator.user_id.clone(),
         admin: operator.admin,
+        client_id: Some(operator.client_id.clone()),
         url: request.url.trim().to_owned(),
         events: request.events,
         stack_id: request.stack_id,
@@ -158,7 +176,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(NewHook {
-            hook: view(&hook),
+            hook: view(&state, &hook)?,
             secret: hook.secret.clone(),
         }),
     ))
@@ -176,15 +194,14 @@ pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
 ) -> ApiResult<Json<Vec<HookView>>> {
-    Ok(Json(
-        state
-            .store
-            .hooks()?
-            .iter()
-            .filter(|h| operator.admin || h.user_id == operator.user_id)
-            .map(view)
-            .collect(),
-    ))
+    let views = state
+        .store
+        .hooks()?
+        .iter()
+        .filter(|h| operator.admin || h.user_id == operator.user_id)
+        .map(|hook| view(&state, hook))
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(views))
 }
 
 /// Removes a subscription and its delivery history.
@@ -206,7 +223,7 @@ pub async fn remove(
     state.store.remove_hook(&hook.id)?;
     state.store.flush().await?;
     tracing::info!(hook_id = %hook.id, "webhook removed");
-    Ok(Json(view(&hook)))
+    Ok(Json(view(&state, &hook)?))
 }
 
 /// A subscription's deliveries, oldest event first: state (`pending`,

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod hooks;
 pub mod instances;
 pub mod pools;
+pub mod report_rules;
 pub mod stacks;
 pub mod state;
 pub mod templates;

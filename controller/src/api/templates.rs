@@ -128,13 +128,15 @@ pub(super) fn latest_version(state: &AppState, stack: &StackRecord) -> ApiResult
         })
 }
 
-/// Resolves the pool of every configuration of a (valid) body for
-/// `owner`: `provision.pool` when given, else the owner's first pool, else
+/// Resolves the pool of every configuration of a (valid) body for the
+/// stack's owner (`admin` when an admin client of the owner acts):
+/// `provision.pool` when given, else the owner's first pool, else
 /// `default` for admins. Unknown pools are 404, pools the owner may not
 /// use 403, each naming the configuration.
 fn resolve_pools(
     state: &AppState,
-    owner: &Operator,
+    owner: &str,
+    admin: bool,
     body: &Value,
 ) -> ApiResult<BTreeMap<String, String>> {
     let pools = state.store.pools()?;
@@ -159,7 +161,7 @@ fn resolve_pools(
                 }]))
             }
         };
-        let pool = match crate::pools::resolve(requested, &pools, &owner.username, owner.admin) {
+        let pool = match crate::pools::resolve(requested, &pools, owner, admin) {
             PoolChoice::Pool(pool) => pool,
             PoolChoice::Unknown(name) => {
                 return Err(ApiError::not_found("pool", &name)
@@ -167,16 +169,14 @@ fn resolve_pools(
             }
             PoolChoice::Forbidden(name) => {
                 return Err(ApiError::forbidden(format!(
-                    "user {} may not use pool {name}",
-                    owner.username
+                    "user {owner} may not use pool {name}"
                 ))
                 .context(json!({ "pool": name, "path": path })))
             }
             PoolChoice::NoPool => {
                 return Err(ApiError::forbidden(format!(
-                "user {} is in no pool; an admin adds users to a pool (PUT /v3/alm/pools/{{name}})",
-                owner.username
-            ))
+                    "user {owner} is in no pool; an admin adds users to a pool (PUT /v3/alm/pools/{{name}})"
+                ))
                 .context(json!({ "path": path })))
             }
         };
@@ -242,7 +242,7 @@ pub async fn apply(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     validate::validate(&body).map_err(invalid)?;
-    let pools = resolve_pools(&state, &operator, &body)?;
+    let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
     let now = clock::now_ms();
     let stack_id = flotilla_common::ids::template_id(&operator.user_id);
     let version = VersionRecord {
@@ -318,12 +318,8 @@ pub async fn update(
     let stack = load_owned_stack(&state, &operator, &template_id)?;
     validate::validate(&body).map_err(invalid)?;
     // The pools are resolved for the stack's owner, whoever updates it.
-    let owner = Operator {
-        user_id: stack.user_id.clone(),
-        username: stack.username.clone(),
-        admin: operator.admin && operator.user_id == stack.user_id,
-    };
-    let pools = resolve_pools(&state, &owner, &body)?;
+    let owner_admin = operator.admin && operator.user_id == stack.user_id;
+    let pools = resolve_pools(&state, &stack.username, owner_admin, &body)?;
     template::keep_vendor(&mut body, stack.vendor.as_ref());
     let version_id = flotilla_common::ids::version_id();
     let now = clock::now_ms();

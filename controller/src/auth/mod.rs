@@ -5,6 +5,7 @@
 //! constant time; the plain values exist in memory just long enough to hand
 //! them to their owner once.
 
+pub mod agent_tokens;
 pub mod clients;
 pub mod secret;
 pub mod tokens;

@@ -82,9 +82,14 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
 /// Resolves a presented token to its principal, re-checking that the client
 /// or stack behind it is still valid.
 pub fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthError> {
-    let record = store
-        .token(&secret::digest(token))?
-        .ok_or(AuthError::Unknown)?;
+    authenticate_digest(store, &secret::digest(token))
+}
+
+/// [`authenticate`] for a token known by its digest: what a long-lived
+/// response (an event stream) re-checks while it runs, so revoking the
+/// token or its client ends it.
+pub fn authenticate_digest(store: &Store, digest: &str) -> Result<Principal, AuthError> {
+    let record = store.token(digest)?.ok_or(AuthError::Unknown)?;
     if record.revoked_ms.is_some() {
         return Err(AuthError::Revoked);
     }

@@ -274,8 +274,10 @@ pub fn start(
 }
 
 /// Ends an operator's (or a rebalance) drain: the agent takes placements
-/// again. A drain for a termination notice cannot be undone.
-pub fn undo(store: &Store, agent_id: &str) -> Result<AgentRecord, DrainError> {
+/// again. A drain for a termination notice can be undone only by an admin
+/// (`admin`): a notice may be false (sent with a leaked token, or by a
+/// cloud that changed its mind), and the admin must be able to say so.
+pub fn undo(store: &Store, agent_id: &str, admin: bool) -> Result<AgentRecord, DrainError> {
     let now = clock::now_ms();
     let mut refused = false;
     let mut undone = false;
@@ -284,7 +286,7 @@ pub fn undo(store: &Store, agent_id: &str) -> Result<AgentRecord, DrainError> {
             refused = false;
             undone = false;
             match agent.drain.as_ref().map(|d| d.reason) {
-                Some(DrainReason::Spot) => refused = true,
+                Some(DrainReason::Spot) if !admin => refused = true,
                 Some(_) => {
                     agent.drain = None;
                     agent.at_risk_ms = None;
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(drain.deadline_ms, Some(1_000_000));
         assert_eq!(record.lifecycle_id, 3);
         assert!(matches!(
-            undo(&store, "ag-1"),
+            undo(&store, "ag-1", false),
             Err(DrainError::CloudNotice(_))
         ));
         assert_eq!(
@@ -392,6 +394,29 @@ mod tests {
             apply_notice(&store, "ag-9", &n, None, Source::Http, false).expect("apply"),
             Applied::UnknownAgent
         );
+    }
+
+    #[test]
+    fn an_admin_undoes_a_cloud_notice_drain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        agent(&store);
+        apply_notice(
+            &store,
+            "ag-1",
+            &notice("terminate"),
+            None,
+            Source::Http,
+            false,
+        )
+        .expect("apply");
+        assert!(matches!(
+            undo(&store, "ag-1", false),
+            Err(DrainError::CloudNotice(_))
+        ));
+        let record = undo(&store, "ag-1", true).expect("an admin undoes it");
+        assert!(record.drain.is_none());
+        assert_eq!(events(&store, "agent.undrain"), 1);
     }
 
     #[test]
@@ -422,7 +447,7 @@ mod tests {
         .expect("apply");
         let record = store.agent("ag-1").expect("read").expect("agent");
         assert_eq!(record.drain.map(|d| d.reason), Some(DrainReason::Rebalance));
-        undo(&store, "ag-1").expect("a rebalance drain can be undone");
+        undo(&store, "ag-1", false).expect("a rebalance drain can be undone");
         let record = store.agent("ag-1").expect("read").expect("agent");
         assert!(record.drain.is_none());
         start(&store, "ag-1", None).expect("drain");

@@ -10,7 +10,7 @@ use flotilla_common::wire::messages::{
     AgentMessage, ControllerMessage, DesiredState, Hello, LifecycleEvent, LifecycleReport,
     Placement, StatusReport, Welcome,
 };
-use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
+use flotilla_common::wire::{bounds, codes, frame, handshake, PROTOCOL_VERSION};
 use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use std::sync::Arc;
@@ -96,6 +96,24 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
                 return;
             }
         };
+    if let Err(err) = bounds::check_hello(&hello) {
+        tracing::warn!(error = %err, "hello refused");
+        connection.close(codes::LIMIT_EXCEEDED, err.to_string().as_bytes());
+        return;
+    }
+    let agent_token = match crate::auth::agent_tokens::rotate(&fleet.store, &agent.agent_id) {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot issue the agent's REST token");
+            connection.close(codes::SHUTTING_DOWN, b"controller store failure");
+            return;
+        }
+    };
+    if let Err(err) = fleet.store.flush().await {
+        tracing::error!(error = %err, "flush failed");
+        connection.close(codes::SHUTTING_DOWN, b"controller store failure");
+        return;
+    }
     let session_id = fleet.registry.next_session_id();
     let desired = match fleet.store.desired(&agent.agent_id) {
         Ok(desired) => Arc::new(desired),
@@ -136,6 +154,7 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
             .flatten()
             .map_or(0, |a| a.lifecycle_id),
         api_url: fleet.settings.api_url.clone(),
+        agent_token,
     });
     // The welcome goes first, before any desired state.
     if let Err(err) = frame::write(&mut send, &welcome, max).await {
@@ -292,7 +311,13 @@ async fn read_loop(
                 }
                 acked(fleet, &agent.agent_id, generation)
             }
-            AgentMessage::Heartbeat(facts) => fleet.registry.seen(&agent.agent_id, Some(facts)),
+            AgentMessage::Heartbeat(facts) => {
+                if let Err(err) = bounds::check_facts(&facts) {
+                    connection.close(codes::LIMIT_EXCEEDED, err.to_string().as_bytes());
+                    return Err(err.to_string());
+                }
+                fleet.registry.seen(&agent.agent_id, Some(facts))
+            }
             AgentMessage::Status(reports) => {
                 let seq = statuses(fleet, agent, reports).await?;
                 if out

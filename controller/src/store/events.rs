@@ -208,6 +208,7 @@ mod tests {
                 id: "wh-1".into(),
                 user_id: "u".into(),
                 admin: true,
+                client_id: None,
                 url: "http://127.0.0.1:9/".into(),
                 events: vec![],
                 stack_id: None,

@@ -17,6 +17,11 @@ pub struct HookRecord {
     /// (an admin's gets every event).
     pub user_id: String,
     pub admin: bool,
+    /// The API client that made it: the hook is disabled (no more
+    /// deliveries) once that client is revoked. `None` for hooks made
+    /// before hooks recorded their client.
+    #[serde(default)]
+    pub client_id: Option<String>,
     pub url: String,
     /// Event types (`spot.shutdown`, `stack.status`, ...); empty for all.
     pub events: Vec<String>,
@@ -66,6 +71,17 @@ fn delivery_key(hook_id: &str, event_id: u64) -> Vec<u8> {
 }
 
 impl Store {
+    /// Whether a hook is disabled: the client that made it was revoked (or
+    /// is gone).
+    pub fn hook_disabled(&self, hook: &HookRecord) -> StoreResult<bool> {
+        let Some(client_id) = &hook.client_id else {
+            return Ok(false);
+        };
+        Ok(self
+            .client(client_id)?
+            .is_none_or(|client| client.revoked_ms.is_some()))
+    }
+
     /// Stores a new subscription.
     pub fn insert_hook(&self, hook: &HookRecord) -> StoreResult<()> {
         self.hooks

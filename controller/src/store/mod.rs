@@ -14,6 +14,7 @@ mod fleet;
 mod hooks;
 mod pools;
 mod records;
+mod reporters;
 mod stacks;
 mod tokens;
 
@@ -21,6 +22,7 @@ pub use events::{EventFilter, EventVisibility};
 pub use fleet::{JoinOutcome, StatusWrite};
 pub use hooks::{DeliveryRecord, DeliveryState, HookRecord};
 pub use records::*;
+pub use reporters::AlmIdOutcome;
 pub use stacks::VersionOutcome;
 
 use serde::de::DeserializeOwned;
@@ -89,6 +91,10 @@ pub struct Store {
     hooks: sled::Tree,
     deliveries: sled::Tree,
     pools: sled::Tree,
+    /// Agents' REST tokens: `d:` digest → agent id, `a:` agent id → digest.
+    agent_tokens: sled::Tree,
+    /// Instance ids the original alm-agent reported, per stack.
+    alm_ids: sled::Tree,
     /// Small singletons (the webhook fan-out cursor).
     meta: sled::Tree,
     /// Held while an event id is taken and the event written, so events
@@ -145,6 +151,8 @@ impl Store {
             hooks: db.open_tree("hooks")?,
             deliveries: db.open_tree("deliveries")?,
             pools: db.open_tree("pools")?,
+            agent_tokens: db.open_tree("agent_tokens")?,
+            alm_ids: db.open_tree("alm_ids")?,
             meta: db.open_tree("meta")?,
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -171,9 +179,22 @@ impl Store {
     }
 }
 
-/// Encodes a record for `tree`.
+/// Trees whose records are shown to operators or sent out (events and
+/// the webhook payloads made from them, statuses and their reasons, agents'
+/// labels, delivery errors): every string in them has URL credentials cut
+/// out on the way in, here, so no writer can forget to. Template versions
+/// and hooks keep their URLs whole: agents and deliveries need them.
+const REDACTED_TREES: [&str; 5] = ["events", "instances", "stacks", "agents", "deliveries"];
+
+/// Encodes a record for `tree` (redacted for the [`REDACTED_TREES`]).
 fn encode<T: Serialize>(tree: &'static str, value: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Encode { tree, source })
+    let fail = |source| StoreError::Encode { tree, source };
+    if REDACTED_TREES.contains(&tree) {
+        let mut json = serde_json::to_value(value).map_err(fail)?;
+        flotilla_common::redact::strip_json_credentials(&mut json);
+        return serde_json::to_vec(&json).map_err(fail);
+    }
+    serde_json::to_vec(value).map_err(fail)
 }
 
 /// Decodes a record read from `tree` at `key`.
