@@ -12,12 +12,14 @@
 //! - [`wire`]: the fleet link protocol: framing, handshake, messages, close codes.
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
 //! - [`policy`]: what a pool lets containers ask of their host (default deny).
+//! - [`spec`]: the template's container section, parsed and checked (controller and agent).
 
 pub mod commit;
 pub mod files;
 pub mod ids;
 pub mod policy;
 pub mod process;
+pub mod spec;
 pub mod status;
 pub mod systemd;
 pub mod time;
