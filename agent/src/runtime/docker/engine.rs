@@ -3,11 +3,12 @@
 //! and retries with backoff (credentials go with every attempt), stops are
 //! bounded by the grace period, and every error becomes a sentence.
 
-use super::super::spec::{ContainerSpec, Registry};
+use super::super::spec::{ContainerSpec, NetworkMode, Registry, VolumeSource};
 use backoff::backoff::Backoff;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
@@ -140,12 +141,46 @@ pub async fn pull(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
     Err(format!("pull of {} failed: {last}", spec.image))
 }
 
-/// The create request for a spec.
+/// The `binds` of a spec: host paths as given, named volumes as the
+/// stack's own volume of that name.
+fn binds(spec: &ContainerSpec, stack_id: &str) -> Vec<String> {
+    spec.volumes
+        .iter()
+        .map(|volume| {
+            let source = match &volume.source {
+                VolumeSource::HostPath(path) => path.clone(),
+                VolumeSource::Named(name) => super::names::volume_name(stack_id, name),
+            };
+            let mode = if volume.read_only { ":ro" } else { "" };
+            format!("{source}:{}{mode}", volume.target)
+        })
+        .collect()
+}
+
+/// The create request for a spec of stack `stack_id`. A container with
+/// `network_mode` host or none joins no network of the agent's.
 pub fn create_body(
     spec: &ContainerSpec,
+    stack_id: &str,
     labels: HashMap<String, String>,
     network: &str,
 ) -> ContainerCreateBody {
+    let host = &spec.host;
+    let network_mode = match host.network {
+        NetworkMode::Bridge => network,
+        NetworkMode::Host => "host",
+        NetworkMode::None => "none",
+    };
+    let devices = host
+        .devices
+        .iter()
+        .map(|device| DeviceMapping {
+            path_on_host: Some(device.host.clone()),
+            path_in_container: Some(device.container.clone()),
+            cgroup_permissions: Some(device.permissions.clone()),
+        })
+        .collect::<Vec<_>>();
+    let binds = binds(spec, stack_id);
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -171,11 +206,17 @@ pub fn create_body(
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         stop_timeout: i64::try_from(spec.stop_grace.as_secs()).ok(),
         host_config: Some(HostConfig {
-            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            binds: (!binds.is_empty()).then_some(binds),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
-            network_mode: Some(network.to_owned()),
+            network_mode: Some(network_mode.to_owned()),
+            privileged: host.privileged.then_some(true),
+            cap_add: (!host.cap_add.is_empty()).then(|| host.cap_add.clone()),
+            pid_mode: host.host_pid.then(|| "host".to_owned()),
+            ipc_mode: host.host_ipc.then(|| "host".to_owned()),
+            devices: (!devices.is_empty()).then_some(devices),
+            security_opt: (!host.security_opt.is_empty()).then(|| host.security_opt.clone()),
             // The agent applies the restart policy itself, so it can report
             // every restart and give up with app-crashed.
             restart_policy: Some(RestartPolicy {

@@ -20,19 +20,21 @@ pub fn spec_hash(spec_json: &str) -> String {
     hex::encode(Sha256::digest(spec_json.as_bytes()))[..12].to_owned()
 }
 
+/// `s` with every character Docker refuses in a name replaced by `_`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `flotilla-<agent>-<stack>-<flag>-<hash>`.
 pub fn container_name(agent_id: &str, stack_id: &str, flag: &str, hash: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     let name = format!(
         "flotilla-{}-{}-{}-{}",
         clean(agent_id),
@@ -41,6 +43,16 @@ pub fn container_name(agent_id: &str, stack_id: &str, flag: &str, hash: &str) ->
         hash
     );
     name.trim_end_matches('-').to_owned()
+}
+
+/// The Docker volume a stack's named volume `name` is: `flotilla-<stack>-<name>`,
+/// so two stacks that use the same name never share one. The parser has
+/// checked `name` against Docker's volume-name rules already; cleaning
+/// again keeps the result valid whatever it is given. Stack ids have one
+/// shape (`mo-<user>-<random>-tk`), so where the stack ends is never in
+/// doubt.
+pub fn volume_name(stack_id: &str, name: &str) -> String {
+    format!("flotilla-{}-{}", clean(stack_id), clean(name))
 }
 
 /// The labels every managed container carries (user labels added after).
@@ -61,4 +73,24 @@ pub fn labels(
         (GENERATION.to_owned(), generation.to_string()),
         (SPEC_HASH.to_owned(), hash.to_owned()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_are_per_stack_and_valid() {
+        for (stack, name, want) in [
+            ("mo-abc-123-tk", "data", "flotilla-mo-abc-123-tk-data"),
+            ("mo-def-456-tk", "data", "flotilla-mo-def-456-tk-data"),
+            ("odd/stack id", "cache.v1", "flotilla-odd_stack_id-cache.v1"),
+        ] {
+            let volume = volume_name(stack, name);
+            assert_eq!(volume, want);
+            assert!(flotilla_common::spec::volumes::is_volume_name(
+                &volume[..volume.len().min(64)]
+            ));
+        }
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::engine::{self, Inspected};
 use super::{git, names, probe, Context};
-use crate::runtime::spec::{ContainerSpec, Restart};
+use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
 use flotilla_common::status::ContainerStatus;
 use std::collections::VecDeque;
@@ -146,8 +146,11 @@ impl Slot {
                     .await
                     .unwrap_or_else(|| "/var/www/html".to_owned()),
             };
-            spec.binds
-                .push(format!("{}:{code_dir}:ro", release.path.display()));
+            spec.volumes.push(Volume {
+                source: VolumeSource::HostPath(release.path.to_string_lossy().into_owned()),
+                target: code_dir,
+                read_only: true,
+            });
             suffix = format!("{}-{}", wanted.hash, &resolved[..resolved.len().min(10)]);
             commit = Some(resolved);
         }
@@ -179,7 +182,7 @@ impl Slot {
             labels.insert(names::COMMIT.to_owned(), commit.clone());
         }
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = engine::create_body(spec, labels, &self.ctx.network_id);
+        let body = engine::create_body(spec, &wanted.stack_id, labels, &self.ctx.network_id);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
