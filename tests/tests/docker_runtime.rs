@@ -551,3 +551,92 @@ async fn unwanted_labelled_containers_are_removed_after_the_grace_period() -> an
     agent.terminate()?;
     Ok(())
 }
+
+/// The container of `stack` on the fleet's agent.
+fn container_of(f: &DockerFleet, stack: &str) -> anyhow::Result<String> {
+    for id in agent_containers(&f.agent_id)? {
+        if inspect(&id, "{{index .Config.Labels \"flotilla.stack\"}}")? == stack {
+            return Ok(id);
+        }
+    }
+    anyhow::bail!("no container for {stack}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the_container(
+) -> anyhow::Result<()> {
+    let f = fleet("i-docker-volumes").await?;
+    // Each container lists the shared-looking volume, then marks it.
+    let marking = |stage: &str| {
+        json!({
+            "image": IMAGE,
+            "environment_variables": {"STAGE": stage},
+            "command": ["sh", "-c", "ls /data > /tmp/seen; touch /data/$STAGE; exec sleep 3600"],
+            "volumes": ["data:/data"],
+            "stop_grace_period": "1s"
+        })
+    };
+    // (`privileged` itself cannot start on this nested engine: runc may not
+    // apply every capability; the create body's unit test covers it.)
+    let mut first_spec = marking("first");
+    first_spec["cap_add"] = json!(["CAP_NET_ADMIN", "sys_time"]);
+    first_spec["network_mode"] = json!("none");
+    let first = f.api.apply(&template(first_spec)).await?;
+    let described = status_of(&f.api, &first, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    let second = f.api.apply(&template(marking("second"))).await?;
+    let described = status_of(&f.api, &second, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+
+    let one = container_of(&f, &first)?;
+    let two = container_of(&f, &second)?;
+    let volume_of = |id: &str| inspect(id, "{{range .Mounts}}{{.Name}}{{end}}");
+    let (volume_one, volume_two) = (volume_of(&one)?, volume_of(&two)?);
+    let sweep = || {
+        for volume in [&volume_one, &volume_two] {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+    };
+    let checks = (|| -> anyhow::Result<()> {
+        assert_eq!(volume_one, format!("flotilla-{first}-data"));
+        assert_eq!(volume_two, format!("flotilla-{second}-data"));
+        // The second stack never sees what the first wrote.
+        for _ in 0..50 {
+            if docker(&["exec", &two, "ls", "/data"])?.contains("second") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(docker(&["exec", &two, "ls", "/data"])?, "second");
+        assert_eq!(docker(&["exec", &one, "ls", "/data"])?, "first");
+        // The host-access fields reached the engine.
+        let caps = inspect(&one, "{{.HostConfig.CapAdd}}")?;
+        assert!(
+            caps.contains("NET_ADMIN") && caps.contains("SYS_TIME"),
+            "{caps}"
+        );
+        assert_eq!(inspect(&one, "{{.HostConfig.NetworkMode}}")?, "none");
+        assert_eq!(
+            inspect(&one, "{{len .NetworkSettings.Networks}}")?,
+            "1",
+            "only the none network, not the agent's bridge"
+        );
+        assert_eq!(inspect(&two, "{{.HostConfig.CapAdd}}")?, "[]");
+        assert_ne!(
+            inspect(&two, "{{.HostConfig.NetworkMode}}")?,
+            "none",
+            "the second stays on the agent's network"
+        );
+        Ok(())
+    })();
+    for stack in [&first, &second] {
+        f.api
+            .call(Method::DELETE, &format!("/v3/alm/stack/{stack}"), None)
+            .await?;
+    }
+    for stack in [&first, &second] {
+        status_of(&f.api, stack, &["DELETE_COMPLETE"]).await?;
+    }
+    sweep();
+    checks
+}

@@ -396,3 +396,61 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
         .await?
         .ok_or_else(|| format!("network {name} could not be created"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(section: &str, stack: &str) -> HostConfig {
+        let spec = ContainerSpec::parse(section).expect("valid");
+        create_body(&spec, stack, HashMap::new(), "net-id")
+            .host_config
+            .expect("host config")
+    }
+
+    #[test]
+    fn host_access_fields_and_volumes_reach_the_create_call() {
+        let host = body(
+            r#"{"image": "web", "privileged": true, "cap_add": ["CAP_NET_ADMIN"],
+                "pid_mode": "host", "ipc_mode": "host", "devices": ["/dev/fuse:rw"],
+                "security_opt": ["no-new-privileges"], "network_mode": "host",
+                "volumes": ["/srv/data/../data/:/data:ro", "cache:/cache"]}"#,
+            "mo-a-1-tk",
+        );
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        let device = &host.devices.expect("devices")[0];
+        assert_eq!(device.path_on_host.as_deref(), Some("/dev/fuse"));
+        assert_eq!(device.path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(device.cgroup_permissions.as_deref(), Some("rw"));
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "/srv/data:/data:ro".to_owned(),
+                "flotilla-mo-a-1-tk-cache:/cache".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn defaults_ask_for_nothing_and_join_the_agents_network() {
+        let host = body(r#"{"image": "web"}"#, "mo-a-1-tk");
+        assert_eq!(host.privileged, None);
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.pid_mode, None);
+        assert_eq!(host.ipc_mode, None);
+        assert_eq!(host.devices, None);
+        assert_eq!(host.security_opt, None);
+        assert_eq!(host.binds, None);
+        assert_eq!(host.network_mode.as_deref(), Some("net-id"));
+        let none = body(r#"{"image": "web", "network_mode": "none"}"#, "s");
+        assert_eq!(none.network_mode.as_deref(), Some("none"));
+    }
+}
