@@ -391,6 +391,17 @@ fn problem_paths(reply: &support::Reply) -> Vec<String> {
         .collect()
 }
 
+/// A 400 `invalid_template` with the one problem at `path`.
+fn assert_refused(reply: &support::Reply, field: &str, path: &str) {
+    assert_eq!(
+        reply.error(400),
+        "invalid_template",
+        "{field}: {}",
+        reply.text
+    );
+    assert_eq!(problem_paths(reply), [path], "{field}");
+}
+
 /// `container_template()` with `field` of its container section set.
 fn with_container(field: &str, value: Value) -> Value {
     let mut template = container_template();
@@ -448,13 +459,7 @@ async fn container_sections_agents_cannot_run_are_refused_at_apply_and_update() 
                 &with_container(field, value.clone()),
             )
             .await;
-        assert_eq!(
-            reply.error(400),
-            "invalid_template",
-            "{field}: {}",
-            reply.text
-        );
-        assert_eq!(problem_paths(&reply), [*path], "{field}");
+        assert_refused(&reply, field, path);
     }
     assert_eq!(
         t.get("/v3/alm/stack?include_deleted=true", &token)
@@ -475,13 +480,7 @@ async fn container_sections_agents_cannot_run_are_refused_at_apply_and_update() 
                 Some(&with_container(field, value.clone())),
             )
             .await;
-        assert_eq!(
-            reply.error(400),
-            "invalid_template",
-            "{field}: {}",
-            reply.text
-        );
-        assert_eq!(problem_paths(&reply), [*path], "{field}");
+        assert_refused(&reply, field, path);
     }
     let versions = t
         .get(&format!("/v3/alm/template?template_id={id}"), &token)

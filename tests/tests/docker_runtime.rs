@@ -534,19 +534,27 @@ async fn unwanted_labelled_containers_are_removed_after_the_grace_period() -> an
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(inspect(&foreign, "{{.State.Running}}")?, "true");
     docker(&["rm", "-f", &foreign])?;
-    // A bad image reference fails clearly.
-    let bad = f
+    // A bad image reference fails clearly, now at apply (the controller
+    // runs the agent's parser), so no agent ever gets it.
+    let (status, body) = f
         .api
-        .apply(&template(json!({"image": "Not/A:Valid:Ref"})))
+        .call(
+            Method::POST,
+            "/v3/alm/template",
+            Some(&template(json!({"image": "Not/A:Valid:Ref"}))),
+        )
         .await?;
-    let described = status_of(&f.api, &bad, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
-    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["context"]["path"],
+        "/configurations/0/container/image"
+    );
     assert!(
-        described["stack_status_reason"]
+        body["errors"][0]["message"]
             .as_str()
             .unwrap_or_default()
             .contains("not a valid image reference"),
-        "{described}"
+        "{body}"
     );
     agent.terminate()?;
     Ok(())
@@ -565,6 +573,8 @@ fn container_of(f: &DockerFleet, stack: &str) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the_container(
 ) -> anyhow::Result<()> {
+    // Declared before the fleet: dropped after its containers are gone.
+    let mut sweep = VolumeSweep(Vec::new());
     let f = fleet("i-docker-volumes").await?;
     // Each container lists the shared-looking volume, then marks it.
     let marking = |stage: &str| {
@@ -582,9 +592,11 @@ async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the
     first_spec["cap_add"] = json!(["CAP_NET_ADMIN", "sys_time"]);
     first_spec["network_mode"] = json!("none");
     let first = f.api.apply(&template(first_spec)).await?;
+    sweep.0.push(format!("flotilla-{first}-data"));
     let described = status_of(&f.api, &first, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
     assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
     let second = f.api.apply(&template(marking("second"))).await?;
+    sweep.0.push(format!("flotilla-{second}-data"));
     let described = status_of(&f.api, &second, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
     assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
 
@@ -592,11 +604,6 @@ async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the
     let two = container_of(&f, &second)?;
     let volume_of = |id: &str| inspect(id, "{{range .Mounts}}{{.Name}}{{end}}");
     let (volume_one, volume_two) = (volume_of(&one)?, volume_of(&two)?);
-    let sweep = || {
-        for volume in [&volume_one, &volume_two] {
-            let _ = docker(&["volume", "rm", "-f", volume]);
-        }
-    };
     let checks = (|| -> anyhow::Result<()> {
         assert_eq!(volume_one, format!("flotilla-{first}-data"));
         assert_eq!(volume_two, format!("flotilla-{second}-data"));
@@ -637,6 +644,18 @@ async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the
     for stack in [&first, &second] {
         status_of(&f.api, stack, &["DELETE_COMPLETE"]).await?;
     }
-    sweep();
+    drop(f);
+    drop(sweep);
     checks
+}
+
+/// Removes the named Docker volumes when dropped (after the containers).
+struct VolumeSweep(Vec<String>);
+
+impl Drop for VolumeSweep {
+    fn drop(&mut self) {
+        for volume in &self.0 {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+    }
 }
