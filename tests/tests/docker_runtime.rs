@@ -659,3 +659,67 @@ impl Drop for VolumeSweep {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_a_stack_mounted_before_per_stack_names_keeps_its_name() -> anyhow::Result<()> {
+    let mut sweep = VolumeSweep(Vec::new());
+    let f = fleet("i-docker-legacy-volume").await?;
+    let idle = |volumes: Value| {
+        json!({
+            "image": IMAGE,
+            "command": ["sh", "-c", "exec sleep 3600"],
+            "volumes": volumes,
+            "stop_grace_period": "1s"
+        })
+    };
+    let stack = f.api.apply(&template(idle(json!([])))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    // What an agent before per-stack names left: the stack's container
+    // mounting the template's volume under its bare name.
+    let legacy = format!("legacy-{}", stack.to_ascii_lowercase());
+    sweep.0.push(legacy.clone());
+    let old = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("flotilla.stack={stack}"),
+        "-v",
+        &format!("{legacy}:/data"),
+        IMAGE,
+        "sleep",
+        "3600",
+    ])?;
+    let outcome = async {
+        let volumes = json!([format!("{legacy}:/data")]);
+        f.api
+            .update(&stack, &template(idle(volumes.clone())))
+            .await?;
+        let described = status_of(&f.api, &stack, &["UPDATE_COMPLETE", "UPDATE_FAILED"]).await?;
+        anyhow::ensure!(
+            described["stack_status"] == "UPDATE_COMPLETE",
+            "{described}"
+        );
+        let mounted = inspect(
+            &container_of(&f, &stack)?,
+            "{{range .Mounts}}{{.Name}}{{end}}",
+        )?;
+        anyhow::ensure!(
+            mounted == legacy,
+            "the upgraded stack keeps {legacy}, not {mounted}"
+        );
+        // Another stack naming the same volume gets its own.
+        let other = f.api.apply(&template(idle(volumes))).await?;
+        status_of(&f.api, &other, &["CREATE_COMPLETE"]).await?;
+        sweep.0.push(format!("flotilla-{other}-{legacy}"));
+        let theirs = inspect(
+            &container_of(&f, &other)?,
+            "{{range .Mounts}}{{.Name}}{{end}}",
+        )?;
+        anyhow::ensure!(theirs == format!("flotilla-{other}-{legacy}"), "{theirs}");
+        Ok(())
+    }
+    .await;
+    docker(&["rm", "-f", &old])?;
+    drop(f);
+    outcome
+}

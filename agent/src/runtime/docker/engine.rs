@@ -4,6 +4,7 @@
 //! bounded by the grace period, and every error becomes a sentence.
 
 use super::super::spec::{ContainerSpec, NetworkMode, Registry, VolumeSource};
+use super::names::VolumeNames;
 use backoff::backoff::Backoff;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
@@ -141,15 +142,27 @@ pub async fn pull(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
     Err(format!("pull of {} failed: {last}", spec.image))
 }
 
+/// The names of the volumes `stack_id`'s containers (running or not)
+/// mount.
+pub async fn stack_volumes(docker: &Docker, stack_id: &str) -> Result<Vec<String>, String> {
+    let containers = list_labelled(docker, super::names::STACK, stack_id).await?;
+    Ok(containers
+        .into_iter()
+        .flat_map(|c| c.mounts.unwrap_or_default())
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| m.name)
+        .collect())
+}
+
 /// The `binds` of a spec: host paths as given, named volumes as the
 /// stack's own volume of that name.
-fn binds(spec: &ContainerSpec, stack_id: &str) -> Vec<String> {
+fn binds(spec: &ContainerSpec, volumes: &VolumeNames) -> Vec<String> {
     spec.volumes
         .iter()
         .map(|volume| {
             let source = match &volume.source {
                 VolumeSource::HostPath(path) => path.clone(),
-                VolumeSource::Named(name) => super::names::volume_name(stack_id, name),
+                VolumeSource::Named(name) => volumes.of(name),
             };
             let mode = if volume.read_only { ":ro" } else { "" };
             format!("{source}:{}{mode}", volume.target)
@@ -157,11 +170,12 @@ fn binds(spec: &ContainerSpec, stack_id: &str) -> Vec<String> {
         .collect()
 }
 
-/// The create request for a spec of stack `stack_id`. A container with
-/// `network_mode` host or none joins no network of the agent's.
+/// The create request for a spec, its named volumes called by `volumes`.
+/// A container with `network_mode` host or none joins no network of the
+/// agent's.
 pub fn create_body(
     spec: &ContainerSpec,
-    stack_id: &str,
+    volumes: &VolumeNames,
     labels: HashMap<String, String>,
     network: &str,
 ) -> ContainerCreateBody {
@@ -180,7 +194,7 @@ pub fn create_body(
             cgroup_permissions: Some(device.permissions.clone()),
         })
         .collect::<Vec<_>>();
-    let binds = binds(spec, stack_id);
+    let binds = binds(spec, volumes);
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -403,9 +417,14 @@ mod tests {
 
     fn body(section: &str, stack: &str) -> HostConfig {
         let spec = ContainerSpec::parse(section).expect("valid");
-        create_body(&spec, stack, HashMap::new(), "net-id")
-            .host_config
-            .expect("host config")
+        create_body(
+            &spec,
+            &VolumeNames::new(stack, []),
+            HashMap::new(),
+            "net-id",
+        )
+        .host_config
+        .expect("host config")
     }
 
     #[test]

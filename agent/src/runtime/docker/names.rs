@@ -4,7 +4,7 @@
 //! one engine never claim each other's containers.
 
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const MANAGED: &str = "flotilla.managed";
 pub const AGENT: &str = "flotilla.agent";
@@ -55,6 +55,41 @@ pub fn volume_name(stack_id: &str, name: &str) -> String {
     format!("flotilla-{}-{}", clean(stack_id), clean(name))
 }
 
+/// How one stack's named volumes are called on this engine: the stack's
+/// own `flotilla-<stack_id>-<name>`, except a volume the stack's existing
+/// containers already mount under its bare name (created before volumes
+/// were per stack), which keeps that name so an upgrade loses no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNames {
+    stack_id: String,
+    legacy: HashSet<String>,
+}
+
+impl VolumeNames {
+    /// The names for `stack_id`, given the volume names its existing
+    /// containers mount.
+    pub fn new<'a>(stack_id: &str, mounted: impl IntoIterator<Item = &'a str>) -> VolumeNames {
+        let own = format!("flotilla-{}-", clean(stack_id));
+        VolumeNames {
+            stack_id: stack_id.to_owned(),
+            legacy: mounted
+                .into_iter()
+                .filter(|name| !name.starts_with(&own))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// The Docker volume the template's named volume `name` is.
+    pub fn of(&self, name: &str) -> String {
+        if self.legacy.contains(name) {
+            name.to_owned()
+        } else {
+            volume_name(&self.stack_id, name)
+        }
+    }
+}
+
 /// The labels every managed container carries (user labels added after).
 pub fn labels(
     agent_id: &str,
@@ -88,9 +123,26 @@ mod tests {
         ] {
             let volume = volume_name(stack, name);
             assert_eq!(volume, want);
-            assert!(flotilla_common::spec::volumes::is_volume_name(
-                &volume[..volume.len().min(64)]
-            ));
+            assert!(
+                volume
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')),
+                "{volume} is within Docker's volume-name rules"
+            );
         }
+    }
+
+    #[test]
+    fn volumes_a_stack_already_mounts_by_their_bare_name_keep_it() {
+        let names = VolumeNames::new("mo-a-1-tk", ["data", "flotilla-mo-a-1-tk-cache"]);
+        assert_eq!(names.of("data"), "data", "created before per-stack names");
+        assert_eq!(names.of("cache"), "flotilla-mo-a-1-tk-cache");
+        assert_eq!(
+            names.of("logs"),
+            "flotilla-mo-a-1-tk-logs",
+            "new volumes are the stack's"
+        );
+        let fresh = VolumeNames::new("mo-b-2-tk", []);
+        assert_eq!(fresh.of("data"), "flotilla-mo-b-2-tk-data");
     }
 }

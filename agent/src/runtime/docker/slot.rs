@@ -182,7 +182,11 @@ impl Slot {
             labels.insert(names::COMMIT.to_owned(), commit.clone());
         }
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = engine::create_body(spec, &wanted.stack_id, labels, &self.ctx.network_id);
+        let mounted = engine::stack_volumes(docker, &wanted.stack_id)
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        let volumes = names::VolumeNames::new(&wanted.stack_id, mounted.iter().map(String::as_str));
+        let body = engine::create_body(spec, &volumes, labels, &self.ctx.network_id);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
