@@ -41,6 +41,9 @@ pub struct Lifecycle {
     /// The file holding this agent's REST token (see
     /// [`crate::identity::rest_token_path`]).
     pub rest_token: std::path::PathBuf,
+    /// TLS for the REST fallback when the controller serves HTTPS (the
+    /// pinned fleet CA and the system's roots).
+    pub rest_tls: Arc<rustls::ClientConfig>,
     /// Persists lifecycle events (after any status already queued).
     pub recorder: mpsc::Sender<LifecycleRequest>,
     /// Whether the link has a session.
@@ -144,6 +147,7 @@ impl Lifecycle {
                     &self.instance_id,
                     &report,
                     &notice,
+                    &self.rest_tls,
                 )
                 .await
                 {

@@ -327,6 +327,7 @@ async fn run(
             store: store.clone(),
             instance_id: identity.enrollment.instance_id.clone(),
             rest_token: flotilla_agent::identity::rest_token_path(data_dir),
+            rest_tls: flotilla_agent::tls::rest_client_config(identity.ca_certificate()),
             recorder: lifecycle_tx,
             connected: connected_rx,
             desired: desired_tx.subscribe(),

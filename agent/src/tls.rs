@@ -1,4 +1,4 @@
-//! Client TLS for the fleet link.
+//! Client TLS for the fleet link, and for the REST fallback over HTTPS.
 //!
 //! Enrollment trusts the controller by the CA fingerprint the operator
 //! pinned (or a CA file): the controller sends its CA with its certificate,
@@ -159,4 +159,22 @@ pub fn control_config(
         ALPN_CONTROL,
         flotilla_common::tls::transport(keep_alive, idle_timeout, gso),
     )
+}
+
+/// TLS for the REST fallback when the controller serves HTTPS: the fleet
+/// CA the agent pinned at enrollment (what `--tls self` issues from) and
+/// the system's roots (an operator's own certificate).
+pub fn rest_client_config(fleet_ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    if let Err(err) = roots.add(fleet_ca) {
+        tracing::warn!(error = %err, "the fleet CA is not usable as a REST root");
+    }
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(system_roots = added, "REST fallback roots loaded");
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }

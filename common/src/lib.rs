@@ -13,6 +13,7 @@
 //! - [`tls`]: the crypto provider, certificate fingerprints, QUIC transport settings.
 //! - [`policy`]: what a pool lets containers ask of their host (default deny).
 //! - [`redact`]: credentials removed from URLs in text that leaves the process.
+//! - [`spec`]: the template's container section, parsed and checked (controller and agent).
 
 pub mod commit;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod policy;
 pub mod process;
 pub mod redact;
+pub mod spec;
 pub mod status;
 pub mod systemd;
 pub mod time;

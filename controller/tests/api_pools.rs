@@ -272,3 +272,160 @@ async fn a_configuration_resolves_to_a_pool_its_owner_may_use() {
     );
     t.stop().await;
 }
+
+fn with_container(container: Value) -> Value {
+    json!({
+        "version": "2017-03-03",
+        "configurations": [{
+            "role": "web", "flag": "Web01",
+            "provision": {"instance_count": 1},
+            "container": container
+        }]
+    })
+}
+
+#[tokio::test]
+async fn containers_may_ask_only_what_their_pool_allows() {
+    let t = TestServer::start().await;
+    let admin = t.admin_token().await;
+    let (_, _, bob) = t.user_in_no_pool("bob").await;
+    let reply = t
+        .post(
+            "/v3/alm/pools",
+            &admin,
+            &json!({"name": "team-b", "users": ["bob"], "policy": {"host_paths": ["/srv/data"]}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+
+    // Each attack is 403 policy_denied, naming the pointer and the pool;
+    // nothing is stored.
+    for (container, pointer) in [
+        (
+            json!({"image": "web", "volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}),
+            "/configurations/0/container/volumes/0",
+        ),
+        (
+            json!({"image": "web", "volumes": ["/:/host"]}),
+            "/configurations/0/container/volumes/0",
+        ),
+        (
+            json!({"image": "web", "volumes": ["/srv/database:/db"]}),
+            "/configurations/0/container/volumes/0",
+        ),
+        (
+            json!({"image": "web", "volumes": ["/srv/data/../../etc:/etc2"]}),
+            "/configurations/0/container/volumes/0",
+        ),
+        (
+            json!({"image": "web", "network_mode": "host"}),
+            "/configurations/0/container/network_mode",
+        ),
+        (
+            json!({"image": "web", "privileged": true}),
+            "/configurations/0/container/privileged",
+        ),
+        (
+            json!({"image": "web", "cap_add": ["SYS_ADMIN"]}),
+            "/configurations/0/container/cap_add/0",
+        ),
+        (
+            json!({"image": "web", "pid_mode": "host"}),
+            "/configurations/0/container/pid_mode",
+        ),
+        (
+            json!({"image": "web", "devices": ["/dev/fuse"]}),
+            "/configurations/0/container/devices/0",
+        ),
+        (
+            json!({"image": "web", "security_opt": ["seccomp=unconfined"]}),
+            "/configurations/0/container/security_opt/0",
+        ),
+    ] {
+        let reply = t
+            .post("/v3/alm/template", &bob, &with_container(container.clone()))
+            .await;
+        assert_eq!(reply.error(403), "policy_denied", "{container}");
+        let first = &reply.json()["errors"][0];
+        assert_eq!(first["context"]["path"], pointer, "{container}: {first}");
+        assert_eq!(first["context"]["pool"], "team-b");
+    }
+    // Every violation is listed at once.
+    let reply = t
+        .post(
+            "/v3/alm/template",
+            &bob,
+            &with_container(json!({"image": "web", "privileged": true, "network_mode": "host", "volumes": ["/etc:/e", "/srv/data/x:/x"]})),
+        )
+        .await;
+    assert_eq!(reply.error(403), "policy_denied");
+    assert_eq!(
+        reply.json()["errors"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        reply.text
+    );
+    // Malformed is still 400, not 403.
+    let reply = t
+        .post(
+            "/v3/alm/template",
+            &bob,
+            &with_container(json!({"image": "web", "network_mode": "everything"})),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_template");
+    assert_eq!(t.get("/v3/alm/stack", &bob).await.json(), json!([]));
+
+    // What the pool allows passes: a bind below the allowed path, named volumes.
+    let allowed = with_container(
+        json!({"image": "web", "volumes": ["/srv/data/www:/www:ro", "cache:/cache"]}),
+    );
+    let (stack, _) = t.apply(&bob, &allowed).await;
+    // An update is checked again.
+    let reply = t
+        .send(
+            Method::PUT,
+            &format!("/v3/alm/template/{stack}"),
+            Some(&bob),
+            Some(&with_container(
+                json!({"image": "web", "volumes": ["/var/run/docker.sock:/s"]}),
+            )),
+        )
+        .await;
+    assert_eq!(reply.error(403), "policy_denied");
+
+    // A pool change that would forbid what the stack uses is refused,
+    // naming the stack; nothing changes.
+    let reply = t
+        .send(
+            Method::PUT,
+            "/v3/alm/pools/team-b",
+            Some(&admin),
+            Some(&json!({"users": ["bob"], "policy": {}})),
+        )
+        .await;
+    assert_eq!(reply.error(409), "conflict");
+    assert!(reply.text.contains(&stack), "{}", reply.text);
+    let pool = t.get("/v3/alm/pools/team-b", &admin).await.json();
+    assert_eq!(pool["policy"]["host_paths"], json!(["/srv/data"]));
+    // A wider policy is fine; a policy with a relative path is a 400.
+    let reply = t
+        .send(
+            Method::PUT,
+            "/v3/alm/pools/team-b",
+            Some(&admin),
+            Some(&json!({"users": ["bob"], "policy": {"host_paths": ["/srv"]}})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = t
+        .send(
+            Method::PUT,
+            "/v3/alm/pools/team-b",
+            Some(&admin),
+            Some(&json!({"users": ["bob"], "policy": {"host_paths": ["srv"]}})),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
+    t.stop().await;
+}

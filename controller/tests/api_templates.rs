@@ -380,3 +380,160 @@ async fn unknown_fields_are_kept_in_order() {
     );
     t.stop().await;
 }
+
+/// The pointers of a 400 answer's problems.
+fn problem_paths(reply: &support::Reply) -> Vec<String> {
+    reply.json()["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["context"]["path"].as_str().expect("path").to_owned())
+        .collect()
+}
+
+/// A 400 `invalid_template` with the one problem at `path`.
+fn assert_refused(reply: &support::Reply, field: &str, path: &str) {
+    assert_eq!(
+        reply.error(400),
+        "invalid_template",
+        "{field}: {}",
+        reply.text
+    );
+    assert_eq!(problem_paths(reply), [path], "{field}");
+}
+
+/// `container_template()` with `field` of its container section set.
+fn with_container(field: &str, value: Value) -> Value {
+    let mut template = container_template();
+    template["configurations"][0]["container"][field] = value;
+    template
+}
+
+#[tokio::test]
+async fn container_sections_agents_cannot_run_are_refused_at_apply_and_update() {
+    let t = TestServer::start().await;
+    let token = t.admin_token().await;
+    let cases = [
+        (
+            "ports",
+            json!(["abc"]),
+            "/configurations/0/container/ports/0",
+        ),
+        (
+            "stop_grace_period",
+            json!(1e20),
+            "/configurations/0/container/stop_grace_period",
+        ),
+        ("memory", json!("1k"), "/configurations/0/container/memory"),
+        (
+            "gitRepo",
+            json!("/srv/site.git"),
+            "/configurations/0/container/gitRepo",
+        ),
+        (
+            "gitRepo",
+            json!("file:///srv/site.git"),
+            "/configurations/0/container/gitRepo",
+        ),
+        (
+            "cap_add",
+            json!(["NET_ADMIN", "EVERYTHING"]),
+            "/configurations/0/container/cap_add/1",
+        ),
+        (
+            "volumes",
+            json!(["relative:path"]),
+            "/configurations/0/container/volumes/0",
+        ),
+        (
+            "network_mode",
+            json!("container:other"),
+            "/configurations/0/container/network_mode",
+        ),
+    ];
+    for (field, value, path) in &cases {
+        let reply = t
+            .post(
+                "/v3/alm/template",
+                &token,
+                &with_container(field, value.clone()),
+            )
+            .await;
+        assert_refused(&reply, field, path);
+    }
+    assert_eq!(
+        t.get("/v3/alm/stack?include_deleted=true", &token)
+            .await
+            .json(),
+        json!([]),
+        "nothing was stored"
+    );
+
+    // The same on update: refused, and the versions stay as they were.
+    let (id, _) = t.apply(&token, &container_template()).await;
+    for (field, value, path) in &cases {
+        let reply = t
+            .send(
+                Method::PUT,
+                &format!("/v3/alm/template/{id}"),
+                Some(&token),
+                Some(&with_container(field, value.clone())),
+            )
+            .await;
+        assert_refused(&reply, field, path);
+    }
+    let versions = t
+        .get(&format!("/v3/alm/template?template_id={id}"), &token)
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1));
+
+    // Every problem of one section at once.
+    let mut template = with_container("ports", json!(["abc", 80, "1:2:3:4"]));
+    template["configurations"][0]["container"]["stop_grace_period"] = json!(1e20);
+    let reply = t.post("/v3/alm/template", &token, &template).await;
+    assert_eq!(
+        problem_paths(&reply),
+        [
+            "/configurations/0/container/ports/0",
+            "/configurations/0/container/ports/2",
+            "/configurations/0/container/stop_grace_period",
+        ]
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn well_formed_host_access_fields_and_computed_placeholders_are_accepted() {
+    let t = TestServer::start().await;
+    let token = t.admin_token().await;
+    let mut template = container_template();
+    let container = &mut template["configurations"][0]["container"];
+    container["volumes"] = json!(["/srv/data:/data:ro", "cache:/cache"]);
+    container["cap_add"] = json!(["CAP_NET_ADMIN"]);
+    container["network_mode"] = json!("host");
+    container["pid_mode"] = json!("host");
+    container["devices"] = json!(["/dev/fuse"]);
+    container["stop_grace_period"] = json!("10s");
+    // Well formed, but the built-in pool allows none of it (default deny).
+    let reply = t.post("/v3/alm/template", &token, &template).await;
+    assert_eq!(reply.error(403), "policy_denied");
+    let policy = json!({"host_paths": ["/srv/data"], "allow_cap_add": ["NET_ADMIN"],
+        "allow_host_network": true, "allow_host_pid_ipc": true, "allow_devices": true});
+    let reply = t
+        .send(
+            reqwest::Method::PUT,
+            "/v3/alm/pools/default",
+            Some(&token),
+            Some(&json!({"users": [], "policy": policy})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = t.post("/v3/alm/template", &token, &template).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let mut computed = container_template();
+    computed["configurations"][0]["container"]["image"] = json!("${computed}");
+    let reply = t.post("/v3/alm/template", &token, &computed).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    t.stop().await;
+}

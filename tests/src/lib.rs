@@ -434,6 +434,18 @@ impl Api {
         })
     }
 
+    /// Replaces a pool's container policy (as an admin), keeping its users.
+    pub async fn set_pool_policy(&self, pool: &str, policy: Value) -> anyhow::Result<()> {
+        let path = format!("/v3/alm/pools/{pool}");
+        let current = self.get(&path).await?;
+        let body = serde_json::json!({ "users": current["users"], "policy": policy });
+        let (status, reply) = self.call(reqwest::Method::PUT, &path, Some(&body)).await?;
+        if status != 200 {
+            bail!("pool {pool} policy: {status} {reply}");
+        }
+        Ok(())
+    }
+
     /// Sends a request; returns (status, JSON body or Null).
     pub async fn call(
         &self,

@@ -142,6 +142,12 @@ pub async fn run(tag: &str) -> anyhow::Result<SpotOutcome> {
     spot.wait_log("connected to the controller", Duration::from_secs(20))?;
 
     let out = tempfile::tempdir()?;
+    // The handler writes to a host directory: the pool must allow it.
+    api.set_pool_policy(
+        "default",
+        json!({ "host_paths": [out.path().display().to_string()] }),
+    )
+    .await?;
     let stack = api.apply(&template(out.path())).await?;
     let path = format!("/v3/alm/stack/{stack}");
     let described = api

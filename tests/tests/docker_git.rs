@@ -1,5 +1,6 @@
-//! Code deploys from git, end to end: a local bare repository, the real
-//! Docker engine, a busybox httpd serving the mounted release.
+//! Code deploys from git, end to end: a local bare repository served over
+//! SSH by a test sshd, the real Docker engine, a busybox httpd serving the
+//! mounted release.
 
 use flotilla_tests::{ensure_image, free_tcp_port, DockerFleet};
 use serde_json::{json, Value};
@@ -88,10 +89,20 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
     git(&work, &["init", "-q"])?;
     git(&work, &["remote", "add", "origin", &bare.to_string_lossy()])?;
     let first = publish(&work, "release one")?;
+    // Served over SSH: a local path is not a repository the agent may use.
+    let server = ssh_server()?;
+    let repo = format!("ssh://root@127.0.0.1:{}{}", server.port, bare.display());
+    let known = format!("[127.0.0.1]:{} {}\n", server.port, server.host_public_key);
+    let template = |repo: &str, port: u16, reference: &str| {
+        let mut t = template(repo, port, reference);
+        let container = &mut t["configurations"][0]["container"];
+        container["gitPrivateKey"] = json!(server.client_private_key);
+        container["gitKnownHosts"] = json!(known);
+        t
+    };
 
     let f = DockerFleet::start("i-git", &["--heartbeat", "1"], &[]).await?;
     let port = free_tcp_port()?;
-    let repo = bare.to_string_lossy().into_owned();
     let stack = f.api.apply(&template(&repo, port, "master")).await?;
     let path = format!("/v3/alm/stack/{stack}");
     let described = f
@@ -137,7 +148,9 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
         reason.contains("no-such-branch") && reason.contains("rolled back"),
         "{reason}"
     );
-    assert!(page(port).await.contains("release two"));
+    // Still the running release (a rollback whose container binds the same
+    // host port restarts the old one, so it may take a moment to answer).
+    wait_page(port, "release two").await?;
 
     // Back on master: more releases than are kept; old ones are pruned.
     f.api
@@ -322,5 +335,39 @@ async fn a_private_key_fetches_over_ssh_with_host_keys_checked() -> anyhow::Resu
         !f.controller.log_text().contains(&key_body),
         "nor in the controller's"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_unauthenticated_repositories_are_refused_at_apply() -> anyhow::Result<()> {
+    let repos = tempfile::tempdir()?;
+    let bare = repos.path().join("site.git");
+    std::fs::create_dir_all(&bare)?;
+    git(&bare, &["init", "-q", "--bare"])?;
+    let f = DockerFleet::start("i-git-local", &[], &[]).await?;
+    let local = bare.to_string_lossy().into_owned();
+    for repo in [
+        local.clone(),
+        format!("file://{local}"),
+        "http://127.0.0.1/site.git".to_owned(),
+        "git://127.0.0.1/site.git".to_owned(),
+        "ext::sh -c touch% /tmp/flotilla-pwned".to_owned(),
+    ] {
+        let (status, body) = f
+            .api
+            .call(
+                reqwest::Method::POST,
+                "/v3/alm/template",
+                Some(&template(&repo, 8080, "master")),
+            )
+            .await?;
+        assert_eq!(status, 400, "{repo}: {body}");
+        assert_eq!(
+            body["errors"][0]["context"]["path"], "/configurations/0/container/gitRepo",
+            "{body}"
+        );
+    }
+    let stacks = f.api.get("/v3/alm/stack").await?;
+    assert_eq!(stacks, json!([]), "nothing was stored");
     Ok(())
 }

@@ -534,20 +534,208 @@ async fn unwanted_labelled_containers_are_removed_after_the_grace_period() -> an
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(inspect(&foreign, "{{.State.Running}}")?, "true");
     docker(&["rm", "-f", &foreign])?;
-    // A bad image reference fails clearly.
-    let bad = f
+    // A bad image reference fails clearly, now at apply (the controller
+    // runs the agent's parser), so no agent ever gets it.
+    let (status, body) = f
         .api
-        .apply(&template(json!({"image": "Not/A:Valid:Ref"})))
+        .call(
+            Method::POST,
+            "/v3/alm/template",
+            Some(&template(json!({"image": "Not/A:Valid:Ref"}))),
+        )
         .await?;
-    let described = status_of(&f.api, &bad, &["CREATE_FAILED", "CREATE_COMPLETE"]).await?;
-    assert_eq!(described["stack_status"], "CREATE_FAILED");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["context"]["path"],
+        "/configurations/0/container/image"
+    );
     assert!(
-        described["stack_status_reason"]
+        body["errors"][0]["message"]
             .as_str()
             .unwrap_or_default()
             .contains("not a valid image reference"),
-        "{described}"
+        "{body}"
     );
     agent.terminate()?;
     Ok(())
+}
+
+/// The container of `stack` on the fleet's agent.
+fn container_of(f: &DockerFleet, stack: &str) -> anyhow::Result<String> {
+    for id in agent_containers(&f.agent_id)? {
+        if inspect(&id, "{{index .Config.Labels \"flotilla.stack\"}}")? == stack {
+            return Ok(id);
+        }
+    }
+    anyhow::bail!("no container for {stack}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_volumes_are_per_stack_and_capabilities_and_network_mode_reach_the_container(
+) -> anyhow::Result<()> {
+    // Declared before the fleet: dropped after its containers are gone.
+    let mut sweep = VolumeSweep(Vec::new());
+    let f = fleet("i-docker-volumes").await?;
+    // Each container lists the shared-looking volume, then marks it.
+    let marking = |stage: &str| {
+        json!({
+            "image": IMAGE,
+            "environment_variables": {"STAGE": stage},
+            "command": ["sh", "-c", "ls /data > /tmp/seen; touch /data/$STAGE; exec sleep 3600"],
+            "volumes": ["data:/data"],
+            "stop_grace_period": "1s"
+        })
+    };
+    // (`privileged` itself cannot start on this nested engine: runc may not
+    // apply every capability; the create body's unit test covers it.)
+    let mut first_spec = marking("first");
+    first_spec["cap_add"] = json!(["CAP_NET_ADMIN", "sys_time"]);
+    first_spec["network_mode"] = json!("none");
+    // Default deny: the built-in pool refuses both until an admin allows them.
+    let (status, _) = f
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/v3/alm/template",
+            Some(&template(first_spec.clone())),
+        )
+        .await?;
+    assert_eq!(status, 403);
+    f.api
+        .set_pool_policy(
+            "default",
+            json!({"allow_cap_add": ["NET_ADMIN", "SYS_TIME"]}),
+        )
+        .await?;
+    let first = f.api.apply(&template(first_spec)).await?;
+    sweep.0.push(format!("flotilla-{first}-data"));
+    let described = status_of(&f.api, &first, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+    let second = f.api.apply(&template(marking("second"))).await?;
+    sweep.0.push(format!("flotilla-{second}-data"));
+    let described = status_of(&f.api, &second, &["CREATE_COMPLETE", "CREATE_FAILED"]).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
+
+    let one = container_of(&f, &first)?;
+    let two = container_of(&f, &second)?;
+    let volume_of = |id: &str| inspect(id, "{{range .Mounts}}{{.Name}}{{end}}");
+    let (volume_one, volume_two) = (volume_of(&one)?, volume_of(&two)?);
+    let checks = (|| -> anyhow::Result<()> {
+        assert_eq!(volume_one, format!("flotilla-{first}-data"));
+        assert_eq!(volume_two, format!("flotilla-{second}-data"));
+        // The second stack never sees what the first wrote.
+        for _ in 0..50 {
+            if docker(&["exec", &two, "ls", "/data"])?.contains("second") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(docker(&["exec", &two, "ls", "/data"])?, "second");
+        assert_eq!(docker(&["exec", &one, "ls", "/data"])?, "first");
+        // The host-access fields reached the engine.
+        let caps = inspect(&one, "{{.HostConfig.CapAdd}}")?;
+        assert!(
+            caps.contains("NET_ADMIN") && caps.contains("SYS_TIME"),
+            "{caps}"
+        );
+        assert_eq!(inspect(&one, "{{.HostConfig.NetworkMode}}")?, "none");
+        assert_eq!(
+            inspect(&one, "{{len .NetworkSettings.Networks}}")?,
+            "1",
+            "only the none network, not the agent's bridge"
+        );
+        assert_eq!(inspect(&two, "{{.HostConfig.CapAdd}}")?, "[]");
+        assert_ne!(
+            inspect(&two, "{{.HostConfig.NetworkMode}}")?,
+            "none",
+            "the second stays on the agent's network"
+        );
+        Ok(())
+    })();
+    for stack in [&first, &second] {
+        f.api
+            .call(Method::DELETE, &format!("/v3/alm/stack/{stack}"), None)
+            .await?;
+    }
+    for stack in [&first, &second] {
+        status_of(&f.api, stack, &["DELETE_COMPLETE"]).await?;
+    }
+    drop(f);
+    drop(sweep);
+    checks
+}
+
+/// Removes the named Docker volumes when dropped (after the containers).
+struct VolumeSweep(Vec<String>);
+
+impl Drop for VolumeSweep {
+    fn drop(&mut self) {
+        for volume in &self.0 {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_a_stack_mounted_before_per_stack_names_keeps_its_name() -> anyhow::Result<()> {
+    let mut sweep = VolumeSweep(Vec::new());
+    let f = fleet("i-docker-legacy-volume").await?;
+    let idle = |volumes: Value| {
+        json!({
+            "image": IMAGE,
+            "command": ["sh", "-c", "exec sleep 3600"],
+            "volumes": volumes,
+            "stop_grace_period": "1s"
+        })
+    };
+    let stack = f.api.apply(&template(idle(json!([])))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    // What an agent before per-stack names left: the stack's container
+    // mounting the template's volume under its bare name.
+    let legacy = format!("legacy-{}", stack.to_ascii_lowercase());
+    sweep.0.push(legacy.clone());
+    let old = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("flotilla.stack={stack}"),
+        "-v",
+        &format!("{legacy}:/data"),
+        IMAGE,
+        "sleep",
+        "3600",
+    ])?;
+    let outcome = async {
+        let volumes = json!([format!("{legacy}:/data")]);
+        f.api
+            .update(&stack, &template(idle(volumes.clone())))
+            .await?;
+        let described = status_of(&f.api, &stack, &["UPDATE_COMPLETE", "UPDATE_FAILED"]).await?;
+        anyhow::ensure!(
+            described["stack_status"] == "UPDATE_COMPLETE",
+            "{described}"
+        );
+        let mounted = inspect(
+            &container_of(&f, &stack)?,
+            "{{range .Mounts}}{{.Name}}{{end}}",
+        )?;
+        anyhow::ensure!(
+            mounted == legacy,
+            "the upgraded stack keeps {legacy}, not {mounted}"
+        );
+        // Another stack naming the same volume gets its own.
+        let other = f.api.apply(&template(idle(volumes))).await?;
+        status_of(&f.api, &other, &["CREATE_COMPLETE"]).await?;
+        sweep.0.push(format!("flotilla-{other}-{legacy}"));
+        let theirs = inspect(
+            &container_of(&f, &other)?,
+            "{{range .Mounts}}{{.Name}}{{end}}",
+        )?;
+        anyhow::ensure!(theirs == format!("flotilla-{other}-{legacy}"), "{theirs}");
+        Ok(())
+    }
+    .await;
+    docker(&["rm", "-f", &old])?;
+    drop(f);
+    outcome
 }

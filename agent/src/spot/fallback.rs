@@ -50,6 +50,7 @@ pub async fn post(
     instance_id: &str,
     report: &LifecycleReport,
     notice: &CloudNotice,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<(), FallbackError> {
     let url = store.api_url()?.ok_or(FallbackError::NoUrl)?;
     let token = token(token_path)?;
@@ -67,13 +68,14 @@ pub async fn post(
         ("Authorization", bearer.as_str()),
         ("Content-Type", "application/json"),
     ];
-    match http::send(
+    match http::send_tls(
         &url,
         "POST",
         PATH,
         &headers,
         body.to_string().into_bytes(),
         TIMEOUT,
+        Some(tls),
     )
     .await
     {

@@ -5,6 +5,7 @@
 use super::CheckError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest metadata answer read.
@@ -37,7 +38,7 @@ pub async fn request(
     send(base, method, path, headers, Vec::new(), timeout).await
 }
 
-/// Like [`request`], with a body.
+/// Like [`request`], with a body (plain HTTP only).
 pub async fn send(
     base: &str,
     method: &str,
@@ -46,31 +47,104 @@ pub async fn send(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Answer, CheckError> {
-    tokio::time::timeout(timeout, exchange(base, method, path, headers, body))
-        .await
-        .map_err(|_| CheckError::TimedOut)?
+    send_tls(base, method, path, headers, body, timeout, None).await
 }
 
-async fn exchange(
+/// Like [`send`]; an `https://` base is reached over TLS with `tls`.
+pub async fn send_tls(
     base: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Answer, CheckError> {
-    let unreachable = |err: String| CheckError::Unreachable(err);
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| unreachable(format!("{base} is not an http:// URL")))?
-        .trim_end_matches('/');
-    let address = if authority.contains(':') {
+    let request = Outgoing {
+        method,
+        path,
+        headers,
+        body,
+    };
+    tokio::time::timeout(timeout, connect(base, request, tls))
+        .await
+        .map_err(|_| CheckError::TimedOut)?
+}
+
+/// One request, before it is sent.
+struct Outgoing<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: Vec<u8>,
+}
+
+/// `host:port` and the host of an authority (`[v6]:port` included).
+fn split_authority(authority: &str, default_port: u16) -> (String, String) {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let has_port = match authority.strip_prefix('[') {
+        Some(_) => authority.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let address = if has_port {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
+    (address, host.to_owned())
+}
+
+async fn connect(
+    base: &str,
+    request: Outgoing<'_>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Answer, CheckError> {
+    let unreachable = |err: String| CheckError::Unreachable(err);
+    let (secure, rest) = if let Some(rest) = base.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(unreachable(format!(
+            "{base} is not an http:// or https:// URL"
+        )));
+    };
+    let authority = rest.trim_end_matches('/');
+    let (address, host) = split_authority(authority, if secure { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect(&address)
         .await
         .map_err(|err| unreachable(err.to_string()))?;
+    if !secure {
+        return exchange(stream, authority, request).await;
+    }
+    let config = tls.ok_or_else(|| unreachable(format!("{base}: no TLS settings for https")))?;
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|err| unreachable(format!("{base}: {err}")))?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|err| unreachable(format!("TLS with {authority}: {err}")))?;
+    exchange(stream, authority, request).await
+}
+
+async fn exchange<S>(
+    stream: S,
+    authority: &str,
+    outgoing: Outgoing<'_>,
+) -> Result<Answer, CheckError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |err: String| CheckError::Unreachable(err);
+    let Outgoing {
+        method,
+        path,
+        headers,
+        body,
+    } = outgoing;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -115,4 +189,26 @@ async fn exchange(
     };
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_authority;
+
+    #[test]
+    fn authorities() {
+        for (authority, port, address, host) in [
+            ("127.0.0.1:8443", 443, "127.0.0.1:8443", "127.0.0.1"),
+            ("api.example", 443, "api.example:443", "api.example"),
+            ("api.example", 80, "api.example:80", "api.example"),
+            ("[::1]:8443", 443, "[::1]:8443", "::1"),
+            ("[::1]", 443, "[::1]:443", "::1"),
+        ] {
+            assert_eq!(
+                split_authority(authority, port),
+                (address.to_owned(), host.to_owned()),
+                "{authority}"
+            );
+        }
+    }
 }

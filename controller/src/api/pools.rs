@@ -77,6 +77,9 @@ fn check(request: &PoolRequest) -> ApiResult<()> {
             problems.push((format!("/users/{index}"), message));
         }
     }
+    for problem in request.policy.problems() {
+        problems.push((format!("/policy{}", problem.path), problem.message));
+    }
     if problems.is_empty() {
         return Ok(());
     }
@@ -263,7 +266,7 @@ pub async fn update(
             stack_id: &r.stack_id,
             owner: &r.owner,
             flag: &r.flag,
-            violations: Vec::new(),
+            violations: r.violations(&new.policy),
         })
         .collect();
     let found = pools::blockers(&old, &new, &in_pool);

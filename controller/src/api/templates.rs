@@ -185,12 +185,91 @@ fn resolve_pools(
     Ok(resolved)
 }
 
+/// What `policy` forbids in a container section, each as
+/// `pointer: message` (pointers within the section).
+pub(super) fn violations(
+    container: &Value,
+    policy: &flotilla_common::policy::Policy,
+) -> Vec<String> {
+    match validate::container_spec(container) {
+        Some(spec) => flotilla_common::policy::check(&spec, policy)
+            .into_iter()
+            .map(|v| format!("{}: {}", v.path, v.message))
+            .collect(),
+        None if container.is_null() => Vec::new(),
+        None => vec!["the container section does not parse".to_owned()],
+    }
+}
+
+/// Refuses (403 `policy_denied`, every violation with its pointer and the
+/// pool that forbids it) a body whose containers ask for what their pools
+/// do not allow. Nothing is stored then.
+fn check_policies(
+    state: &AppState,
+    body: &Value,
+    pools: &BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let mut found = Vec::new();
+    let configs = body
+        .get("configurations")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (index, config) in configs.iter().enumerate() {
+        let (Some(flag), Some(container)) = (
+            config.get("flag").and_then(Value::as_str),
+            config.get("container"),
+        ) else {
+            continue;
+        };
+        let Some(pool) = pools.get(flag) else {
+            continue;
+        };
+        let policy = state
+            .store
+            .pool(pool)?
+            .map(|p| p.policy)
+            .unwrap_or_default();
+        let Some(spec) = validate::container_spec(container) else {
+            continue;
+        };
+        for violation in flotilla_common::policy::check(&spec, &policy) {
+            found.push(super::error::ErrorDetail {
+                code: "policy_denied".into(),
+                message: format!("pool {pool} does not allow this: {}", violation.message),
+                context: json!({
+                    "path": format!("/configurations/{index}/container{}", violation.path),
+                    "pool": pool,
+                }),
+            });
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut error = ApiError::new(
+        StatusCode::FORBIDDEN,
+        "policy_denied",
+        "the pool's container policy forbids this",
+    );
+    error.errors = found;
+    Err(error)
+}
+
 /// One configuration of a live stack that runs in a pool, for checks
 /// before the pool changes.
 pub(super) struct RunningConfig {
     pub stack_id: String,
     pub owner: String,
     pub flag: String,
+    pub container: Value,
+}
+
+impl RunningConfig {
+    /// What `policy` would forbid in it.
+    pub fn violations(&self, policy: &flotilla_common::policy::Policy) -> Vec<String> {
+        violations(&self.container, policy)
+    }
 }
 
 /// Every configuration of a stack that is not being deleted whose latest
@@ -217,6 +296,7 @@ pub(super) fn running_in_pool(state: &AppState, pool: &str) -> ApiResult<Vec<Run
                     stack_id: stack.stack_id.clone(),
                     owner: stack.username.clone(),
                     flag: flag.to_owned(),
+                    container: config.get("container").cloned().unwrap_or(Value::Null),
                 });
             }
         }
@@ -243,6 +323,7 @@ pub async fn apply(
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     validate::validate(&body).map_err(invalid)?;
     let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
+    check_policies(&state, &body, &pools)?;
     let now = clock::now_ms();
     let stack_id = flotilla_common::ids::template_id(&operator.user_id);
     let version = VersionRecord {
@@ -320,6 +401,7 @@ pub async fn update(
     // The pools are resolved for the stack's owner, whoever updates it.
     let owner_admin = operator.admin && operator.user_id == stack.user_id;
     let pools = resolve_pools(&state, &stack.username, owner_admin, &body)?;
+    check_policies(&state, &body, &pools)?;
     template::keep_vendor(&mut body, stack.vendor.as_ref());
     let version_id = flotilla_common::ids::version_id();
     let now = clock::now_ms();

@@ -2,6 +2,8 @@
 //! an operator fixes a template in one round trip instead of one per error.
 
 use super::COMPUTED;
+use flotilla_common::spec::fields::kind;
+use flotilla_common::spec::ContainerSpec;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -81,32 +83,11 @@ impl Checker {
     }
 }
 
-/// The JSON type name of a value, for messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn is_flag(flag: &str) -> bool {
     let mut chars = flag.chars();
     (1..=63).contains(&flag.len())
         && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 256
 }
 
 /// Checks a template body. Unknown fields are allowed and left alone.
@@ -196,66 +177,34 @@ fn configuration(check: &mut Checker, config: &Value, path: &str) -> Option<Stri
     flag
 }
 
+/// Checks a container section with the parser the agents run, so a
+/// section that passes here is one every agent can start. Fields holding
+/// the `${computed}` placeholder are left for the platform to fill in.
 fn container_section(check: &mut Checker, container: &Map<String, Value>, path: &str) {
-    if let Some(image) = check.string(container, path, "image", true) {
-        if image != COMPUTED && image.chars().any(char::is_whitespace) {
-            check.report(
-                &format!("{path}/image"),
-                "image must not contain whitespace",
-            );
-        }
-    }
-    for key in [
-        "gitRepo",
-        "gitReference",
-        "gitPrivateKey",
-        "gitKnownHosts",
-        "codeDir",
-        "pull_policy",
-    ] {
-        check.string(container, path, key, false);
-    }
-    if let Some(value) = container.get("gitTrustOnFirstUse") {
-        if !value.is_boolean() {
-            check.report(
-                &format!("{path}/gitTrustOnFirstUse"),
-                "gitTrustOnFirstUse must be a boolean",
-            );
-        }
-    }
-    if let Some(value) = container.get("gitPoll") {
-        if !(value.is_string() || value.is_number()) {
-            check.report(
-                &format!("{path}/gitPoll"),
-                "gitPoll must be a duration like \"60s\" or a number of seconds",
-            );
-        }
-    }
-    if let Some(env) = check.object(container, path, "environment_variables", false) {
-        for (name, value) in env {
-            let var_path = format!("{path}/environment_variables/{}", escape_pointer(name));
-            if !is_env_name(name) {
-                check.report(
-                    &var_path,
-                    format!("{name:?} is not a valid environment variable name (letters, digits and '_', not starting with a digit)"),
-                );
+    let mut section = container.clone();
+    section.retain(|_, value| value.as_str() != Some(COMPUTED));
+    let computed_image = container.get("image").and_then(Value::as_str) == Some(COMPUTED);
+    if let Err(problems) = ContainerSpec::from_value(&Value::Object(section)) {
+        for problem in problems {
+            if computed_image && problem.path == "/image" {
+                continue;
             }
-            if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-                check.report(
-                    &var_path,
-                    format!(
-                        "environment variable {name} must be a string, number or boolean, not {}",
-                        kind(value)
-                    ),
-                );
-            }
+            check.report(&format!("{path}{}", problem.path), problem.message);
         }
     }
 }
 
-/// RFC 6901 escaping of one pointer segment.
-fn escape_pointer(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
+/// The typed spec of a valid container section, for the pool policy
+/// check: `${computed}` fields are left out (a computed image stands in as
+/// a placeholder), so what is checked is everything the template asks for
+/// itself. `None` when the section does not parse.
+pub fn container_spec(container: &Value) -> Option<ContainerSpec> {
+    let mut section = container.as_object()?.clone();
+    section.retain(|_, value| value.as_str() != Some(COMPUTED));
+    if container.get("image").and_then(Value::as_str) == Some(COMPUTED) {
+        section.insert("image".into(), Value::from("computed"));
+    }
+    ContainerSpec::from_value(&Value::Object(section)).ok()
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! and retries with backoff (credentials go with every attempt), stops are
 //! bounded by the grace period, and every error becomes a sentence.
 
-use super::super::spec::{ContainerSpec, Registry};
+use super::super::spec::{ContainerSpec, NetworkMode, Registry, VolumeSource};
+use super::names::VolumeNames;
 use backoff::backoff::Backoff;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
@@ -204,12 +206,59 @@ pub async fn pull(docker: &Docker, spec: &ContainerSpec) -> Result<(), String> {
     Err(format!("pull of {} failed: {last}", spec.image))
 }
 
-/// The create request for a spec.
+/// The names of the volumes `stack_id`'s containers (running or not)
+/// mount.
+pub async fn stack_volumes(docker: &Docker, stack_id: &str) -> Result<Vec<String>, String> {
+    let containers = list_labelled(docker, super::names::STACK, stack_id).await?;
+    Ok(containers
+        .into_iter()
+        .flat_map(|c| c.mounts.unwrap_or_default())
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| m.name)
+        .collect())
+}
+
+/// The `binds` of a spec: host paths as given, named volumes as the
+/// stack's own volume of that name.
+fn binds(spec: &ContainerSpec, volumes: &VolumeNames) -> Vec<String> {
+    spec.volumes
+        .iter()
+        .map(|volume| {
+            let source = match &volume.source {
+                VolumeSource::HostPath(path) => path.clone(),
+                VolumeSource::Named(name) => volumes.of(name),
+            };
+            let mode = if volume.read_only { ":ro" } else { "" };
+            format!("{source}:{}{mode}", volume.target)
+        })
+        .collect()
+}
+
+/// The create request for a spec, its named volumes called by `volumes`.
+/// A container with `network_mode` host or none joins no network of the
+/// agent's.
 pub fn create_body(
     spec: &ContainerSpec,
+    volumes: &VolumeNames,
     labels: HashMap<String, String>,
     network: &str,
 ) -> ContainerCreateBody {
+    let host = &spec.host;
+    let network_mode = match host.network {
+        NetworkMode::Bridge => network,
+        NetworkMode::Host => "host",
+        NetworkMode::None => "none",
+    };
+    let devices = host
+        .devices
+        .iter()
+        .map(|device| DeviceMapping {
+            path_on_host: Some(device.host.clone()),
+            path_in_container: Some(device.container.clone()),
+            cgroup_permissions: Some(device.permissions.clone()),
+        })
+        .collect::<Vec<_>>();
+    let binds = binds(spec, volumes);
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -235,11 +284,17 @@ pub fn create_body(
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         stop_timeout: i64::try_from(spec.stop_grace.as_secs()).ok(),
         host_config: Some(HostConfig {
-            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            binds: (!binds.is_empty()).then_some(binds),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
-            network_mode: Some(network.to_owned()),
+            network_mode: Some(network_mode.to_owned()),
+            privileged: host.privileged.then_some(true),
+            cap_add: (!host.cap_add.is_empty()).then(|| host.cap_add.clone()),
+            pid_mode: host.host_pid.then(|| "host".to_owned()),
+            ipc_mode: host.host_ipc.then(|| "host".to_owned()),
+            devices: (!devices.is_empty()).then_some(devices),
+            security_opt: (!host.security_opt.is_empty()).then(|| host.security_opt.clone()),
             // The agent applies the restart policy itself, so it can report
             // every restart and give up with app-crashed.
             restart_policy: Some(RestartPolicy {
@@ -518,5 +573,63 @@ mod tests {
                 "{networks:?}"
             );
         }
+    }
+
+    fn body(section: &str, stack: &str) -> HostConfig {
+        let spec = ContainerSpec::parse(section).expect("valid");
+        create_body(
+            &spec,
+            &VolumeNames::new(stack, []),
+            HashMap::new(),
+            "net-id",
+        )
+        .host_config
+        .expect("host config")
+    }
+
+    #[test]
+    fn host_access_fields_and_volumes_reach_the_create_call() {
+        let host = body(
+            r#"{"image": "web", "privileged": true, "cap_add": ["CAP_NET_ADMIN"],
+                "pid_mode": "host", "ipc_mode": "host", "devices": ["/dev/fuse:rw"],
+                "security_opt": ["no-new-privileges"], "network_mode": "host",
+                "volumes": ["/srv/data/../data/:/data:ro", "cache:/cache"]}"#,
+            "mo-a-1-tk",
+        );
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        let device = &host.devices.expect("devices")[0];
+        assert_eq!(device.path_on_host.as_deref(), Some("/dev/fuse"));
+        assert_eq!(device.path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(device.cgroup_permissions.as_deref(), Some("rw"));
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "/srv/data:/data:ro".to_owned(),
+                "flotilla-mo-a-1-tk-cache:/cache".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn defaults_ask_for_nothing_and_join_the_agents_network() {
+        let host = body(r#"{"image": "web"}"#, "mo-a-1-tk");
+        assert_eq!(host.privileged, None);
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.pid_mode, None);
+        assert_eq!(host.ipc_mode, None);
+        assert_eq!(host.devices, None);
+        assert_eq!(host.security_opt, None);
+        assert_eq!(host.binds, None);
+        assert_eq!(host.network_mode.as_deref(), Some("net-id"));
+        let none = body(r#"{"image": "web", "network_mode": "none"}"#, "s");
+        assert_eq!(none.network_mode.as_deref(), Some("none"));
     }
 }

@@ -148,6 +148,9 @@ fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
                     spec_json: p.spec_json.clone(),
                     generation: desired.generation,
                     hash: names::spec_hash(&p.spec_json),
+                    pool: p.pool.clone(),
+                    policy: p.policy.clone(),
+                    scoped_volumes: p.scoped_volumes,
                 },
             )
         })

@@ -4,7 +4,7 @@
 //! one engine never claim each other's containers.
 
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const MANAGED: &str = "flotilla.managed";
 pub const AGENT: &str = "flotilla.agent";
@@ -61,6 +61,61 @@ pub fn network_labels(agent_id: &str, stack_id: &str) -> HashMap<String, String>
     ])
 }
 
+/// The Docker volume a stack's named volume `name` is: `flotilla-<stack>-<name>`,
+/// so two stacks that use the same name never share one. The parser has
+/// checked `name` against Docker's volume-name rules already; cleaning
+/// again keeps the result valid whatever it is given. Stack ids have one
+/// shape (`mo-<user>-<random>-tk`), so where the stack ends is never in
+/// doubt.
+pub fn volume_name(stack_id: &str, name: &str) -> String {
+    format!("flotilla-{}-{}", clean(stack_id), clean(name))
+}
+
+/// How one stack's named volumes are called on this engine: the stack's
+/// own `flotilla-<stack_id>-<name>`, except a volume the stack's existing
+/// containers already mount under its bare name (created before volumes
+/// were per stack), which keeps that name so an upgrade loses no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNames {
+    stack_id: String,
+    legacy: HashSet<String>,
+    scoped: bool,
+}
+
+impl VolumeNames {
+    /// The names for `stack_id`, given the volume names its existing
+    /// containers mount.
+    pub fn new<'a>(stack_id: &str, mounted: impl IntoIterator<Item = &'a str>) -> VolumeNames {
+        let own = format!("flotilla-{}-", clean(stack_id));
+        VolumeNames {
+            stack_id: stack_id.to_owned(),
+            legacy: mounted
+                .into_iter()
+                .filter(|name| !name.starts_with(&own))
+                .map(str::to_owned)
+                .collect(),
+            scoped: true,
+        }
+    }
+
+    /// `scoped: false` for a stack created before volumes were per stack
+    /// (the controller says so in the placement): every volume keeps its
+    /// bare name.
+    pub fn scoped(mut self, scoped: bool) -> VolumeNames {
+        self.scoped = scoped;
+        self
+    }
+
+    /// The Docker volume the template's named volume `name` is.
+    pub fn of(&self, name: &str) -> String {
+        if !self.scoped || self.legacy.contains(name) {
+            name.to_owned()
+        } else {
+            volume_name(&self.stack_id, name)
+        }
+    }
+}
+
 /// The labels every managed container carries (user labels added after).
 pub fn labels(
     agent_id: &str,
@@ -99,6 +154,44 @@ mod tests {
         assert_eq!(
             network_labels("a1", "s1").get(STACK).map(String::as_str),
             Some("s1")
+        );
+    }
+
+    #[test]
+    fn volume_names_are_per_stack_and_valid() {
+        for (stack, name, want) in [
+            ("mo-abc-123-tk", "data", "flotilla-mo-abc-123-tk-data"),
+            ("mo-def-456-tk", "data", "flotilla-mo-def-456-tk-data"),
+            ("odd/stack id", "cache.v1", "flotilla-odd_stack_id-cache.v1"),
+        ] {
+            let volume = volume_name(stack, name);
+            assert_eq!(volume, want);
+            assert!(
+                volume
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')),
+                "{volume} is within Docker's volume-name rules"
+            );
+        }
+    }
+
+    #[test]
+    fn volumes_a_stack_already_mounts_by_their_bare_name_keep_it() {
+        let names = VolumeNames::new("mo-a-1-tk", ["data", "flotilla-mo-a-1-tk-cache"]);
+        assert_eq!(names.of("data"), "data", "created before per-stack names");
+        assert_eq!(names.of("cache"), "flotilla-mo-a-1-tk-cache");
+        assert_eq!(
+            names.of("logs"),
+            "flotilla-mo-a-1-tk-logs",
+            "new volumes are the stack's"
+        );
+        let fresh = VolumeNames::new("mo-b-2-tk", []);
+        assert_eq!(fresh.of("data"), "flotilla-mo-b-2-tk-data");
+        let older = VolumeNames::new("mo-b-2-tk", []).scoped(false);
+        assert_eq!(
+            older.of("data"),
+            "data",
+            "a stack from before keeps them all"
         );
     }
 }

@@ -7,7 +7,7 @@
 
 use super::engine::{self, Inspected};
 use super::{git, images, names, probe, Context};
-use crate::runtime::spec::{ContainerSpec, Restart};
+use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
 use flotilla_common::redact::strip_url_credentials;
 use flotilla_common::status::ContainerStatus;
@@ -25,6 +25,28 @@ pub struct Wanted {
     pub spec_json: String,
     pub generation: u64,
     pub hash: String,
+    /// The pool it runs in, and that pool's policy, checked again before
+    /// every create.
+    pub pool: String,
+    pub policy: flotilla_common::policy::Policy,
+    /// Named volumes are the stack's own (`false`: a stack from before
+    /// volumes were scoped keeps their bare names).
+    pub scoped_volumes: bool,
+}
+
+/// Whether `spec` may run under the pool's policy `wanted` carries; the
+/// reason (every violation, with its pointer) when not.
+pub fn policy_gate(spec: &ContainerSpec, wanted: &Wanted) -> Result<(), String> {
+    let violations = flotilla_common::policy::check(spec, &wanted.policy);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pool {} forbids this {}",
+            wanted.pool,
+            flotilla_common::spec::sentence(&violations)
+        ))
+    }
 }
 
 /// What a slot is told besides its desired state.
@@ -117,6 +139,9 @@ impl Slot {
         spec: &ContainerSpec,
         settle: bool,
     ) -> Result<Live, (ContainerStatus, String)> {
+        // The pool's policy again, on the VM: nothing the controller let
+        // through by mistake reaches the engine.
+        policy_gate(spec, wanted).map_err(|why| (ContainerStatus::StartFailure, why))?;
         let docker = &self.ctx.docker;
         let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
         if !matches!(prepared, Ok(images::ImageStep::Use)) {
@@ -147,8 +172,11 @@ impl Slot {
                     .await
                     .unwrap_or_else(|| "/var/www/html".to_owned()),
             };
-            spec.binds
-                .push(format!("{}:{code_dir}:ro", release.path.display()));
+            spec.volumes.push(Volume {
+                source: VolumeSource::HostPath(release.path.to_string_lossy().into_owned()),
+                target: code_dir,
+                read_only: true,
+            });
             suffix = format!("{}-{}", wanted.hash, &resolved[..resolved.len().min(10)]);
             commit = Some(resolved);
         }
@@ -190,7 +218,12 @@ impl Slot {
         .await
         .map_err(|err| (ContainerStatus::StartFailure, err))?;
         drop(network_guard);
-        let body = engine::create_body(spec, labels, &network);
+        let mounted = engine::stack_volumes(docker, &wanted.stack_id)
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        let volumes = names::VolumeNames::new(&wanted.stack_id, mounted.iter().map(String::as_str))
+            .scoped(wanted.scoped_volumes);
+        let body = engine::create_body(spec, &volumes, labels, &network);
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
@@ -886,6 +919,73 @@ pub async fn run(
                 }
             }
             _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.held && slot.restart_at.is_none() => slot.probe_tick().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_common::policy::Policy;
+
+    fn wanted(policy: Policy) -> Wanted {
+        Wanted {
+            stack_id: "mo-a-1-tk".into(),
+            flag: "web".into(),
+            version_id: "v".into(),
+            spec_json: String::new(),
+            generation: 1,
+            hash: "h".into(),
+            pool: "team-b".into(),
+            policy,
+            scoped_volumes: true,
+        }
+    }
+
+    #[test]
+    fn the_agent_refuses_what_the_pool_forbids_even_if_it_was_sent() {
+        let allow_srv = Policy {
+            host_paths: vec!["/srv/data".into()],
+            ..Default::default()
+        };
+        for (section, policy, allowed) in [
+            (r#"{"image": "web"}"#, Policy::default(), true),
+            (
+                r#"{"image": "web", "volumes": ["cache:/c"]}"#,
+                Policy::default(),
+                true,
+            ),
+            (
+                r#"{"image": "web", "volumes": ["/var/run/docker.sock:/s"]}"#,
+                Policy::default(),
+                false,
+            ),
+            (
+                r#"{"image": "web", "volumes": ["/srv/data/x:/x"]}"#,
+                allow_srv.clone(),
+                true,
+            ),
+            (
+                r#"{"image": "web", "volumes": ["/srv/database:/x"]}"#,
+                allow_srv.clone(),
+                false,
+            ),
+            (r#"{"image": "web", "privileged": true}"#, allow_srv, false),
+            (
+                r#"{"image": "web", "network_mode": "host"}"#,
+                Policy {
+                    allow_host_network: true,
+                    ..Default::default()
+                },
+                true,
+            ),
+        ] {
+            let spec = ContainerSpec::parse(section).expect(section);
+            let gate = policy_gate(&spec, &wanted(policy));
+            assert_eq!(gate.is_ok(), allowed, "{section}: {gate:?}");
+            if let Err(why) = gate {
+                assert!(why.starts_with("pool team-b forbids this"), "{why}");
+            }
         }
     }
 }
