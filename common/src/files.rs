@@ -36,6 +36,28 @@ pub fn private_dir(path: &Path) -> std::io::Result<Option<u32>> {
     Ok(Some(mode))
 }
 
+/// Makes `dir` private (0700) and every file below it owner-only (0600):
+/// for stores whose library creates its files with the process umask (the
+/// agent's store holds the desired state, with stack tokens and registry
+/// passwords).
+pub fn private_tree(dir: &Path) -> std::io::Result<()> {
+    private_dir(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            private_tree(&path)?;
+        } else if kind.is_file() {
+            let mode = entry.metadata()?.permissions().mode() & 0o777;
+            if mode != 0o600 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,8 @@ fn remove_up_to(tree: &sled::Tree, number: u64) -> Result<usize, StateError> {
 impl AgentStore {
     /// Opens the store with a small cache (an agent's state is tiny).
     pub fn open(dir: &Path) -> Result<AgentStore, StateError> {
+        flotilla_common::files::private_dir(dir)
+            .map_err(|err| StateError::Sled(sled::Error::Io(err)))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(4 * 1024 * 1024)
@@ -130,6 +132,9 @@ impl AgentStore {
                 }
                 other => StateError::Sled(other),
             })?;
+        // The desired state holds stack tokens and the specs' secrets.
+        flotilla_common::files::private_tree(dir)
+            .map_err(|err| StateError::Sled(sled::Error::Io(err)))?;
         let flusher = db.clone();
         let commit = flotilla_common::commit::GroupCommit::start("agent-flush", move || {
             flusher.flush().map(drop).map_err(|err| err.to_string())
@@ -478,5 +483,42 @@ mod tests {
         assert_eq!(ids(&store), [3]);
         assert!(store.lifecycle_pending(3));
         assert!(!store.lifecycle_pending(2));
+    }
+}
+
+#[cfg(test)]
+mod permissions {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn modes(dir: &Path, found: &mut Vec<(std::path::PathBuf, u32)>) {
+        for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+            let path = entry.path();
+            let mode = entry.metadata().expect("meta").permissions().mode() & 0o777;
+            if path.is_dir() {
+                modes(&path, found);
+            }
+            found.push((path, mode));
+        }
+    }
+
+    #[test]
+    fn the_store_is_readable_by_the_agent_only() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("state");
+        drop(AgentStore::open(&dir).expect("open"));
+        let store = AgentStore::open(&dir).expect("reopen");
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777,
+            0o700
+        );
+        let mut found = Vec::new();
+        modes(&dir, &mut found);
+        assert!(!found.is_empty());
+        for (path, mode) in found {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", path.display());
+        }
     }
 }
