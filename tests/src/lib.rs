@@ -152,6 +152,11 @@ impl ControllerProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The REST API's URL when it serves HTTPS.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
     /// All log output so far, one line per entry.
     pub fn log_text(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
@@ -401,7 +406,12 @@ pub struct Api {
 impl Api {
     /// Logs in with the admin credentials of `dir`.
     pub async fn admin(base: &str, dir: &Path) -> anyhow::Result<Api> {
-        let http = reqwest::Client::new();
+        Self::admin_with(reqwest::Client::new(), base, dir).await
+    }
+
+    /// Like [`Api::admin`] with a client of the caller's (one that trusts
+    /// the fleet CA, for a controller serving HTTPS).
+    pub async fn admin_with(http: reqwest::Client, base: &str, dir: &Path) -> anyhow::Result<Api> {
         let (id, secret) = admin_credentials(dir)?;
         let token = token(&http, base, &id, &secret).await?;
         Ok(Api {
