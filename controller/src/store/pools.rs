@@ -101,3 +101,47 @@ impl Store {
             .map_or(0, i64::from_be_bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_start_with_pools_puts_every_existing_user_in_the_default_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        // A store from before pools: users, no pool.
+        store.ensure_user("alice", 1).expect("alice");
+        store.ensure_user("bob", 2).expect("bob");
+        assert!(store.pool(DEFAULT_POOL).expect("read").is_none());
+        store.ensure_default_pool(10).expect("upgrade");
+        let default = store.pool(DEFAULT_POOL).expect("read").expect("default");
+        let mut users = default.users.clone();
+        users.sort();
+        assert_eq!(users, ["alice", "bob"]);
+        assert_eq!(store.pools_since_ms().expect("since"), 10);
+        // Later starts add nobody: users made afterwards are an admin's to place.
+        store.ensure_user("carol", 20).expect("carol");
+        store.ensure_default_pool(30).expect("again");
+        assert_eq!(
+            store
+                .pool(DEFAULT_POOL)
+                .expect("read")
+                .expect("default")
+                .users
+                .len(),
+            2
+        );
+        assert_eq!(store.pools_since_ms().expect("since"), 10);
+    }
+
+    #[test]
+    fn a_new_store_starts_with_an_empty_default_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        store.ensure_default_pool(5).expect("pools");
+        let default = store.pool(DEFAULT_POOL).expect("read").expect("default");
+        assert!(default.users.is_empty());
+        assert!(default.policy == Default::default(), "default deny");
+    }
+}
