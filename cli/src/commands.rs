@@ -157,6 +157,15 @@ pub async fn describe(client: &Client, out: Output, stack_id: &str) -> anyhow::R
     }
     println!("version:  {}", cell(&stack["version_id"]));
     println!("created:  {}", cell(&stack["create_time"]));
+    let pools: Vec<String> = stack["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{} in {}", cell(&p["flag"]), cell(&p["pool"])))
+        .collect();
+    if !pools.is_empty() {
+        println!("pools:    {}", pools.join(", "));
+    }
     let rows: Vec<Vec<String>> = containers
         .as_array()
         .into_iter()

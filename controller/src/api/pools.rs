@@ -95,6 +95,25 @@ fn check(request: &PoolRequest) -> ApiResult<()> {
     Err(error)
 }
 
+/// Records a pool change as an event (admins see it) and makes it durable.
+async fn record(
+    state: &AppState,
+    kind: &str,
+    pool: &str,
+    by: &Operator,
+    at_ms: i64,
+) -> ApiResult<()> {
+    state.store.append_event(
+        kind,
+        None,
+        None,
+        clock::rfc3339_ms(at_ms),
+        json!({ "pool": pool, "by": by.username }),
+    )?;
+    state.store.flush().await?;
+    Ok(())
+}
+
 fn dedup(mut users: Vec<String>) -> Vec<String> {
     users.sort();
     users.dedup();
@@ -141,14 +160,7 @@ pub async fn create(
         return Err(ApiError::conflict(format!("pool {name} already exists"))
             .context(json!({ "pool": name })));
     }
-    state.store.append_event(
-        "pool.created",
-        None,
-        None,
-        clock::rfc3339_ms(now),
-        json!({ "pool": name, "by": operator.username }),
-    )?;
-    state.store.flush().await?;
+    record(&state, "pool.created", &name, &operator, now).await?;
     tracing::info!(pool = %name, users = pool.users.len(), "pool created");
     Ok((StatusCode::CREATED, Json(view(&state, pool)?)))
 }
@@ -281,14 +293,7 @@ pub async fn update(
             "pool {name} changed meanwhile; read it again and retry"
         )));
     }
-    state.store.append_event(
-        "pool.updated",
-        None,
-        None,
-        clock::rfc3339_ms(new.updated_ms),
-        json!({ "pool": name, "by": operator.username }),
-    )?;
-    state.store.flush().await?;
+    record(&state, "pool.updated", &name, &operator, new.updated_ms).await?;
     state.nudge();
     tracing::info!(pool = %name, users = new.users.len(), "pool updated");
     Ok(Json(view(&state, new)?))
@@ -345,15 +350,7 @@ pub async fn delete(
             "pool {name} changed meanwhile; read it again and retry"
         )));
     }
-    let now = clock::now_ms();
-    state.store.append_event(
-        "pool.deleted",
-        None,
-        None,
-        clock::rfc3339_ms(now),
-        json!({ "pool": name, "by": operator.username }),
-    )?;
-    state.store.flush().await?;
+    record(&state, "pool.deleted", &name, &operator, clock::now_ms()).await?;
     tracing::info!(pool = %name, "pool deleted");
     Ok(Json(shown))
 }

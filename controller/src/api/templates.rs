@@ -141,12 +141,7 @@ fn resolve_pools(
 ) -> ApiResult<BTreeMap<String, String>> {
     let pools = state.store.pools()?;
     let mut resolved = BTreeMap::new();
-    let configs = body
-        .get("configurations")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (index, config) in configs.iter().enumerate() {
+    for (index, config) in template::configurations(body).iter().enumerate() {
         let Some(flag) = config.get("flag").and_then(Value::as_str) else {
             continue;
         };
@@ -210,12 +205,7 @@ fn check_policies(
     pools: &BTreeMap<String, String>,
 ) -> ApiResult<()> {
     let mut found = Vec::new();
-    let configs = body
-        .get("configurations")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (index, config) in configs.iter().enumerate() {
+    for (index, config) in template::configurations(body).iter().enumerate() {
         let (Some(flag), Some(container)) = (
             config.get("flag").and_then(Value::as_str),
             config.get("container"),

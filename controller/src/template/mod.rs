@@ -12,6 +12,14 @@ use serde_json::{Map, Value};
 /// The placeholder Mobingi uses for values the platform fills in.
 pub const COMPUTED: &str = "${computed}";
 
+/// A body's configurations (none when it has no such array).
+pub fn configurations(body: &Value) -> &[Value] {
+    body.get("configurations")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
 /// The configuration with this `flag`, if any.
 pub fn configuration<'a>(body: &'a Value, flag: &str) -> Option<&'a Map<String, Value>> {
     body.get("configurations")?
