@@ -85,6 +85,9 @@ pub async fn image_label(docker: &Docker, image: &str, label: &str) -> Option<St
 pub struct ImageInfo {
     pub id: String,
     pub tags: Vec<String>,
+    /// `repository@sha256:...` for each registry it was pulled from (none
+    /// for an image built on this host).
+    pub digests: Vec<String>,
 }
 
 /// The local image a reference resolves to; `Ok(None)` when there is none.
@@ -93,6 +96,7 @@ pub async fn image_info(docker: &Docker, image: &str) -> Result<Option<ImageInfo
         Ok(inspect) => Ok(inspect.id.map(|id| ImageInfo {
             id,
             tags: inspect.repo_tags.unwrap_or_default(),
+            digests: inspect.repo_digests.unwrap_or_default(),
         })),
         Err(err) if is_not_found(&err) => Ok(None),
         Err(err) => Err(describe(&err)),

@@ -12,8 +12,42 @@ use super::engine;
 use crate::state::images::{ImageUse, PulledImage};
 use crate::state::AgentStore;
 use bollard::Docker;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// One lock per image repository: deciding whether to pull, pulling and
+/// recording who pulled (with whose credentials) happen under it, so a
+/// stack without credentials never looks at an image between another
+/// stack's credentialed pull and its record.
+#[derive(Debug, Default)]
+pub struct ImageLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ImageLocks {
+    /// Waits for the lock of `image`'s repository (any tag or digest).
+    pub async fn lock(&self, image: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks
+                .entry(repository(image).to_owned())
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// The repository of an image reference: without its digest or tag.
+pub fn repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rfind(':') {
+        Some(colon) if colon > name.rfind('/').unwrap_or(0) => &name[..colon],
+        _ => name,
+    }
+}
 
 /// What to do before creating a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +76,10 @@ pub struct ImageFacts {
     /// The reference is a tag of the local image that the agent did not
     /// pull (an operator's own build or tag).
     pub tagged_outside: bool,
+    /// The local image came from the reference's registry repository, but
+    /// this agent has no record of who pulled it (before the agent kept
+    /// records, or by hand): with whose credentials is unknown.
+    pub unknown_registry_copy: bool,
 }
 
 /// See the module documentation.
@@ -50,7 +88,7 @@ pub fn image_step(facts: ImageFacts) -> ImageStep {
         ImageStep::Pull
     } else if facts.has_credentials {
         ImageStep::Verify
-    } else if facts.credentialed_only && !facts.tagged_outside {
+    } else if facts.unknown_registry_copy || (facts.credentialed_only && !facts.tagged_outside) {
         ImageStep::Pull
     } else {
         ImageStep::Use
@@ -94,6 +132,12 @@ pub async fn prepare(
                     .as_ref()
                     .is_some_and(|r| r.references.contains(&reference))
         }),
+        unknown_registry_copy: record.is_none()
+            && local.as_ref().is_some_and(|info| {
+                info.digests
+                    .iter()
+                    .any(|digest| repository(digest) == repository(&spec.image))
+            }),
     };
     let step = image_step(facts);
     match step {
@@ -180,6 +224,19 @@ pub async fn prune(docker: &Docker, store: &AgentStore, wanted: &HashSet<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_of_references() {
+        for (image, repo) in [
+            ("localhost:5000/web:1", "localhost:5000/web"),
+            ("localhost:5000/web@sha256:abc", "localhost:5000/web"),
+            ("web", "web"),
+            ("web:1", "web"),
+            ("reg.example/team/app:v2", "reg.example/team/app"),
+        ] {
+            assert_eq!(repository(image), repo, "{image}");
+        }
+    }
     use std::collections::BTreeSet;
 
     #[test]
@@ -190,8 +247,35 @@ mod tests {
             has_credentials: false,
             credentialed_only: false,
             tagged_outside: false,
+            unknown_registry_copy: false,
         };
         let table = [
+            // A registry copy nobody recorded pulling (from before the
+            // agent kept records): pulled again without credentials, so a
+            // private image cannot be borrowed.
+            (
+                ImageFacts {
+                    unknown_registry_copy: true,
+                    ..base
+                },
+                ImageStep::Pull,
+            ),
+            (
+                ImageFacts {
+                    unknown_registry_copy: true,
+                    tagged_outside: true,
+                    ..base
+                },
+                ImageStep::Pull,
+            ),
+            (
+                ImageFacts {
+                    unknown_registry_copy: true,
+                    has_credentials: true,
+                    ..base
+                },
+                ImageStep::Verify,
+            ),
             (
                 ImageFacts {
                     present: false,

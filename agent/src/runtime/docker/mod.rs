@@ -39,6 +39,9 @@ pub struct Context {
     /// Held while a stack's network is looked up or created, so two slots
     /// of one stack never create twins.
     pub network_lock: tokio::sync::Mutex<()>,
+    /// Per image repository: pull decisions and their records never
+    /// interleave ([`images::ImageLocks`]).
+    pub image_locks: images::ImageLocks,
     pub store: AgentStore,
     pub reports: mpsc::Sender<Transition>,
     /// How long containers no desired state wants are left before removal.
@@ -197,6 +200,7 @@ impl DockerRuntime {
             agent_id: self.agent_id.clone(),
             network: self.settings.network.clone(),
             network_lock: tokio::sync::Mutex::new(()),
+            image_locks: Default::default(),
             store: self.store.clone(),
             reports,
             orphan_grace: self.settings.orphan_grace,

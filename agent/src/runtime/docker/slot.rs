@@ -143,7 +143,9 @@ impl Slot {
         // through by mistake reaches the engine.
         policy_gate(spec, wanted).map_err(|why| (ContainerStatus::StartFailure, why))?;
         let docker = &self.ctx.docker;
+        let image_lock = self.ctx.image_locks.lock(&spec.image).await;
         let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
+        drop(image_lock);
         if !matches!(prepared, Ok(images::ImageStep::Use)) {
             self.ctx.metrics.pulled(prepared.is_ok());
         }
