@@ -125,35 +125,71 @@ async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
         .await;
     assert_eq!(reply.error(404), "not_found");
 
-    // Status reports, form-encoded.
-    for (path, status, message) in [
-        (
-            "/v3/alm/agent/agent_status",
-            "running",
-            "alm-agent 0.3.1 started",
-        ),
-        (
-            "/v3/alm/agent/container_status",
-            "starting",
-            "pulling image",
-        ),
-        ("/v3/alm/agent/container_status", "running", "container up"),
+    // Before every config read: temporary cloud credentials for its logs
+    // (`url.Values` encodes keys in order). Flotilla issues none: 200 with
+    // the fields empty, so the agent goes on.
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/sts?service=logs&stack_id={stack}")))
+                .header("Authorization", &authorization),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"AccessKeyID": "", "SecretAccessKey": "", "SessionToken": "", "Expiration": ""})
+    );
+    let reply = t
+        .raw(
+            t.http
+                .get(t.url(&format!("/v3/alm/sts?service=logs&stack_id={other}")))
+                .header("Authorization", &authorization),
+        )
+        .await;
+    assert_eq!(reply.error(404), "not_found");
+
+    // Status reports, exactly as its `api` package sends them: form-encoded,
+    // keys in order, `message` only when set, `instance_id` only when the
+    // VM has one; the container report also carries `container_id`. It
+    // counts a report delivered only on 200 with a JSON body.
+    let agent_status = [
+        ("agent_id", "alm-agent-7"),
+        ("instance_id", "i-0legacy"),
+        ("message", "alm-agent 0.3.1 started"),
+        ("stack_id", stack.as_str()),
+        ("status", "running"),
+    ];
+    let starting = [
+        ("agent_id", "alm-agent-7"),
+        ("container_id", "i-0legacy"),
+        ("instance_id", "i-0legacy"),
+        ("stack_id", stack.as_str()),
+        ("status", "starting"),
+    ];
+    let running = [
+        ("agent_id", "alm-agent-7"),
+        ("container_id", "i-0legacy"),
+        ("instance_id", "i-0legacy"),
+        ("stack_id", stack.as_str()),
+        ("status", "running"),
+    ];
+    for (path, form) in [
+        ("/v3/alm/agent/agent_status", &agent_status[..]),
+        ("/v3/alm/agent/container_status", &starting[..]),
+        ("/v3/alm/agent/container_status", &running[..]),
     ] {
         let reply = t
             .raw(
                 t.http
                     .post(t.url(path))
                     .header("Authorization", &authorization)
-                    .form(&[
-                        ("stack_id", stack.as_str()),
-                        ("agent_id", "alm-agent-7"),
-                        ("instance_id", "i-0legacy"),
-                        ("status", status),
-                        ("message", message),
-                    ]),
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(serde_urlencoded::to_string(form).expect("form")),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "{path}: {}", reply.text);
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+        assert_eq!(reply.json(), json!({}), "{path}");
     }
     let containers = t
         .get(&format!("/v3/alm/stack/{stack}/containers"), &admin)
@@ -161,7 +197,7 @@ async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
         .json();
     assert_eq!(containers[0]["instance_id"], "i-0legacy");
     assert_eq!(containers[0]["status"], "running");
-    assert_eq!(containers[0]["reason"], "container up");
+    assert_eq!(containers[0]["reason"], Value::Null);
     assert_eq!(containers[0]["source"], "alm-agent");
     let events = t
         .get(
@@ -171,6 +207,104 @@ async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
         .await
         .json();
     assert_eq!(events[0]["data"]["message"], "alm-agent 0.3.1 started");
+
+    // A VM without a metadata service leaves `instance_id` out (and sends
+    // an empty `container_id`): recorded against its `agent_id`, as no
+    // agent is pinned to this stack.
+    let (bare, _) = t.apply(&admin, &template()).await;
+    let bare_token = t.get(&format!("/v3/alm/stack/{bare}"), &admin).await.json()["auth_token"]
+        .as_str()
+        .expect("auth_token")
+        .to_owned();
+    let reply = t
+        .raw(t.http.post(t.url("/v3/access_token")).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", bare.as_str()),
+            ("client_secret", bare_token.as_str()),
+        ]))
+        .await;
+    let bare_auth = format!(
+        "Bearer {}",
+        reply.json()["access_token"].as_str().expect("token")
+    );
+    for (path, form) in [
+        (
+            "/v3/alm/agent/agent_status",
+            vec![
+                ("agent_id", "alm-agent-9"),
+                ("stack_id", bare.as_str()),
+                ("status", "uptodate"),
+            ],
+        ),
+        (
+            "/v3/alm/agent/container_status",
+            vec![
+                ("agent_id", "alm-agent-9"),
+                ("container_id", ""),
+                ("stack_id", bare.as_str()),
+                ("status", "running"),
+            ],
+        ),
+    ] {
+        let reply = t
+            .raw(
+                t.http
+                    .post(t.url(path))
+                    .header("Authorization", &bare_auth)
+                    .form(&form),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+    }
+    let containers = t
+        .get(&format!("/v3/alm/stack/{bare}/containers"), &admin)
+        .await
+        .json();
+    assert_eq!(containers[0]["instance_id"], "alm-agent-9", "{containers}");
+    // Its spot notice names no instance either: with no pinned agent there
+    // is none to act on, and the answer says so.
+    let reply = t
+        .raw(
+            t.http
+                .post(t.url("/v3/event/spot/shutdown"))
+                .header("Authorization", &bare_auth)
+                .form(&[
+                    ("instance_id", ""),
+                    ("stack_id", bare.as_str()),
+                    ("user_id", "u"),
+                ]),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
+
+    // `container_updated` grows with every version, even two stored within
+    // one second, so the agent applies each.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let config = t
+            .raw(
+                t.http
+                    .get(t.url(&format!("/v3/alm/agent/config?flag=Web01&stack_id={bare}")))
+                    .header("Authorization", &bare_auth),
+            )
+            .await
+            .json();
+        seen.push(config["container_updated"].as_i64().expect("updated"));
+        let reply = t
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v3/alm/template/{bare}"),
+                Some(&admin),
+                Some(&template()),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(
+        seen.iter().all(|s| u32::try_from(*s).is_ok()),
+        "fits the agent's 32-bit parse"
+    );
 
     // A bad report is refused; a wrong stack secret gets 401 at the token.
     let reply = t

@@ -20,6 +20,8 @@ fn body_routes(id: &str) -> Vec<(Method, String)> {
         (Method::POST, "/v3/alm/agent/join-token".into()),
         (Method::POST, "/v3/alm/agent/agent_status".into()),
         (Method::POST, "/v3/alm/agent/container_status".into()),
+        (Method::POST, "/v3/alm/pools".into()),
+        (Method::PUT, "/v3/alm/pools/default".into()),
     ]
 }
 
@@ -67,6 +69,15 @@ fn authed_routes(id: &str) -> Vec<(Method, String)> {
         ),
         (Method::POST, "/v3/alm/agent/agent_status".into()),
         (Method::POST, "/v3/alm/agent/container_status".into()),
+        (
+            Method::GET,
+            format!("/v3/alm/sts?service=logs&stack_id={id}"),
+        ),
+        (Method::GET, "/v3/alm/pools".into()),
+        (Method::POST, "/v3/alm/pools".into()),
+        (Method::GET, "/v3/alm/pools/default".into()),
+        (Method::PUT, "/v3/alm/pools/default".into()),
+        (Method::DELETE, "/v3/alm/pools/default".into()),
     ]
 }
 
@@ -289,6 +300,7 @@ async fn openapi_document_covers_every_route_and_error() {
             &["get"],
         ),
         ("/v3/alm/agent/config", &["get"]),
+        ("/v3/alm/sts", &["get"]),
         ("/v3/alm/agent/agent_status", &["post"]),
         ("/v3/alm/agent/container_status", &["post"]),
     ];

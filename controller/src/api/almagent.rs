@@ -13,9 +13,66 @@ use crate::store::{AlmIdOutcome, InstanceStatusRecord, StackRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StsQuery {
+    /// The stack the VM belongs to.
+    pub stack_id: Option<String>,
+    /// The cloud service the credentials are for (the alm-agent asks for
+    /// `logs`).
+    pub service: Option<String>,
+}
+
+/// Temporary cloud credentials as the alm-agent reads them. Flotilla
+/// hands out none: every field is empty.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct StsToken {
+    #[serde(rename = "AccessKeyID")]
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expiration: String,
+}
+
+/// The alm-agent asks for temporary cloud credentials (for shipping its
+/// logs to the cloud) before every config read, and stops if it gets none.
+/// Flotilla holds no cloud account to issue them from, so it answers with
+/// empty credentials: the agent goes on, and its log shipping stays off.
+#[utoipa::path(get, path = "/v3/alm/sts", tag = "agent",
+    security(("bearer" = [])),
+    params(StsQuery),
+    responses(
+        (status = 200, description = "Empty credentials: Flotilla issues no cloud credentials", body = StsToken),
+        (status = 400, description = "stack_id or service missing", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stack (for this caller)", body = ErrorBody),
+    ))]
+pub async fn sts(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiQuery(query): ApiQuery<StsQuery>,
+) -> ApiResult<Json<StsToken>> {
+    let (Some(stack_id), Some(_service)) = (
+        query.stack_id.filter(|s| !s.is_empty()),
+        query.service.filter(|s| !s.is_empty()),
+    ) else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "stack_id and service are required",
+        ));
+    };
+    stack_for(&state, &caller, &stack_id)?;
+    Ok(Json(StsToken {
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+        session_token: String::new(),
+        expiration: String::new(),
+    }))
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ConfigQuery {
@@ -105,6 +162,12 @@ pub async fn config(
     let stack = stack_for(&state, &caller, &stack_id)?;
     let version = latest_version(&state, &stack)?;
     let body = stored_body(&version)?;
+    let created: Vec<i64> = state
+        .store
+        .versions(&stack.stack_id)?
+        .iter()
+        .map(|v| v.created_ms)
+        .collect();
     let Some(container) = crate::template::configuration(&body, &flag)
         .and_then(|config| config.get("container"))
         .and_then(Value::as_object)
@@ -139,21 +202,51 @@ pub async fn config(
         "container_git_reference": text(container, "gitReference"),
         "container_git_private_key": text(container, "gitPrivateKey"),
         "container_ports": ports(container),
-        "container_updated": clock::unix_secs(version.created_ms),
+        "container_updated": updated_secs(&created),
         "container_env_vars": env,
     })))
 }
 
-/// The id a report names its VM by: the instance id, else the agent id.
-fn vm_id(report: &AlmStatus) -> &str {
-    if report.instance_id.is_empty() {
-        report.agent_id.as_deref().unwrap_or_default()
-    } else {
-        &report.instance_id
-    }
+/// `container_updated` of the newest version, given every version's
+/// creation time (oldest first): its Unix seconds, but always above the
+/// previous version's value, so two versions stored within one second
+/// still differ (the alm-agent applies a config only when this grows).
+pub fn updated_secs(created_ms: &[i64]) -> i64 {
+    created_ms.iter().fold(0, |previous, &ms| {
+        clock::unix_secs(ms).max(previous.saturating_add(1))
+    })
 }
 
-fn check_report(report: &AlmStatus) -> ApiResult<()> {
+/// The instance of the one live agent pinned to `stack_id`, if exactly one
+/// is: what a report that names no instance is about (the alm-agent leaves
+/// `instance_id` out when it has no metadata service).
+pub(super) fn pinned_instance(state: &AppState, stack_id: &str) -> ApiResult<Option<String>> {
+    let mut pinned = state.store.agents()?.into_iter().filter(|agent| {
+        agent.state != crate::store::AgentState::Revoked
+            && agent
+                .pin
+                .as_ref()
+                .is_some_and(|pin| pin.stack_id == stack_id)
+    });
+    Ok(match (pinned.next(), pinned.next()) {
+        (Some(only), None) => Some(only.instance_id),
+        _ => None,
+    })
+}
+
+/// The id a report names its VM by: the instance id, else the instance
+/// pinned to the stack, else the agent id.
+fn vm_id(state: &AppState, report: &AlmStatus) -> ApiResult<String> {
+    if !report.instance_id.is_empty() {
+        return Ok(report.instance_id.clone());
+    }
+    if let Some(pinned) = pinned_instance(state, &report.stack_id)? {
+        return Ok(pinned);
+    }
+    Ok(report.agent_id.clone().unwrap_or_default())
+}
+
+fn check_report(report: &AlmStatus, id: &str) -> ApiResult<()> {
     let word = |s: &str| {
         (1..=32).contains(&s.len())
             && s.chars()
@@ -165,10 +258,10 @@ fn check_report(report: &AlmStatus) -> ApiResult<()> {
                 .context(json!({"path": "status"})),
         );
     }
-    if !crate::fleet::enroll::valid_instance_id(vm_id(report)) {
+    if !crate::fleet::enroll::valid_instance_id(id) {
         return Err(ApiError::bad_request(
             "invalid_field",
-            "instance_id is not a valid instance id",
+            "instance_id (or, without it, agent_id) is not a valid instance id",
         )
         .context(json!({"path": "instance_id"})));
     }
@@ -245,10 +338,10 @@ async fn record(
     caller: &AgentCaller,
     report: AlmStatus,
     kind: &'static str,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<Value>> {
     let stack = stack_for(state, caller, &report.stack_id)?;
-    check_report(&report)?;
-    let id = vm_id(&report).to_owned();
+    let id = vm_id(state, &report)?;
+    check_report(&report, &id)?;
     admit(state, &stack, &id, report.flag.as_deref())?;
     let time = clock::rfc3339_ms(clock::now_ms());
     let instance = (kind == "container.status").then(|| InstanceStatusRecord {
@@ -267,7 +360,8 @@ async fn record(
     let data = json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" });
     super::events::record_report(state, &stack, &id, instance.as_ref(), kind, time, data).await?;
     tracing::info!(stack_id = %stack.stack_id, instance_id = %id, status = %report.status, kind, "alm-agent report");
-    Ok(StatusCode::ACCEPTED)
+    // The agent takes only 200 with a JSON body as delivered.
+    Ok(Json(json!({})))
 }
 
 /// The alm-agent's report about itself.
@@ -275,7 +369,7 @@ async fn record(
     security(("bearer" = [])),
     request_body(content = AlmStatus, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 202, description = "Recorded"),
+        (status = 200, description = "Recorded: `{}` (the alm-agent counts nothing else as delivered)", body = Object),
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such stack (for this caller), or an instance an enrolled agent holds that does not run the stack", body = ErrorBody),
@@ -287,7 +381,7 @@ pub async fn agent_status(
     State(state): State<AppState>,
     caller: AgentCaller,
     JsonOrForm(report): JsonOrForm<AlmStatus>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<Value>> {
     record(&state, &caller, report, "agent.status").await
 }
 
@@ -297,7 +391,7 @@ pub async fn agent_status(
     security(("bearer" = [])),
     request_body(content = AlmStatus, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 202, description = "Recorded"),
+        (status = 200, description = "Recorded: `{}` (the alm-agent counts nothing else as delivered)", body = Object),
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such stack (for this caller), or an instance an enrolled agent holds that does not run the stack", body = ErrorBody),
@@ -309,6 +403,27 @@ pub async fn container_status(
     State(state): State<AppState>,
     caller: AgentCaller,
     JsonOrForm(report): JsonOrForm<AlmStatus>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<Value>> {
     record(&state, &caller, report, "container.status").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::updated_secs;
+
+    #[test]
+    fn container_updated_grows_with_every_version() {
+        let base = 1_800_000_000_000;
+        for (created, expected) in [
+            (vec![], 0),
+            (vec![base], 1_800_000_000),
+            (vec![base, base + 10], 1_800_000_001),
+            (vec![base, base + 10, base + 20], 1_800_000_002),
+            (vec![base, base + 5_000], 1_800_000_005),
+            // A clock that went back still gives a larger value.
+            (vec![base, base - 60_000], 1_800_000_001),
+        ] {
+            assert_eq!(updated_secs(&created), expected, "{created:?}");
+        }
+    }
 }

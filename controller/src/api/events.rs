@@ -25,6 +25,9 @@ pub struct SpotShutdown {
     /// Required, except with an agent's own REST token.
     #[serde(default)]
     pub stack_id: String,
+    /// The VM; when empty (the alm-agent without a metadata service), the
+    /// one agent pinned to the stack.
+    #[serde(default)]
     pub instance_id: String,
     /// Flotilla agents: the notice's lifecycle report id, so the notice is
     /// recorded once when it also arrives over the fleet link.
@@ -145,6 +148,20 @@ pub async fn spot_shutdown(
         );
     }
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
+    let mut notice = notice;
+    if notice.instance_id.is_empty() {
+        notice.instance_id = super::almagent::pinned_instance(&state, &stack.stack_id)?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!(
+                        "instance_id is required: no single agent is pinned to stack {}",
+                        stack.stack_id
+                    ),
+                )
+                .context(json!({ "path": "instance_id" }))
+            })?;
+    }
     check_instance_id(&notice.instance_id)?;
     let holder = holder(&state, &stack.stack_id, &notice.instance_id)?;
     match report_rules::notice_verdict(&caller.reporter(), holder.as_ref().map(|h| h.1)) {

@@ -184,6 +184,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::get_agent, agents::revoke_agent))
         .routes(routes!(agents::drain_agent, agents::undrain_agent))
         .routes(routes!(almagent::config))
+        .routes(routes!(almagent::sts))
         .routes(routes!(almagent::agent_status))
         .routes(routes!(almagent::container_status))
 }
