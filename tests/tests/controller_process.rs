@@ -75,7 +75,17 @@ async fn first_start_writes_private_admin_credentials_and_restarts_keep_everythi
                 .await
         }
     };
-    let before = describe(base.clone(), access.clone(), stack_id.clone()).await?;
+    // Once the scheduler has said why the stack waits (no agent): that
+    // reason is stored and must survive the restart too.
+    let mut before = describe(base.clone(), access.clone(), stack_id.clone()).await?;
+    for _ in 0..100 {
+        if before["stack_status_reason"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        before = describe(base.clone(), access.clone(), stack_id.clone()).await?;
+    }
+    assert!(before["stack_status_reason"].is_string(), "{before}");
     let auth_token = before["auth_token"].as_str().unwrap_or_default().to_owned();
     let status = http
         .post(format!("{base}/v3/event/container/status"))

@@ -77,6 +77,13 @@ async fn wait_page(port: u16, want: &str) -> anyhow::Result<()> {
     )
 }
 
+/// `err` with the end of the agent's log, to see why a wait ran out.
+fn with_agent_log(f: &DockerFleet, err: anyhow::Error) -> anyhow::Error {
+    let logs = f.agent.as_ref().map(|a| a.log_text()).unwrap_or_default();
+    let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+    err.context(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
     ensure_image("flotilla-test/web:1")?;
@@ -122,7 +129,9 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
 
     // A new commit on the branch redeploys by itself (gitPoll).
     let second = publish(&work, "release two")?;
-    wait_page(port, "release two").await?;
+    wait_page(port, "release two")
+        .await
+        .map_err(|err| with_agent_log(&f, err))?;
     f.api
         .wait_for(
             &format!("{path}/containers"),
@@ -140,7 +149,8 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
         .wait_for(&path, Duration::from_secs(60), |s| {
             s["stack_status"] == "UPDATE_FAILED"
         })
-        .await?;
+        .await
+        .map_err(|err| with_agent_log(&f, err))?;
     let reason = described["stack_status_reason"]
         .as_str()
         .unwrap_or_default();
@@ -150,7 +160,9 @@ async fn commits_are_deployed_polled_and_pruned() -> anyhow::Result<()> {
     );
     // Still the running release (a rollback whose container binds the same
     // host port restarts the old one, so it may take a moment to answer).
-    wait_page(port, "release two").await?;
+    wait_page(port, "release two")
+        .await
+        .map_err(|err| with_agent_log(&f, err))?;
 
     // Back on master: more releases than are kept; old ones are pruned.
     f.api

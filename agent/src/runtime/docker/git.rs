@@ -31,7 +31,21 @@ pub struct Release {
 async fn run(git: &Git, args: &[&str], cwd: Option<&Path>) -> Result<String, String> {
     let scratch =
         tempfile::tempdir().map_err(|err| format!("cannot create a temporary directory: {err}"))?;
-    let mut ssh = vec!["ssh".to_owned(), "-o".into(), "BatchMode=yes".into()];
+    // Bounded waits on the server: a git host that stalls fails the fetch
+    // (and is retried) instead of holding the slot.
+    let mut ssh: Vec<String> = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=15",
+        "-o",
+        "ServerAliveInterval=10",
+        "-o",
+        "ServerAliveCountMax=3",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     if let Some(key) = &git.private_key {
         let path = scratch.path().join("key");
         let mut text = key.clone();
