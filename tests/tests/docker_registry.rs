@@ -58,12 +58,9 @@ fn registry() -> anyhow::Result<Registry> {
     anyhow::bail!("the registry did not start")
 }
 
-/// Pushes the test image as `<registry>/private/web:1` and removes the
-/// local copy of that name, so the agent has to pull it.
-fn push(registry: &Registry) -> anyhow::Result<String> {
-    ensure_image("flotilla-test/web:1")?;
-    let image = format!("{}/private/web:1", registry.addr);
-    docker(&["tag", "flotilla-test/web:1", &image])?;
+/// A docker client config logged in to the registry (the test's own,
+/// not the agent's).
+fn login(registry: &Registry) -> anyhow::Result<tempfile::TempDir> {
     let config = tempfile::tempdir()?;
     let config_dir = config.path().to_string_lossy().into_owned();
     let mut login = Command::new("docker")
@@ -89,14 +86,32 @@ fn push(registry: &Registry) -> anyhow::Result<String> {
         stdin.write_all(PASSWORD.as_bytes())?;
     }
     anyhow::ensure!(login.wait()?.success(), "docker login failed");
-    let pushed = Command::new("docker")
-        .args(["--config", &config_dir, "push", &image])
+    Ok(config)
+}
+
+/// Runs `docker --config <logged in> args`.
+fn docker_logged_in(config: &tempfile::TempDir, args: &[&str]) -> anyhow::Result<()> {
+    let config_dir = config.path().to_string_lossy().into_owned();
+    let done = Command::new("docker")
+        .args(["--config", &config_dir])
+        .args(args)
         .output()?;
     anyhow::ensure!(
-        pushed.status.success(),
-        "push failed: {}",
-        String::from_utf8_lossy(&pushed.stderr)
+        done.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&done.stderr)
     );
+    Ok(())
+}
+
+/// Pushes the test image as `<registry>/private/web:1` and removes the
+/// local copy of that name, so the agent has to pull it.
+fn push(registry: &Registry) -> anyhow::Result<String> {
+    ensure_image("flotilla-test/web:1")?;
+    let image = format!("{}/private/web:1", registry.addr);
+    docker(&["tag", "flotilla-test/web:1", &image])?;
+    let config = login(registry)?;
+    docker_logged_in(&config, &["push", &image])?;
     docker(&["rmi", &image])?;
     Ok(image)
 }
@@ -277,6 +292,41 @@ async fn an_image_pulled_with_credentials_serves_no_stack_without_them() -> anyh
     let described = settled(api, &d).await?;
     assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
     assert_eq!(stack_containers(&a)?.len(), 1);
+    let _ = docker(&["rm", "-f", &stack_containers(&a)?.join(" ")]);
+    drop(fleet);
+    let _ = docker(&["rmi", "-f", &image]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_pulled_without_a_record_is_not_borrowed() -> anyhow::Result<()> {
+    let registry = registry()?;
+    let image = push(&registry)?;
+    // Pulled on the VM with credentials, but not by this agent (by hand,
+    // or by an agent from before it kept records): who may use it is
+    // unknown.
+    docker_logged_in(&login(&registry)?, &["pull", &image])?;
+    let fleet = DockerFleet::start("i-registry-4", &["--heartbeat", "1"], &[]).await?;
+    let api = &fleet.api;
+    let b = api.apply(&template(json!({"image": image}))).await?;
+    let described = settled(api, &b).await?;
+    assert_eq!(described["stack_status"], "CREATE_FAILED", "{described}");
+    let reason = described["stack_status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        reason.contains("auth") || reason.contains("denied"),
+        "pulled again without credentials, and refused: {reason}"
+    );
+    assert!(stack_containers(&b)?.is_empty());
+    // With the credentials it runs (the registry check passes).
+    let good = json!({"username": USER, "password": PASSWORD});
+    let a = api
+        .apply(&template(json!({"image": image, "registry": good})))
+        .await?;
+    let described = settled(api, &a).await?;
+    assert_eq!(described["stack_status"], "CREATE_COMPLETE", "{described}");
     let _ = docker(&["rm", "-f", &stack_containers(&a)?.join(" ")]);
     drop(fleet);
     let _ = docker(&["rmi", "-f", &image]);
