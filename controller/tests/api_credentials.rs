@@ -54,6 +54,8 @@ async fn a_stack_token_cannot_forge_statuses_for_made_up_instances() {
     let admin = t.admin_token().await;
     let (stack, _) = t.apply(&admin, &template(2)).await;
     let auth = auth_token(&t, &admin, &stack).await;
+    // The scheduler's own write (why the stack waits) comes first.
+    support::wait_reason(&t, &admin, &stack).await;
     let store_before = t.get("/v3/events", &admin).await.json();
     for i in 0..50 {
         let reply = t

@@ -100,13 +100,7 @@ async fn bad_input_on_every_endpoint_gets_the_error_shape_and_stores_nothing() {
     let (id, _) = t.apply(&token, &reference_v1()).await;
     // Let the scheduler say why the stack waits (no agent) first: that is
     // its write, not a rejected request's.
-    for _ in 0..200 {
-        let stack = t.get(&format!("/v3/alm/stack/{id}"), &token).await.json();
-        if stack["stack_status_reason"].is_string() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    support::wait_reason(&t, &token, &id).await;
     let before = snapshot(&t, &token, &id).await;
 
     for (method, path) in authed_routes(&id) {

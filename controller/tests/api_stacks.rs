@@ -21,6 +21,8 @@ async fn stacks_are_described_with_the_reference_fields_by_get_and_post() {
         )
         .await
         .json();
+    // Described once the scheduler has said why the stack waits.
+    support::wait_reason(&t, &token, &id).await;
 
     for method in [Method::GET, Method::POST] {
         let reply = t

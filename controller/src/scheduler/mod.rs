@@ -450,6 +450,9 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             clock::rfc3339_ms(now),
             json!({ "from": stack.stack_status, "to": next, "reason": reason }),
         )?;
+        if next == StackStatus::DeleteComplete {
+            store.forget_alm_ids(&stack.stack_id)?;
+        }
         tracing::info!(stack_id = %stack.stack_id, from = ?stack.stack_status, to = ?next, reason = ?reason, "stack status changed");
         changed += 1;
     }

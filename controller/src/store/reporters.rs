@@ -51,6 +51,20 @@ impl Store {
             .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
+    /// Forgets the alm-agent ids of a stack that is gone (every key under
+    /// `stack_id \0`).
+    pub fn forget_alm_ids(&self, stack_id: &str) -> StoreResult<usize> {
+        let keys: Vec<sled::IVec> = self
+            .alm_ids
+            .scan_prefix(super::pair_prefix(stack_id))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for key in &keys {
+            self.alm_ids.remove(key)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Records that the alm-agent reported `id` for `stack_id`, unless the
     /// stack already has `limit` other ids (checked and added atomically).
     pub fn take_alm_id(&self, stack_id: &str, id: &str, limit: usize) -> StoreResult<AlmIdOutcome> {
@@ -82,6 +96,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gone_stacks_alm_ids_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        store.take_alm_id("s1\0", "i-1", 1).expect("take");
+        store.take_alm_id("s1\0Web01", "i-2", 1).expect("take");
+        store.take_alm_id("s10\0", "i-3", 1).expect("take");
+        assert_eq!(store.forget_alm_ids("s1").expect("forget"), 2);
+        assert_eq!(
+            store.take_alm_id("s1\0", "i-9", 1).expect("take"),
+            AlmIdOutcome::Taken
+        );
+        assert_eq!(
+            store.take_alm_id("s10\0", "i-9", 1).expect("take"),
+            AlmIdOutcome::Full { limit: 1 },
+            "another stack's ids stay"
+        );
+    }
 
     #[test]
     fn a_rotated_token_replaces_the_old_one() {

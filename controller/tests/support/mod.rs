@@ -296,6 +296,19 @@ pub fn container_template() -> Value {
     })
 }
 
+/// Waits until the scheduler has said why `stack` waits (it has no agent
+/// to run on), so a test comparing snapshots sees that write first.
+pub async fn wait_reason(t: &TestServer, token: &str, stack: &str) -> Value {
+    for _ in 0..200 {
+        let body = t.get(&format!("/v3/alm/stack/{stack}"), token).await.json();
+        if body["stack_status_reason"].is_string() {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stack {stack} never said why it waits");
+}
+
 /// Polls a stack until it reaches `want` (10 s at most).
 pub async fn wait_status(t: &TestServer, token: &str, stack: &str, want: &str) -> Value {
     for _ in 0..200 {
