@@ -16,6 +16,8 @@ pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Lifetime of an access token, as in the Mobingi API (`expires_in: 43200`).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 43_200;
+/// Largest container section of one configuration by default (256 KiB).
+pub const DEFAULT_MAX_CONTAINER_SECTION: usize = 256 * 1024;
 /// The fleet endpoint's default address.
 pub const DEFAULT_QUIC_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4433);
 
@@ -35,6 +37,10 @@ pub struct Overrides {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "FLOTILLA_BODY_LIMIT", global = true)]
     pub body_limit: Option<usize>,
+    /// Largest container section of one configuration, in bytes of
+    /// compact JSON (default 256 KiB).
+    #[arg(long, env = "FLOTILLA_MAX_CONTAINER_SECTION", global = true)]
+    pub max_container_section: Option<usize>,
     /// Access token lifetime in seconds.
     #[arg(long, env = "FLOTILLA_TOKEN_TTL", global = true)]
     pub token_ttl: Option<u64>,
@@ -140,6 +146,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     body_limit: Option<usize>,
+    max_container_section: Option<usize>,
     token_ttl: Option<u64>,
     quic_listen: Option<SocketAddr>,
     agent_lost_after: Option<u64>,
@@ -163,6 +170,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub body_limit: usize,
+    /// Largest container section of one configuration (compact JSON).
+    pub max_container_section: usize,
     pub token_ttl: Duration,
     /// Bytes of page cache sled may use.
     pub store_cache_bytes: u64,
@@ -219,6 +228,10 @@ impl Config {
                 .body_limit
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
+            max_container_section: overrides
+                .max_container_section
+                .or(file.max_container_section)
+                .unwrap_or(DEFAULT_MAX_CONTAINER_SECTION),
             token_ttl: Duration::from_secs(
                 overrides
                     .token_ttl
@@ -297,6 +310,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "body_limit",
                 reason: format!("{} bytes is outside 1 KiB..64 MiB", self.body_limit),
+            });
+        }
+        if !(4 * 1024..=1024 * 1024).contains(&self.max_container_section) {
+            return Err(ConfigError::Invalid {
+                key: "max_container_section",
+                reason: format!(
+                    "{} bytes is outside 4 KiB..1 MiB",
+                    self.max_container_section
+                ),
             });
         }
         if self.token_ttl.is_zero() || self.token_ttl > Duration::from_secs(30 * 86_400) {

@@ -191,6 +191,7 @@ async fn start_inner(
         settings: Arc::new(ApiSettings {
             body_limit: config.body_limit,
             token_ttl: config.token_ttl,
+            max_container_section: config.max_container_section,
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,

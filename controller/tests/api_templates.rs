@@ -537,3 +537,42 @@ async fn well_formed_host_access_fields_and_computed_placeholders_are_accepted()
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn container_sections_past_the_limit_are_refused_and_name_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = support::config_for(dir.path());
+    config.max_container_section = 8 * 1024;
+    let t = TestServer::start_with(dir, config).await;
+    let token = t.admin_token().await;
+    let big = "x".repeat(3 * 1024);
+    let mut template = container_template();
+    template["configurations"][0]["container"]["environment_variables"] =
+        json!({"A": big, "B": big, "C": big});
+    let reply = t.post("/v3/alm/template", &token, &template).await;
+    assert_eq!(reply.error(400), "invalid_template");
+    let error = &reply.json()["errors"][0];
+    assert_eq!(error["context"]["path"], "/configurations/0/container");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 8192") && m.contains("max_container_section")),
+        "{error}"
+    );
+    assert_eq!(t.get("/v3/alm/stack", &token).await.json(), json!([]));
+    // Within the limit: accepted; an update past it is refused the same way.
+    template["configurations"][0]["container"]["environment_variables"] = json!({"A": big});
+    let (stack, _) = t.apply(&token, &template).await;
+    template["configurations"][0]["container"]["environment_variables"] =
+        json!({"A": big, "B": big, "C": big});
+    let reply = t
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v3/alm/template/{stack}"),
+            Some(&token),
+            Some(&template),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_template");
+    t.stop().await;
+}

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct ApiSettings {
     pub body_limit: usize,
     pub token_ttl: Duration,
+    /// Largest container section of one configuration (compact JSON), so
+    /// no template can make a placement too large to push.
+    pub max_container_section: usize,
 }
 
 /// Shared state of the REST API: the store, settings, and the fleet (for

@@ -128,6 +128,31 @@ pub(super) fn latest_version(state: &AppState, stack: &StackRecord) -> ApiResult
         })
 }
 
+/// Refuses (400, each with its pointer and the limit) container sections
+/// larger than `max_container_section`: whatever the stacks, no placement
+/// grows past what the fleet link carries.
+fn check_sizes(state: &AppState, body: &Value) -> ApiResult<()> {
+    let limit = state.settings.max_container_section;
+    let problems: Vec<validate::Problem> = template::configurations(body)
+        .iter()
+        .enumerate()
+        .filter_map(|(index, config)| {
+            let size = config.get("container")?.to_string().len();
+            (size > limit).then(|| validate::Problem {
+                path: format!("/configurations/{index}/container"),
+                message: format!(
+                    "the container section is {size} bytes; at most {limit} (max_container_section)"
+                ),
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(problems))
+    }
+}
+
 /// Resolves the pool of every configuration of a (valid) body for the
 /// stack's owner (`admin` when an admin client of the owner acts):
 /// `provision.pool` when given, else the owner's first pool, else
@@ -312,6 +337,7 @@ pub async fn apply(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     validate::validate(&body).map_err(invalid)?;
+    check_sizes(&state, &body)?;
     let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
     check_policies(&state, &body, &pools)?;
     let now = clock::now_ms();
@@ -388,6 +414,7 @@ pub async fn update(
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     let stack = load_owned_stack(&state, &operator, &template_id)?;
     validate::validate(&body).map_err(invalid)?;
+    check_sizes(&state, &body)?;
     // The pools are resolved for the stack's owner, whoever updates it.
     let owner_admin = operator.admin && operator.user_id == stack.user_id;
     let pools = resolve_pools(&state, &stack.username, owner_admin, &body)?;

@@ -62,6 +62,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         body_limit: 64 * 1024,
+        max_container_section: flotilla_controller::config::DEFAULT_MAX_CONTAINER_SECTION,
         token_ttl: Duration::from_secs(3600),
         store_cache_bytes: 8 * 1024 * 1024,
         quic_listen: "127.0.0.1:0".parse().expect("addr"),
