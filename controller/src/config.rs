@@ -90,6 +90,10 @@ pub struct Overrides {
     /// HTTP (the default without --tls-cert).
     #[arg(long, env = "FLOTILLA_TLS", global = true)]
     pub tls: Option<String>,
+    /// Let webhooks deliver to loopback and private addresses (receivers
+    /// on the operator's own network); link-local stays refused.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
 }
 
 /// How the REST API is served.
@@ -162,6 +166,7 @@ struct FileConfig {
     tls: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    webhook_allow_private: Option<bool>,
 }
 
 /// The controller's effective configuration.
@@ -185,6 +190,8 @@ pub struct Config {
     pub event_retention: Option<Duration>,
     /// HTTPS for the REST API.
     pub rest_tls: RestTls,
+    /// Webhooks may deliver to loopback and private addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -282,6 +289,8 @@ impl Config {
                 overrides.tls_cert.clone().or(file.tls_cert.clone()),
                 overrides.tls_key.clone().or(file.tls_key.clone()),
             )?,
+            webhook_allow_private: overrides.webhook_allow_private
+                || file.webhook_allow_private.unwrap_or(false),
         };
         let mut config = config;
         config.log_level = file.log_level.clone();

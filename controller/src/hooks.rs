@@ -172,6 +172,7 @@ async fn deliver_due(
     store: &Store,
     client: &reqwest::Client,
     metrics: &Metrics,
+    allow_private: bool,
 ) -> StoreResult<usize> {
     let due = store.due_deliveries(clock::now_ms(), BATCH)?;
     let count = due.len();
@@ -192,7 +193,21 @@ async fn deliver_due(
         let Some(event) = store.event(delivery.event_id)? else {
             continue;
         };
-        attempts.push(async move { (attempt(client, &hook, &event, delivery).await, hook.id) });
+        attempts.push(async move {
+            // Checked again at every attempt: a name can come to point
+            // inward (the client's resolver refuses such addresses too).
+            let delivery = match crate::hook_targets::check_url(&hook.url, allow_private).await {
+                Ok(()) => attempt(client, &hook, &event, delivery).await,
+                Err(_) => DeliveryRecord {
+                    state: DeliveryState::Failed,
+                    attempts: delivery.attempts + 1,
+                    last_status: None,
+                    last_error: Some("refused".into()),
+                    ..delivery
+                },
+            };
+            (delivery, hook.id)
+        });
     }
     for (delivery, hook_id) in futures_util::future::join_all(attempts).await {
         let outcome = match delivery.state {
@@ -214,10 +229,11 @@ async fn deliver_due(
 
 /// Runs fan-out and deliveries until the process ends: woken by every new
 /// event, and at least every second for retries that come due.
-pub async fn run(store: Store, metrics: Arc<Metrics>) {
+pub async fn run(store: Store, metrics: Arc<Metrics>, allow_private: bool) {
     let client = match reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(crate::hook_targets::resolver(allow_private))
         .build()
     {
         Ok(client) => client,
@@ -231,7 +247,7 @@ pub async fn run(store: Store, metrics: Arc<Metrics>) {
         events.borrow_and_update();
         let result = async {
             let queued = fan_out(&store)?;
-            let attempted = deliver_due(&store, &client, &metrics).await?;
+            let attempted = deliver_due(&store, &client, &metrics, allow_private).await?;
             if queued + attempted > 0 {
                 store.flush().await?;
             }

@@ -10,6 +10,8 @@
 //! - [`auth`]: clients, secrets and access tokens.
 //! - [`template`]: template validation and comparison.
 //! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
+//! - [`hook_targets`]: where a webhook may deliver (never inward), checked
+//!   at subscription and after DNS at every connection.
 //! - [`hooks`]: webhooks: fan-out of events, signed deliveries, retries.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`pools`]: who may use which pool of agents (pure rules).
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fleet;
+pub mod hook_targets;
 pub mod hooks;
 pub mod metrics;
 pub mod nickname;

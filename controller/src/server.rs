@@ -192,6 +192,7 @@ async fn start_inner(
             body_limit: config.body_limit,
             token_ttl: config.token_ttl,
             max_container_section: config.max_container_section,
+            webhook_allow_private: config.webhook_allow_private,
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,
@@ -208,7 +209,11 @@ async fn start_inner(
     let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
     let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
     let housekeeping = tokio::spawn(housekeeping(store.clone(), config.event_retention));
-    let webhooks = tokio::spawn(crate::hooks::run(store.clone(), fleet.metrics.clone()));
+    let webhooks = tokio::spawn(crate::hooks::run(
+        store.clone(),
+        fleet.metrics.clone(),
+        config.webhook_allow_private,
+    ));
     let app = crate::api::router(state);
     tracing::info!(
         listen = %addr,

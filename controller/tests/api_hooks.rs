@@ -192,3 +192,81 @@ async fn bad_subscriptions_are_refused() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn hooks_cannot_be_turned_inward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = support::config_for(dir.path());
+    config.webhook_allow_private = false;
+    let t = TestServer::start_with(dir, config).await;
+    let admin = t.admin_token().await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:22/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://localhost:8080/",
+        "http://0.0.0.0/",
+    ] {
+        let reply = t.post("/v3/hooks", &admin, &json!({"url": url})).await;
+        assert_eq!(reply.error(400), "webhook_target_refused", "{url}");
+        assert!(
+            !reply.text.contains("connect"),
+            "says nothing of the target: {}",
+            reply.text
+        );
+    }
+    assert_eq!(t.get("/v3/hooks", &admin).await.json(), json!([]));
+    t.stop().await;
+
+    // With private receivers allowed, a loopback hook is taken; link-local
+    // never is.
+    let t = TestServer::start().await;
+    let admin = t.admin_token().await;
+    let reply = t
+        .post(
+            "/v3/hooks",
+            &admin,
+            &json!({"url": "http://169.254.169.254/x"}),
+        )
+        .await;
+    assert_eq!(reply.error(400), "webhook_target_refused");
+    let (url, seen) = receiver(0).await;
+    let reply = t.post("/v3/hooks", &admin, &json!({"url": url})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let hook = reply.json()["id"].as_str().expect("id").to_owned();
+
+    // The same controller restarted without the flag: the stored hook's
+    // deliveries are refused at delivery time, and say only "refused".
+    let mut t = t;
+    let mut config = t.config.clone();
+    config.webhook_allow_private = false;
+    if let Some(server) = t.server.take() {
+        server.stop().await.expect("clean stop");
+    }
+    let data = std::mem::replace(&mut t.dir, tempfile::tempdir().expect("tempdir"));
+    let t = TestServer::start_with(data, config).await;
+    let admin = t.admin_token().await;
+    t.apply(&admin, &reference_v1()).await;
+    let path = format!("/v3/hooks/{hook}/deliveries");
+    let mut deliveries = Value::Null;
+    for _ in 0..100 {
+        deliveries = t.get(&path, &admin).await.json();
+        if deliveries
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["last_error"] == "refused"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = &deliveries[0];
+    assert_eq!(first["last_error"], "refused", "{deliveries}");
+    assert_eq!(first["state"], "failed", "{deliveries}");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing reached the receiver"
+    );
+    t.stop().await;
+}

@@ -127,7 +127,7 @@ fn owned_hook(state: &AppState, operator: &Operator, id: &str) -> ApiResult<Hook
     request_body(content = CreateHook, content_type = "application/json"),
     responses(
         (status = 201, description = "Subscribed; the secret is shown this once", body = NewHook),
-        (status = 400, description = "Invalid field or malformed body", body = ErrorBody),
+        (status = 400, description = "Invalid field or malformed body; webhook_target_refused for an internal target", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot subscribe", body = ErrorBody),
         (status = 404, description = "No such stack", body = ErrorBody),
@@ -141,6 +141,15 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateHook>,
 ) -> ApiResult<(StatusCode, Json<NewHook>)> {
     check(&request)?;
+    crate::hook_targets::check_url(request.url.trim(), state.settings.webhook_allow_private)
+        .await
+        .map_err(|why| {
+            ApiError::bad_request(
+                "webhook_target_refused",
+                format!("the hook URL is refused: {why}"),
+            )
+            .context(json!({ "path": "url" }))
+        })?;
     if let Some(stack_id) = &request.stack_id {
         super::stacks::load_owned_stack(&state, &operator, stack_id)?;
     }

@@ -13,6 +13,8 @@ pub struct ApiSettings {
     /// Largest container section of one configuration (compact JSON), so
     /// no template can make a placement too large to push.
     pub max_container_section: usize,
+    /// Webhooks may deliver to loopback and private addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// Shared state of the REST API: the store, settings, and the fleet (for
