@@ -344,8 +344,20 @@ async fn log_stream(
     {
         return;
     }
+    // The controller's reader going away (its request was abandoned: the
+    // stream is stopped or reset) ends the stream at once, even while a
+    // follow has nothing to send, so the stream is freed.
+    let reader_gone = send.stopped();
+    tokio::pin!(reader_gone);
     let end = loop {
-        match output.recv().await {
+        let next = tokio::select! {
+            next = output.recv() => next,
+            _ = &mut reader_gone => {
+                tracing::debug!("log reader gone; stream freed");
+                return;
+            }
+        };
+        match next {
             Some(Ok(chunk)) => {
                 if frame::write(&mut send, &LogsFrame::Chunk(chunk), 1 << 20)
                     .await

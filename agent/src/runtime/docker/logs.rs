@@ -62,7 +62,13 @@ pub async fn stream(
         ..Default::default()
     };
     let mut output = docker.logs(&id, Some(options));
-    while let Some(item) = output.next().await {
+    loop {
+        // A follow with no new output still ends when the reader goes.
+        let item = tokio::select! {
+            item = output.next() => item,
+            () = sink.closed() => return,
+        };
+        let Some(item) = item else { return };
         let bytes = match item {
             Ok(output) => output.into_bytes(),
             Err(err) => {

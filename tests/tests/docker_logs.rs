@@ -1,0 +1,83 @@
+//! Log streams that end: followers that go away free their stream on the
+//! agent at once, so abandoned follows never use up the agent's streams.
+
+use flotilla_tests::{ensure_image, DockerFleet};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "flotilla-test/web:1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_follows_free_their_streams() -> anyhow::Result<()> {
+    ensure_image(IMAGE)?;
+    let f = DockerFleet::start("i-docker-logs", &["--heartbeat", "1"], &[]).await?;
+    // One line of output, then silence: a follow has nothing more to send.
+    let stack = f
+        .api
+        .apply(&json!({
+            "version": "2017-03-03",
+            "configurations": [{
+                "role": "quiet", "flag": "Web01",
+                "provision": {"instance_count": 1},
+                "container": {
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "echo ready; exec sleep 3600"],
+                    "stop_grace_period": "1s"
+                }
+            }]
+        }))
+        .await?;
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(60),
+            |s| s["stack_status"] == "CREATE_COMPLETE",
+        )
+        .await?;
+    let containers = f
+        .api
+        .get(&format!("/v3/alm/stack/{stack}/containers"))
+        .await?;
+    let instance = containers[0]["instance_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let base = format!(
+        "{}/v3/alm/stack/{stack}/instances/{instance}/logs",
+        f.api.base
+    );
+
+    // 24 follows, each abandoned once it answered (more than the agent's
+    // stream limit): every one still answers.
+    for n in 0..24 {
+        let client = reqwest::Client::new();
+        let follow = tokio::time::timeout(
+            Duration::from_secs(5),
+            client
+                .get(format!("{base}?tail=0&follow=true"))
+                .bearer_auth(&f.api.token)
+                .send(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("follow {n} did not answer: streams used up"))??;
+        assert_eq!(follow.status().as_u16(), 200, "follow {n}");
+        drop(follow);
+        drop(client);
+    }
+    // And then a tail answers at once.
+    let started = Instant::now();
+    let tail = tokio::time::timeout(
+        Duration::from_secs(2),
+        f.api
+            .http
+            .get(format!("{base}?tail=5"))
+            .bearer_auth(&f.api.token)
+            .send(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the tail did not answer within 2 s"))??;
+    let text = tokio::time::timeout(Duration::from_secs(2), tail.text()).await??;
+    assert!(text.contains("ready"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    Ok(())
+}
