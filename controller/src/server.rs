@@ -196,6 +196,7 @@ async fn start_inner(
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,
+        follows: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fleet_stop = stop_rx.clone();

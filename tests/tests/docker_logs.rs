@@ -79,5 +79,47 @@ async fn abandoned_follows_free_their_streams() -> anyhow::Result<()> {
     let text = tokio::time::timeout(Duration::from_secs(2), tail.text()).await??;
     assert!(text.contains("ready"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A client holds at most 4 follows of one instance: a fifth is 429 in
+    // the error shape, and a place comes back when one is closed.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let follow = f
+            .api
+            .http
+            .get(format!("{base}?tail=0&follow=true"))
+            .bearer_auth(&f.api.token)
+            .send()
+            .await?;
+        assert_eq!(follow.status().as_u16(), 200);
+        held.push(follow);
+    }
+    let fifth = f
+        .api
+        .http
+        .get(format!("{base}?tail=0&follow=true"))
+        .bearer_auth(&f.api.token)
+        .send()
+        .await?;
+    assert_eq!(fifth.status().as_u16(), 429);
+    let body: serde_json::Value = fifth.json().await?;
+    assert_eq!(body["errors"][0]["code"], "too_many_follows", "{body}");
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let follow = f
+            .api
+            .http
+            .get(format!("{base}?tail=0&follow=true"))
+            .bearer_auth(&f.api.token)
+            .send()
+            .await?;
+        if follow.status().as_u16() == 200 {
+            again = Some(follow);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "the closed follow's place came back");
     Ok(())
 }

@@ -133,6 +133,24 @@ pub async fn act(
     ))
 }
 
+/// Most log follows one client may hold open on one instance.
+const MAX_FOLLOWS: usize = 4;
+/// Longest wait for an agent to take a log stream.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The agent did not take the stream in time (504, the one error shape).
+fn agent_timeout(instance_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "agent_timeout",
+        format!(
+            "the agent on {instance_id} did not open a log stream within {} s",
+            OPEN_TIMEOUT.as_secs()
+        ),
+    )
+    .context(json!({ "instance_id": instance_id }))
+}
+
 /// The output of the stack's container on one instance, streamed from the
 /// agent as it arrives (`text/plain`). With `follow=true` the response
 /// stays open; closing it stops the stream on the agent.
@@ -164,30 +182,52 @@ pub async fn logs(
         .registry
         .connection(&agent.agent_id)
         .ok_or_else(|| not_connected(&instance_id))?;
-    let (mut send, recv) = connection
-        .open_bi()
-        .await
-        .map_err(|_| not_connected(&instance_id))?;
+    let place = if query.follow {
+        let place = state
+            .follows
+            .take(&operator.client_id, &instance_id, MAX_FOLLOWS)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_follows",
+                    format!("at most {MAX_FOLLOWS} open follows of {instance_id} per client; close one first"),
+                )
+                .context(json!({ "instance_id": instance_id, "limit": MAX_FOLLOWS }))
+            })?;
+        Some(place)
+    } else {
+        None
+    };
+    let (mut send, recv) = match tokio::time::timeout(OPEN_TIMEOUT, connection.open_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return Err(not_connected(&instance_id)),
+        Err(_) => return Err(agent_timeout(&instance_id)),
+    };
     let request = LogsRequest {
         stack_id,
         flag: query.flag,
         tail: query.tail,
         follow: query.follow,
     };
-    frame::write(&mut send, &request, 16 * 1024)
-        .await
-        .map_err(|err| {
+    match tokio::time::timeout(OPEN_TIMEOUT, frame::write(&mut send, &request, 16 * 1024)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "cannot ask the agent for logs");
-            not_connected(&instance_id)
-        })?;
+            return Err(not_connected(&instance_id));
+        }
+        Err(_) => return Err(agent_timeout(&instance_id)),
+    }
     let _ = send.finish();
     let max = state.fleet.settings.max_frame;
-    let body = futures_util::stream::unfold(Some(recv), move |recv| async move {
-        let mut recv = recv?;
+    // The follow's place goes back when the body is dropped (it ends, or
+    // its client went away).
+    let body = futures_util::stream::unfold(Some((recv, place)), move |held| async move {
+        let (mut recv, place) = held?;
         match frame::read::<_, LogsFrame>(&mut recv, max).await {
-            Ok(Some(LogsFrame::Chunk(bytes))) => {
-                Some((Ok::<Bytes, std::io::Error>(Bytes::from(bytes)), Some(recv)))
-            }
+            Ok(Some(LogsFrame::Chunk(bytes))) => Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(bytes)),
+                Some((recv, place)),
+            )),
             Ok(Some(LogsFrame::End { error: Some(error) })) => Some((
                 Ok(Bytes::from(format!(
                     "\n[flotilla: log stream ended: {error}]\n"

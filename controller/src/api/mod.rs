@@ -14,6 +14,7 @@ pub mod error;
 pub mod event_stream;
 pub mod events;
 pub mod extract;
+pub mod follows;
 pub mod hooks;
 pub mod instances;
 pub mod pools;

@@ -27,6 +27,8 @@ pub struct AppState {
     /// Turns true when the server starts shutting down, so endless
     /// responses (the event stream) end and in-flight requests can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Open log follows per client and instance (bounded).
+    pub follows: Arc<super::follows::Follows>,
 }
 
 impl AppState {

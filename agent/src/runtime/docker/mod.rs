@@ -424,21 +424,47 @@ async fn dispatch_events(
 
 /// Removes stopped containers this agent left behind and the networks of
 /// stacks that have no slot here any more (images: [`images::prune`]).
+/// Only this agent's containers, and only of stacks it has no slot for: a
+/// slot's own stopped container (an operator's stop, the old one during an
+/// update) is the slot's to keep or remove, and other agents' containers
+/// on the same engine are theirs.
 async fn clean_up(docker: &Docker, agent_id: &str, live_stacks: &HashSet<&str>) {
-    let stopped = bollard::query_parameters::PruneContainersOptions {
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}=true", names::MANAGED)],
-        )])),
-    };
-    match docker.prune_containers(Some(stopped)).await {
-        Ok(report) => tracing::info!(
-            removed = report.containers_deleted.map_or(0, |c| c.len()),
-            "stopped containers pruned"
-        ),
-        Err(err) => tracing::warn!(error = %engine::describe(&err), "container prune failed"),
+    match engine::list_labelled(docker, names::AGENT, agent_id).await {
+        Ok(containers) => {
+            let mut removed = 0;
+            for container in containers {
+                let stack = container
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(names::STACK))
+                    .cloned()
+                    .unwrap_or_default();
+                if !prunable(container.state, live_stacks.contains(stack.as_str())) {
+                    continue;
+                }
+                let Some(id) = container.id else { continue };
+                match engine::remove_stopped(docker, &id).await {
+                    Ok(()) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!(container = %id, error = %err, "removing a stopped container failed")
+                    }
+                }
+            }
+            tracing::info!(removed, "stopped containers pruned");
+        }
+        Err(err) => tracing::warn!(error = %err, "container prune failed"),
     }
     remove_unused_networks(docker, agent_id, live_stacks).await;
+}
+
+/// Whether the clean-up removes a container of this agent: stopped, and of
+/// a stack no slot here runs.
+fn prunable(
+    state: Option<bollard::models::ContainerSummaryStateEnum>,
+    stack_has_slot: bool,
+) -> bool {
+    use bollard::models::ContainerSummaryStateEnum as State;
+    !stack_has_slot && matches!(state, Some(State::EXITED | State::CREATED | State::DEAD))
 }
 
 /// Removes the networks of stacks with no slot on this agent (a slot ends
@@ -462,6 +488,30 @@ async fn remove_unused_networks(docker: &Docker, agent_id: &str, live_stacks: &H
             Err(err) => {
                 tracing::warn!(stack_id = %stack_id, error = %err, "stack network removal failed")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod clean_up_tests {
+    use super::*;
+
+    #[test]
+    fn clean_up_keeps_slots_and_running_containers() {
+        use bollard::models::ContainerSummaryStateEnum as State;
+        for (state, has_slot, removed) in [
+            (Some(State::EXITED), false, true),
+            (Some(State::DEAD), false, true),
+            (Some(State::EXITED), true, false),
+            (Some(State::RUNNING), false, false),
+            (Some(State::RESTARTING), false, false),
+            (None, false, false),
+        ] {
+            assert_eq!(
+                prunable(state, has_slot),
+                removed,
+                "{state:?} slot={has_slot}"
+            );
         }
     }
 }
