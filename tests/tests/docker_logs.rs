@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "flotilla-test/web:1";
 
+/// Opens a follow of `base` (new output only) as the fleet's admin.
+async fn follow(f: &DockerFleet, base: &str) -> reqwest::Result<reqwest::Response> {
+    f.api
+        .http
+        .get(format!("{base}?tail=0&follow=true"))
+        .bearer_auth(&f.api.token)
+        .send()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_follows_free_their_streams() -> anyhow::Result<()> {
     ensure_image(IMAGE)?;
@@ -84,36 +94,18 @@ async fn abandoned_follows_free_their_streams() -> anyhow::Result<()> {
     // the error shape, and a place comes back when one is closed.
     let mut held = Vec::new();
     for _ in 0..4 {
-        let follow = f
-            .api
-            .http
-            .get(format!("{base}?tail=0&follow=true"))
-            .bearer_auth(&f.api.token)
-            .send()
-            .await?;
+        let follow = follow(&f, &base).await?;
         assert_eq!(follow.status().as_u16(), 200);
         held.push(follow);
     }
-    let fifth = f
-        .api
-        .http
-        .get(format!("{base}?tail=0&follow=true"))
-        .bearer_auth(&f.api.token)
-        .send()
-        .await?;
+    let fifth = follow(&f, &base).await?;
     assert_eq!(fifth.status().as_u16(), 429);
     let body: serde_json::Value = fifth.json().await?;
     assert_eq!(body["errors"][0]["code"], "too_many_follows", "{body}");
     drop(held.pop());
     let mut again = None;
     for _ in 0..50 {
-        let follow = f
-            .api
-            .http
-            .get(format!("{base}?tail=0&follow=true"))
-            .bearer_auth(&f.api.token)
-            .send()
-            .await?;
+        let follow = follow(&f, &base).await?;
         if follow.status().as_u16() == 200 {
             again = Some(follow);
             break;

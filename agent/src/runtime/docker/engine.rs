@@ -358,22 +358,17 @@ pub async fn stop(docker: &Docker, id: &str, grace: Duration) -> Result<(), Stri
 /// Removes a stopped container (never by force: one that started again
 /// meanwhile stays), with its anonymous volumes.
 pub async fn remove_stopped(docker: &Docker, id: &str) -> Result<(), String> {
-    let options = RemoveContainerOptions {
-        force: false,
-        v: true,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(()),
-        Err(err) if is_not_found(&err) => Ok(()),
-        Err(err) => Err(describe(&err)),
-    }
+    remove_with(docker, id, false).await
 }
 
 /// Removes a container (forcibly: it is stopped already, or must go).
 pub async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
+    remove_with(docker, id, true).await
+}
+
+async fn remove_with(docker: &Docker, id: &str, force: bool) -> Result<(), String> {
     let options = RemoveContainerOptions {
-        force: true,
+        force,
         v: true,
         ..Default::default()
     };
