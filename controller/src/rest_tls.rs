@@ -21,24 +21,10 @@ pub fn self_names(bound: SocketAddr, public_url: Option<&str>) -> Vec<String> {
     if !bound.ip().is_unspecified() {
         names.push(bound.ip().to_string());
     }
-    if let Some(host) = public_url.and_then(url_host) {
+    if let Some((host, _)) = public_url.and_then(crate::hook_targets::host_port) {
         names.push(host);
     }
     names
-}
-
-/// The host of `scheme://host[:port]/...` (brackets of an IPv6 literal
-/// removed).
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split_once(']')?.0
-    } else {
-        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
-    };
-    (!host.is_empty()).then(|| host.to_owned())
 }
 
 /// The rustls configuration for the REST API, or `None` for plain HTTP.
@@ -89,7 +75,8 @@ mod tests {
             ("https://api.example", Some("api.example")),
             ("nonsense", None),
         ] {
-            assert_eq!(url_host(url).as_deref(), host, "{url}");
+            let found = crate::hook_targets::host_port(url).map(|(h, _)| h);
+            assert_eq!(found.as_deref(), host, "{url}");
         }
         let names = self_names(
             "0.0.0.0:8443".parse().expect("addr"),

@@ -675,35 +675,34 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
 
 /// Ids of the containers an agent manages (running or not).
 pub fn agent_containers(agent_id: &str) -> anyhow::Result<Vec<String>> {
-    let out = docker(&[
+    docker_ids(&[
         "ps",
         "-aq",
         "--no-trunc",
         "--filter",
         &format!("label=flotilla.agent={agent_id}"),
-    ])?;
-    Ok(out
+    ])
+}
+
+/// The ids a `docker ... -q` listing prints, one per line.
+pub fn docker_ids(args: &[&str]) -> anyhow::Result<Vec<String>> {
+    Ok(docker(args)?
         .lines()
-        .map(str::to_owned)
         .filter(|l| !l.is_empty())
+        .map(str::to_owned)
         .collect())
 }
 
 /// Ids of the per-stack networks an agent made.
 pub fn agent_networks(agent_id: &str) -> anyhow::Result<Vec<String>> {
-    let out = docker(&[
+    docker_ids(&[
         "network",
         "ls",
         "-q",
         "--no-trunc",
         "--filter",
         &format!("label=flotilla.agent={agent_id}"),
-    ])?;
-    Ok(out
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
-        .collect())
+    ])
 }
 
 /// Removes an agent's containers and networks when dropped (a failed test

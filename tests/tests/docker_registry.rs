@@ -224,17 +224,12 @@ async fn settled(api: &flotilla_tests::Api, stack: &str) -> anyhow::Result<Value
 
 /// Every container of a stack, running or not.
 fn stack_containers(stack: &str) -> anyhow::Result<Vec<String>> {
-    let out = docker(&[
+    flotilla_tests::docker_ids(&[
         "ps",
         "-aq",
         "--filter",
         &format!("label=flotilla.stack={stack}"),
-    ])?;
-    Ok(out
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,21 +49,30 @@ pub struct PoolView {
     pub updated: String,
 }
 
-fn view(state: &AppState, pool: PoolRecord) -> ApiResult<PoolView> {
-    let agents = state
-        .store
-        .agents()?
-        .iter()
-        .filter(|a| a.pool == pool.name && a.state != AgentState::Revoked)
-        .count();
-    Ok(PoolView {
-        agents,
+/// Live (not revoked) agents per pool, from one read of the agents.
+fn agents_per_pool(state: &AppState) -> ApiResult<std::collections::HashMap<String, usize>> {
+    let mut counts = std::collections::HashMap::new();
+    for agent in state.store.agents()? {
+        if agent.state != AgentState::Revoked {
+            *counts.entry(agent.pool).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn view_with(pool: PoolRecord, counts: &std::collections::HashMap<String, usize>) -> PoolView {
+    PoolView {
+        agents: counts.get(&pool.name).copied().unwrap_or(0),
         created: clock::rfc3339_ms(pool.created_ms),
         updated: clock::rfc3339_ms(pool.updated_ms),
         name: pool.name,
         users: pool.users,
         policy: pool.policy,
-    })
+    }
+}
+
+fn view(state: &AppState, pool: PoolRecord) -> ApiResult<PoolView> {
+    Ok(view_with(pool, &agents_per_pool(state)?))
 }
 
 /// Checks the users and policy of a request; every problem is listed.
@@ -178,12 +187,14 @@ pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
 ) -> ApiResult<Json<Vec<PoolView>>> {
-    let mut views = Vec::new();
-    for pool in state.store.pools()? {
-        if pools::may_use(&pool, &operator.username, operator.admin) {
-            views.push(view(&state, pool)?);
-        }
-    }
+    let counts = agents_per_pool(&state)?;
+    let views = state
+        .store
+        .pools()?
+        .into_iter()
+        .filter(|pool| pools::may_use(pool, &operator.username, operator.admin))
+        .map(|pool| view_with(pool, &counts))
+        .collect();
     Ok(Json(views))
 }
 

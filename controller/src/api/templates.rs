@@ -205,22 +205,6 @@ fn resolve_pools(
     Ok(resolved)
 }
 
-/// What `policy` forbids in a container section, each as
-/// `pointer: message` (pointers within the section).
-pub(super) fn violations(
-    container: &Value,
-    policy: &flotilla_common::policy::Policy,
-) -> Vec<String> {
-    match validate::container_spec(container) {
-        Some(spec) => flotilla_common::policy::check(&spec, policy)
-            .into_iter()
-            .map(|v| format!("{}: {}", v.path, v.message))
-            .collect(),
-        None if container.is_null() => Vec::new(),
-        None => vec!["the container section does not parse".to_owned()],
-    }
-}
-
 /// Refuses (403 `policy_denied`, every violation with its pointer and the
 /// pool that forbids it) a body whose containers ask for what their pools
 /// do not allow. Nothing is stored then.
@@ -281,9 +265,17 @@ pub(super) struct RunningConfig {
 }
 
 impl RunningConfig {
-    /// What `policy` would forbid in it.
+    /// What `policy` would forbid in its container section, each as
+    /// `pointer: message` (pointers within the section).
     pub fn violations(&self, policy: &flotilla_common::policy::Policy) -> Vec<String> {
-        violations(&self.container, policy)
+        match validate::container_spec(&self.container) {
+            Some(spec) => flotilla_common::policy::check(&spec, policy)
+                .into_iter()
+                .map(|v| format!("{}: {}", v.path, v.message))
+                .collect(),
+            None if self.container.is_null() => Vec::new(),
+            None => vec!["the container section does not parse".to_owned()],
+        }
     }
 }
 

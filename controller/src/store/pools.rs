@@ -63,31 +63,33 @@ impl Store {
     /// before the upgrade keeps running; on a new store it starts empty
     /// (admins only).
     pub fn ensure_default_pool(&self, now_ms: i64) -> StoreResult<()> {
-        if self.meta.get(POOLS_SINCE)?.is_none() {
-            let users: Vec<UserRecord> = scan(&self.users, "users", b"")?;
-            let pool = PoolRecord {
-                name: DEFAULT_POOL.to_owned(),
-                users: users.into_iter().map(|u| u.username).collect(),
-                policy: Default::default(),
-                created_ms: 0,
-                updated_ms: now_ms,
+        let first = self.meta.get(POOLS_SINCE)?.is_none();
+        if first || self.pool(DEFAULT_POOL)?.is_none() {
+            let users: Vec<String> = if first {
+                scan::<UserRecord>(&self.users, "users", b"")?
+                    .into_iter()
+                    .map(|u| u.username)
+                    .collect()
+            } else {
+                Vec::new()
             };
-            if !self.create_pool(&pool)? {
-                tracing::debug!("default pool already present");
-            }
-            self.meta.insert(POOLS_SINCE, &now_ms.to_be_bytes())?;
-            tracing::info!(
-                users = pool.users.len(),
-                "pools enabled; existing users added to the default pool"
-            );
-        } else if self.pool(DEFAULT_POOL)?.is_none() {
+            let added = users.len();
             self.create_pool(&PoolRecord {
                 name: DEFAULT_POOL.to_owned(),
-                users: Vec::new(),
+                users,
                 policy: Default::default(),
                 created_ms: 0,
                 updated_ms: now_ms,
             })?;
+            if first {
+                tracing::info!(
+                    users = added,
+                    "pools enabled; existing users added to the default pool"
+                );
+            }
+        }
+        if first {
+            self.meta.insert(POOLS_SINCE, &now_ms.to_be_bytes())?;
         }
         Ok(())
     }
