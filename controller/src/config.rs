@@ -94,6 +94,22 @@ pub struct Overrides {
     /// on the operator's own network); link-local stays refused.
     #[arg(long, env = "FLOTILLA_WEBHOOK_ALLOW_PRIVATE", global = true)]
     pub webhook_allow_private: bool,
+    /// Active access tokens per API client; a new one makes the oldest lapse.
+    #[arg(long, env = "FLOTILLA_MAX_TOKENS_PER_CLIENT", global = true)]
+    pub max_tokens_per_client: Option<usize>,
+    /// Active tokens a stack's credentials may hold, per instance of the
+    /// stack (at least 4); a new one makes the oldest lapse.
+    #[arg(long, env = "FLOTILLA_STACK_TOKENS_PER_INSTANCE", global = true)]
+    pub stack_tokens_per_instance: Option<usize>,
+    /// Stacks one user may own.
+    #[arg(long, env = "FLOTILLA_MAX_STACKS_PER_USER", global = true)]
+    pub max_stacks_per_user: Option<usize>,
+    /// Webhook subscriptions one user may hold.
+    #[arg(long, env = "FLOTILLA_MAX_HOOKS_PER_USER", global = true)]
+    pub max_hooks_per_user: Option<usize>,
+    /// Join tokens one user may have that can still enroll an agent.
+    #[arg(long, env = "FLOTILLA_MAX_JOIN_TOKENS_PER_USER", global = true)]
+    pub max_join_tokens_per_user: Option<usize>,
 }
 
 /// How the REST API is served.
@@ -167,6 +183,11 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     webhook_allow_private: Option<bool>,
+    max_tokens_per_client: Option<usize>,
+    stack_tokens_per_instance: Option<usize>,
+    max_stacks_per_user: Option<usize>,
+    max_hooks_per_user: Option<usize>,
+    max_join_tokens_per_user: Option<usize>,
 }
 
 /// The controller's effective configuration.
@@ -192,6 +213,8 @@ pub struct Config {
     pub rest_tls: RestTls,
     /// Webhooks may deliver to loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// What one user or credential may hold.
+    pub quotas: crate::quotas::Quotas,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -291,6 +314,31 @@ impl Config {
             )?,
             webhook_allow_private: overrides.webhook_allow_private
                 || file.webhook_allow_private.unwrap_or(false),
+            quotas: {
+                let defaults = crate::quotas::Quotas::default();
+                crate::quotas::Quotas {
+                    tokens_per_client: overrides
+                        .max_tokens_per_client
+                        .or(file.max_tokens_per_client)
+                        .unwrap_or(defaults.tokens_per_client),
+                    stack_tokens_per_instance: overrides
+                        .stack_tokens_per_instance
+                        .or(file.stack_tokens_per_instance)
+                        .unwrap_or(defaults.stack_tokens_per_instance),
+                    stacks_per_user: overrides
+                        .max_stacks_per_user
+                        .or(file.max_stacks_per_user)
+                        .unwrap_or(defaults.stacks_per_user),
+                    hooks_per_user: overrides
+                        .max_hooks_per_user
+                        .or(file.max_hooks_per_user)
+                        .unwrap_or(defaults.hooks_per_user),
+                    join_tokens_per_user: overrides
+                        .max_join_tokens_per_user
+                        .or(file.max_join_tokens_per_user)
+                        .unwrap_or(defaults.join_tokens_per_user),
+                }
+            },
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -372,6 +420,9 @@ impl Config {
                 key: "data_dir",
                 reason: "must not be empty".into(),
             });
+        }
+        if let Some((key, reason)) = self.quotas.problem() {
+            return Err(ConfigError::Invalid { key, reason });
         }
         Ok(())
     }

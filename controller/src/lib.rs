@@ -15,6 +15,8 @@
 //! - [`hooks`]: webhooks: fan-out of events, signed deliveries, retries.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`pools`]: who may use which pool of agents (pure rules).
+//! - [`quotas`]: how many stacks, hooks, join tokens and access tokens one
+//!   user or credential may hold (pure decisions).
 //! - [`rest_tls`]: HTTPS for the REST API (operator files or the fleet CA).
 //! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
@@ -33,6 +35,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod nickname;
 pub mod pools;
+pub mod quotas;
 pub mod rest_tls;
 pub mod scheduler;
 pub mod server;

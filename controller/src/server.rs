@@ -51,6 +51,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     store
         .ensure_default_pool(crate::clock::now_ms())
         .context("cannot set up the default pool")?;
+    let indexed = store
+        .index_unindexed_tokens()
+        .context("cannot index the stored access tokens")?;
+    if indexed > 0 {
+        tracing::info!(indexed, "access tokens indexed for the token quotas");
+    }
     Ok(store)
 }
 
@@ -193,6 +199,7 @@ async fn start_inner(
             token_ttl: config.token_ttl,
             max_container_section: config.max_container_section,
             webhook_allow_private: config.webhook_allow_private,
+            quotas: config.quotas,
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,

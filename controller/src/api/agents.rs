@@ -287,6 +287,14 @@ pub async fn create_join_token(
         ))
         .context(json!({ "pool": pool })));
     }
+    let now = clock::now_ms();
+    let mine = state
+        .store
+        .join_tokens()?
+        .iter()
+        .filter(|t| t.user_id == operator.user_id && join_tokens::is_active(t, now))
+        .count();
+    state.admit(crate::quotas::Quota::JoinTokensPerUser, mine)?;
     let token = join_tokens::create(
         &state.store,
         &state.fleet.pki.ca_fingerprint,

@@ -292,7 +292,7 @@ fn admit(state: &AppState, stack: &StackRecord, id: &str, flag: Option<&str>) ->
         AlmVerdict::Counted => {}
     }
     let body = stored_body(&latest_version(state, stack)?)?;
-    let limit = instance_limit(&body, flag)
+    let limit = crate::template::instance_count(&body, flag)
         .ok_or_else(|| ApiError::not_found("flag", flag.unwrap_or_default()))?;
     let key = format!("{}\0{}", stack.stack_id, flag.unwrap_or_default());
     match state.store.take_alm_id(&key, id, limit)? {
@@ -306,30 +306,6 @@ fn admit(state: &AppState, stack: &StackRecord, id: &str, flag: Option<&str>) ->
             ),
         )
         .context(json!({ "stack_id": stack.stack_id, "flag": flag, "limit": limit }))),
-    }
-}
-
-/// The `instance_count` of `flag` in a template body, or (no flag) the sum
-/// over its configurations; `None` for an unknown flag.
-fn instance_limit(body: &Value, flag: Option<&str>) -> Option<usize> {
-    let count = |config: &Map<String, Value>| {
-        config
-            .get("provision")
-            .and_then(|p| p.get("instance_count"))
-            .and_then(Value::as_u64)
-            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
-    };
-    match flag {
-        Some(flag) => crate::template::configuration(body, flag).map(count),
-        None => Some(
-            body.get("configurations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_object)
-                .map(count)
-                .fold(0usize, usize::saturating_add),
-        ),
     }
 }
 

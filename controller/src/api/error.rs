@@ -130,6 +130,16 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::quotas::Exceeded> for ApiError {
+    /// 409 `quota_exceeded`, naming the quota and its limit: the caller
+    /// must free one before making another.
+    fn from(err: crate::quotas::Exceeded) -> Self {
+        tracing::info!(quota = err.quota.key(), limit = err.limit, "quota reached");
+        ApiError::new(StatusCode::CONFLICT, "quota_exceeded", err.to_string())
+            .context(json!({ "quota": err.quota.key(), "limit": err.limit }))
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", rejection.body_text())

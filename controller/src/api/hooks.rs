@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-/// Most subscriptions one user may hold.
-const MAX_HOOKS: usize = 100;
-
 /// A subscription request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -159,11 +156,7 @@ pub async fn create(
         .iter()
         .filter(|h| h.user_id == operator.user_id)
         .count();
-    if mine >= MAX_HOOKS {
-        return Err(ApiError::conflict(format!(
-            "at most {MAX_HOOKS} subscriptions per user; remove one first"
-        )));
-    }
+    state.admit(crate::quotas::Quota::HooksPerUser, mine)?;
     let hook = HookRecord {
         id: format!(
             "wh-{}",

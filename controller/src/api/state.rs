@@ -15,6 +15,8 @@ pub struct ApiSettings {
     pub max_container_section: usize,
     /// Webhooks may deliver to loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// What one user or credential may hold.
+    pub quotas: crate::quotas::Quotas,
 }
 
 /// Shared state of the REST API: the store, settings, and the fleet (for
@@ -32,6 +34,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether a user holding `used` of `quota` may create one more (409
+    /// `quota_exceeded` naming it otherwise).
+    pub fn admit(&self, quota: crate::quotas::Quota, used: usize) -> super::error::ApiResult<()> {
+        Ok(crate::quotas::admit(quota, &self.settings.quotas, used)?)
+    }
+
     /// Asks the scheduler to look again (coalesced, never blocks).
     pub fn nudge(&self) {
         self.fleet.nudge();

@@ -332,6 +332,13 @@ pub async fn apply(
     check_sizes(&state, &body)?;
     let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
     check_policies(&state, &body, &pools)?;
+    let owned = state
+        .store
+        .stacks()?
+        .iter()
+        .filter(|s| s.user_id == operator.user_id && s.stack_status != StackStatus::DeleteComplete)
+        .count();
+    state.admit(crate::quotas::Quota::StacksPerUser, owned)?;
     let now = clock::now_ms();
     let stack_id = flotilla_common::ids::template_id(&operator.user_id);
     let version = VersionRecord {

@@ -67,7 +67,12 @@ pub async fn issue(
         .inspect_err(
             |_| tracing::warn!(client_id = %client_id, "token refused: bad credentials"),
         )?;
-    let issued = tokens::issue(&state.store, principal, state.settings.token_ttl)?;
+    let issued = tokens::issue(
+        &state.store,
+        principal,
+        state.settings.token_ttl,
+        &state.settings.quotas,
+    )?;
     state.store.flush().await?;
     tracing::info!(client_id = %client_id, "token issued");
     Ok(Json(TokenResponse {

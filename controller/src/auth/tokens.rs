@@ -2,6 +2,7 @@
 
 use super::{secret, AuthError};
 use crate::clock;
+use crate::quotas::Quotas;
 use crate::store::{Principal, StackStatus, Store, TokenRecord};
 use std::time::Duration;
 
@@ -47,9 +48,29 @@ pub fn check_credentials(
     Err(AuthError::BadCredentials)
 }
 
-/// Issues a token for `principal`, valid for `ttl`.
-pub fn issue(store: &Store, principal: Principal, ttl: Duration) -> Result<IssuedToken, AuthError> {
+/// Issues a token for `principal`, valid for `ttl`. When the credential
+/// then holds more active tokens than its quota allows (see
+/// [`crate::quotas`]), the oldest lapse: issuing never fails on a quota.
+pub fn issue(
+    store: &Store,
+    principal: Principal,
+    ttl: Duration,
+    quotas: &Quotas,
+) -> Result<IssuedToken, AuthError> {
     let now = clock::now_ms();
+    let cap = token_cap(store, &principal, quotas)?;
+    let active = store.active_tokens_of(&principal, now)?;
+    let lapse = crate::quotas::tokens_to_lapse(active.len(), cap);
+    for digest in active.iter().take(lapse) {
+        store.revoke_token(digest, now)?;
+    }
+    if lapse > 0 {
+        tracing::info!(
+            lapsed = lapse,
+            cap,
+            "oldest tokens of the credential lapsed (token quota)"
+        );
+    }
     let access_token = flotilla_common::ids::random_alphanumeric(secret::ACCESS_TOKEN_LEN);
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     store.insert_token(
@@ -65,6 +86,25 @@ pub fn issue(store: &Store, principal: Principal, ttl: Duration) -> Result<Issue
         access_token,
         expires_in: ttl.as_secs(),
     })
+}
+
+/// How many active tokens `principal`'s credential may hold: a client's
+/// flat cap, or a multiple of its stack's instances.
+fn token_cap(store: &Store, principal: &Principal, quotas: &Quotas) -> Result<usize, AuthError> {
+    match principal {
+        Principal::Client { .. } => Ok(quotas.tokens_per_client),
+        Principal::Stack { stack_id } => {
+            let instances = match store.stack(stack_id)? {
+                Some(stack) => store
+                    .version_by_seq(stack_id, stack.latest_seq)?
+                    .and_then(|version| serde_json::from_str(&version.body).ok())
+                    .and_then(|body| crate::template::instance_count(&body, None))
+                    .unwrap_or(0),
+                None => 0,
+            };
+            Ok(crate::quotas::stack_token_cap(quotas, instances))
+        }
+    }
 }
 
 /// The token inside an `Authorization` header value: `Bearer <token>` (the

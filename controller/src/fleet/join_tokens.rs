@@ -92,6 +92,12 @@ impl JoinTokenInfo {
     }
 }
 
+/// Whether `token` can still enroll an agent at `now_ms` (what the join
+/// token quota counts).
+pub fn is_active(token: &JoinTokenRecord, now_ms: i64) -> bool {
+    token.revoked_ms.is_none() && token.expires_ms > now_ms && token.uses < token.max_uses
+}
+
 /// Creates a join token.
 pub fn create(
     store: &Store,

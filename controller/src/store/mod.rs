@@ -75,6 +75,8 @@ pub struct Store {
     users: sled::Tree,
     clients: sled::Tree,
     tokens: sled::Tree,
+    /// Each credential's tokens in issue order (for the token quotas).
+    token_owners: sled::Tree,
     stacks: sled::Tree,
     stack_tokens: sled::Tree,
     versions: sled::Tree,
@@ -135,6 +137,7 @@ impl Store {
             users: db.open_tree("users")?,
             clients: db.open_tree("clients")?,
             tokens: db.open_tree("tokens")?,
+            token_owners: db.open_tree("token_owners")?,
             stacks: db.open_tree("stacks")?,
             stack_tokens: db.open_tree("stack_tokens")?,
             versions: db.open_tree("versions")?,

@@ -32,7 +32,7 @@ fn version_key(stack_id: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn tx_encode<T: serde::Serialize>(
+pub(super) fn tx_encode<T: serde::Serialize>(
     tree: &'static str,
     value: &T,
 ) -> Result<Vec<u8>, ConflictableTransactionError<StoreError>> {

@@ -29,6 +29,30 @@ pub fn configuration<'a>(body: &'a Value, flag: &str) -> Option<&'a Map<String, 
         .find(|config| config.get("flag").and_then(Value::as_str) == Some(flag))
 }
 
+/// The `instance_count` of `flag` in a template body, or (no flag) the sum
+/// over its configurations; `None` for an unknown flag.
+pub fn instance_count(body: &Value, flag: Option<&str>) -> Option<usize> {
+    let count = |config: &Map<String, Value>| {
+        config
+            .get("provision")
+            .and_then(|p| p.get("instance_count"))
+            .and_then(Value::as_u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    match flag {
+        Some(flag) => configuration(body, flag).map(count),
+        None => Some(
+            body.get("configurations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .map(count)
+                .fold(0usize, usize::saturating_add),
+        ),
+    }
+}
+
 /// Replaces the `vendor` section of an update with the stack's own: a
 /// stack's cloud vendor cannot change after creation.
 pub fn keep_vendor(body: &mut Value, vendor: Option<&Value>) {
