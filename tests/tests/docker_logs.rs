@@ -113,5 +113,40 @@ async fn abandoned_follows_free_their_streams() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(again.is_some(), "the closed follow's place came back");
+    drop(again);
+
+    // An agent that is connected but does not answer (here: stopped) gets
+    // a 504 in the error shape within the opening deadline, not a 200
+    // whose body never moves.
+    let pid = f.agent.as_ref().map(|a| a.pid()).unwrap_or_default();
+    signal(pid, "STOP")?;
+    let started = Instant::now();
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(15),
+        f.api
+            .http
+            .get(format!("{base}?tail=5"))
+            .bearer_auth(&f.api.token)
+            .send(),
+    )
+    .await;
+    let waited = started.elapsed();
+    signal(pid, "CONT")?;
+    let stalled =
+        stalled.map_err(|_| anyhow::anyhow!("no answer while the agent was stopped"))??;
+    assert_eq!(stalled.status().as_u16(), 504);
+    let body: serde_json::Value = stalled.json().await?;
+    assert_eq!(body["errors"][0]["code"], "agent_timeout", "{body}");
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+    Ok(())
+}
+
+/// Sends `SIGname` to a process.
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
     Ok(())
 }

@@ -336,6 +336,14 @@ async fn log_stream(
         Ok(Some(request)) => request,
         _ => return,
     };
+    // First an empty chunk: the controller answers its caller only once
+    // the agent has taken the request.
+    if frame::write(&mut send, &LogsFrame::Chunk(Vec::new()), 1 << 20)
+        .await
+        .is_err()
+    {
+        return;
+    }
     let (sink, mut output) = mpsc::channel(16);
     if commands
         .send(crate::runtime::RuntimeCommand::Logs { request, sink })

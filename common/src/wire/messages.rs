@@ -116,7 +116,9 @@ pub struct LogsRequest {
     pub follow: bool,
 }
 
-/// Agent → controller, on a log stream.
+/// Agent → controller, on a log stream. The first frame is always an
+/// empty `Chunk`: the agent took the request, so the controller can answer
+/// its caller (or time out with 504 when no agent answers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogsFrame {
     /// Output bytes (stdout and stderr, interleaved as the engine gives them).

@@ -151,6 +151,25 @@ fn agent_timeout(instance_id: &str) -> ApiError {
     .context(json!({ "instance_id": instance_id }))
 }
 
+/// Opens a log stream on the agent's connection, sends the request and
+/// reads the agent's first frame.
+async fn open_stream(
+    connection: &quinn::Connection,
+    request: &LogsRequest,
+    max: usize,
+) -> Result<(quinn::RecvStream, LogsFrame), frame::FrameError> {
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|err| frame::FrameError::Io(err.into()))?;
+    frame::write(&mut send, request, 16 * 1024).await?;
+    let _ = send.finish();
+    match frame::read::<_, LogsFrame>(&mut recv, max).await? {
+        Some(first) => Ok((recv, first)),
+        None => Err(frame::FrameError::Truncated),
+    }
+}
+
 /// The output of the stack's container on one instance, streamed from the
 /// agent as it arrives (`text/plain`). With `follow=true` the response
 /// stays open; closing it stops the stream on the agent.
@@ -168,6 +187,8 @@ fn agent_timeout(instance_id: &str) -> ApiError {
         (status = 403, description = "A stack token cannot do this", body = ErrorBody),
         (status = 404, description = "No such stack, instance or placement", body = ErrorBody),
         (status = 409, description = "The instance is not connected", body = ErrorBody),
+        (status = 429, description = "too_many_follows: the client holds the most follows of this instance", body = ErrorBody),
+        (status = 504, description = "agent_timeout: the agent did not take the stream in time", body = ErrorBody),
     ))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -198,49 +219,53 @@ pub async fn logs(
     } else {
         None
     };
-    let (mut send, recv) = match tokio::time::timeout(OPEN_TIMEOUT, connection.open_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(_)) => return Err(not_connected(&instance_id)),
-        Err(_) => return Err(agent_timeout(&instance_id)),
-    };
     let request = LogsRequest {
         stack_id,
         flag: query.flag,
         tail: query.tail,
         follow: query.follow,
     };
-    match tokio::time::timeout(OPEN_TIMEOUT, frame::write(&mut send, &request, 16 * 1024)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "cannot ask the agent for logs");
-            return Err(not_connected(&instance_id));
-        }
-        Err(_) => return Err(agent_timeout(&instance_id)),
-    }
-    let _ = send.finish();
     let max = state.fleet.settings.max_frame;
+    // One deadline for the whole opening: the stream, the request, and the
+    // agent's first frame (it took the request). An agent that is connected
+    // but does not answer (stopped, overloaded) gets no 200 with a body
+    // that never moves.
+    let (recv, first) =
+        match tokio::time::timeout(OPEN_TIMEOUT, open_stream(&connection, &request, max)).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cannot open a log stream on the agent");
+                return Err(not_connected(&instance_id));
+            }
+            Err(_) => return Err(agent_timeout(&instance_id)),
+        };
     // The follow's place goes back when the body is dropped (it ends, or
     // its client went away).
-    let body = futures_util::stream::unfold(Some((recv, place)), move |held| async move {
-        let (mut recv, place) = held?;
-        match frame::read::<_, LogsFrame>(&mut recv, max).await {
-            Ok(Some(LogsFrame::Chunk(bytes))) => Some((
-                Ok::<Bytes, std::io::Error>(Bytes::from(bytes)),
-                Some((recv, place)),
-            )),
-            Ok(Some(LogsFrame::End { error: Some(error) })) => Some((
-                Ok(Bytes::from(format!(
-                    "\n[flotilla: log stream ended: {error}]\n"
-                ))),
-                None,
-            )),
-            Ok(Some(LogsFrame::End { error: None })) | Ok(None) => {
-                let _ = recv.stop(codes::CLOSED);
-                None
+    let body =
+        futures_util::stream::unfold(Some((Some(first), recv, place)), move |held| async move {
+            let (first, mut recv, place) = held?;
+            let next = match first {
+                Some(first) => Ok(Some(first)),
+                None => frame::read::<_, LogsFrame>(&mut recv, max).await,
+            };
+            match next {
+                Ok(Some(LogsFrame::Chunk(bytes))) => Some((
+                    Ok::<Bytes, std::io::Error>(Bytes::from(bytes)),
+                    Some((None, recv, place)),
+                )),
+                Ok(Some(LogsFrame::End { error: Some(error) })) => Some((
+                    Ok(Bytes::from(format!(
+                        "\n[flotilla: log stream ended: {error}]\n"
+                    ))),
+                    None,
+                )),
+                Ok(Some(LogsFrame::End { error: None })) | Ok(None) => {
+                    let _ = recv.stop(codes::CLOSED);
+                    None
+                }
+                Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
             }
-            Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
-        }
-    });
+        });
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

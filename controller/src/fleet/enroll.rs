@@ -12,7 +12,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Largest enrollment request accepted (a CSR and a few names).
-const MAX_ENROLL_FRAME: usize = 64 * 1024;
+pub const MAX_ENROLL_FRAME: usize = 64 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The code a refusal starts with when the instance id belongs to a live
