@@ -94,6 +94,10 @@ pub struct Overrides {
     /// on the operator's own network); link-local stays refused.
     #[arg(long, env = "FLOTILLA_WEBHOOK_ALLOW_PRIVATE", global = true)]
     pub webhook_allow_private: bool,
+    /// Seconds one webhook attempt may take (DNS, connecting, the
+    /// answer; default 5): a receiver slower than this is retried later.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_TIMEOUT", global = true)]
+    pub webhook_timeout: Option<u64>,
 }
 
 /// How the REST API is served.
@@ -167,6 +171,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     webhook_allow_private: Option<bool>,
+    webhook_timeout: Option<u64>,
 }
 
 /// The controller's effective configuration.
@@ -192,6 +197,8 @@ pub struct Config {
     pub rest_tls: RestTls,
     /// Webhooks may deliver to loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// The longest one webhook attempt may take.
+    pub webhook_timeout: Duration,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -291,6 +298,10 @@ impl Config {
             )?,
             webhook_allow_private: overrides.webhook_allow_private
                 || file.webhook_allow_private.unwrap_or(false),
+            webhook_timeout: overrides
+                .webhook_timeout
+                .or(file.webhook_timeout)
+                .map_or(crate::hooks::DEFAULT_TIMEOUT, Duration::from_secs),
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -367,6 +378,12 @@ impl Config {
                 ),
             });
         }
+        if !(1..=60).contains(&self.webhook_timeout.as_secs()) {
+            return Err(ConfigError::Invalid {
+                key: "webhook_timeout",
+                reason: format!("{} s is outside 1 s..60 s", self.webhook_timeout.as_secs()),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -441,6 +458,16 @@ mod tests {
         })
         .expect_err("tiny limit refused");
         assert!(err.to_string().contains("body_limit"), "{err}");
+        for timeout in [0, 61] {
+            let err = Config::load(&Overrides {
+                webhook_timeout: Some(timeout),
+                ..Overrides::default()
+            })
+            .expect_err("webhook timeout out of range");
+            assert!(err.to_string().contains("webhook_timeout"), "{err}");
+        }
+        let config = Config::load(&Overrides::default()).expect("defaults");
+        assert_eq!(config.webhook_timeout, crate::hooks::DEFAULT_TIMEOUT);
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! Webhook queues: a receiver that never answers holds up only its own
+//! hooks, and each hook has at most one request open and keeps event order.
+
+mod support;
+
+use flotilla_controller::hooks::{signature, MAX_IN_FLIGHT_PER_USER};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::hooks::{within, Receiver};
+use support::{reference_v1, TestServer};
+
+async fn server_with_timeout(timeout: Duration) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = support::config_for(dir.path());
+    config.webhook_timeout = timeout;
+    TestServer::start_with(dir, config).await
+}
+
+/// Subscribes `url` to every event; returns (hook id, secret).
+async fn subscribe(t: &TestServer, token: &str, url: &str) -> (String, String) {
+    let reply = t.post("/v3/hooks", token, &json!({ "url": url })).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let hook = reply.json();
+    (
+        hook["id"].as_str().expect("id").to_owned(),
+        hook["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+/// Polls a hook's deliveries until every one is delivered (at least
+/// `count`), for at most `limit`.
+async fn all_delivered(
+    t: &TestServer,
+    token: &str,
+    hook: &str,
+    count: usize,
+    limit: Duration,
+) -> Value {
+    let path = format!("/v3/hooks/{hook}/deliveries");
+    let started = Instant::now();
+    loop {
+        let deliveries = t.get(&path, token).await.json();
+        let list = deliveries.as_array().cloned().unwrap_or_default();
+        if list.len() >= count && list.iter().all(|d| d["state"] == "delivered") {
+            return deliveries;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not all delivered in {limit:?}: {deliveries}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_holds_up_only_its_own_hooks() {
+    // Attempts time out after 20 s: if Bob's delivery waited behind
+    // Alice's, it would take at least that long.
+    let t = server_with_timeout(Duration::from_secs(20)).await;
+    let (_, _, alice) = t.user("alice").await;
+    let (_, _, bob) = t.user("bob").await;
+    let stuck = Receiver::start(usize::MAX).await;
+    let good = Receiver::start(0).await;
+    for _ in 0..64 {
+        subscribe(&t, &alice, &stuck.url).await;
+    }
+    let (bob_hook, bob_secret) = subscribe(&t, &bob, &good.url).await;
+    // Two stacks: every one of Alice's hooks has several deliveries queued.
+    t.apply(&alice, &reference_v1()).await;
+    t.apply(&alice, &reference_v1()).await;
+    let stuck_seen = stuck.seen.clone();
+    within(Duration::from_secs(10), || {
+        stuck_seen.lock().expect("lock").open_now() > 0
+    })
+    .await
+    .expect("Alice's deliveries reach the receiver that never answers");
+
+    t.apply(&bob, &reference_v1()).await;
+    let good_seen = good.seen.clone();
+    let took = within(Duration::from_secs(10), || {
+        !good_seen.lock().expect("lock").requests.is_empty()
+    })
+    .await
+    .expect("Bob's delivery arrives while Alice's receiver hangs");
+    let (requests, open, most_per_hook) = stuck.snapshot();
+    eprintln!(
+        "Bob's first delivery took {took:?}; {open} of Alice's requests open, {} made",
+        requests.len()
+    );
+    assert!(open > 0, "Alice's requests were still hanging");
+    assert!(
+        open <= MAX_IN_FLIGHT_PER_USER,
+        "one user's hooks hold at most their share: {open}"
+    );
+    assert_eq!(most_per_hook, 1, "at most one open request per hook");
+    let mut per_hook: HashMap<&str, usize> = HashMap::new();
+    for request in &requests {
+        *per_hook.entry(request.hook_id()).or_default() += 1;
+    }
+    assert!(
+        per_hook.values().all(|&n| n == 1),
+        "a hook's later deliveries wait behind its hanging one: {per_hook:?}"
+    );
+    let delivered = all_delivered(&t, &bob, &bob_hook, 1, Duration::from_secs(10)).await;
+    for request in good.snapshot().0 {
+        assert!(
+            request.delivery.starts_with(&bob_hook),
+            "{}",
+            request.delivery
+        );
+        let checked = signature::verify(
+            &request.signature,
+            &bob_secret,
+            &request.body,
+            unix_now(),
+            Duration::from_secs(300),
+        );
+        assert!(checked.is_ok(), "{checked:?}");
+    }
+    assert!(delivered[0]["attempts"] == 1, "{delivered}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
+    let t = server_with_timeout(Duration::from_secs(1)).await;
+    let (_, _, alice) = t.user("alice").await;
+    // The first two requests hang: the first delivery times out twice.
+    let receiver = Receiver::start(2).await;
+    let (hook, _) = subscribe(&t, &alice, &receiver.url).await;
+    for _ in 0..3 {
+        t.apply(&alice, &reference_v1()).await;
+    }
+    // 1 s timeout, 1 s backoff, 1 s timeout, 2 s backoff, then through.
+    let deliveries = all_delivered(&t, &alice, &hook, 3, Duration::from_secs(40)).await;
+    let list = deliveries.as_array().expect("list");
+    assert_eq!(list[0]["attempts"], 3, "{deliveries}");
+    assert!(
+        list[1..].iter().all(|d| d["attempts"] == 1),
+        "later deliveries waited instead of failing: {deliveries}"
+    );
+    let (requests, open, most_per_hook) = receiver.snapshot();
+    assert_eq!(most_per_hook, 1, "one request at a time");
+    assert_eq!(open, 0);
+    let order: Vec<u64> = requests.iter().map(|r| r.event_id()).collect();
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "requests in event order: {order:?}"
+    );
+    assert_eq!(order[0], order[1], "the hanging delivery is retried first");
+    assert_eq!(order[1], order[2]);
+    let listed: Vec<u64> = list
+        .iter()
+        .map(|d| d["event_id"].as_u64().expect("event id"))
+        .collect();
+    let mut taken = order.clone();
+    taken.dedup();
+    // A delivery listed after the snapshot may have arrived since.
+    assert!(
+        taken.len() >= listed.len() && taken[..listed.len()] == listed[..],
+        "each delivery taken once, in order: {taken:?} vs {listed:?}"
+    );
+    t.stop().await;
+}
