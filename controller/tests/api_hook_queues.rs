@@ -1,5 +1,6 @@
 //! Webhook queues: a receiver that never answers holds up only its own
-//! hooks, and each hook has at most one request open and keeps event order.
+//! hooks, each hook has at most one request open and keeps event order,
+//! and the README's receiver checks signatures and refuses replays.
 
 mod support;
 
@@ -169,5 +170,123 @@ async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
         taken.len() >= listed.len() && taken[..listed.len()] == listed[..],
         "each delivery taken once, in order: {taken:?} vs {listed:?}"
     );
+    t.stop().await;
+}
+
+/// Posts `body` to the receiver as a delivery with the given signature.
+async fn post_delivery(
+    http: &reqwest::Client,
+    url: &str,
+    delivery: &str,
+    signature: &str,
+    body: &[u8],
+) -> StatusCode {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Flotilla-Delivery", delivery)
+        .header(signature::HEADER, signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("receiver answers")
+        .status()
+}
+
+#[test]
+fn the_readme_shows_the_example_receivers_check() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let script = std::fs::read_to_string(format!("{root}/examples/webhook-receiver.py"))
+        .expect("example receiver");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let start = script.find("def verify").expect("verify in the script");
+    let end = start + script[start..].find("\n\n\n").expect("end of verify");
+    for line in script[start..end].lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            readme.contains(&format!("  {line}\n")),
+            "README shows the script's line {line:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_readme_receiver_checks_signatures_and_refuses_replays() {
+    use tokio::io::AsyncBufReadExt;
+    let t = TestServer::start().await;
+    let (_, _, alice) = t.user("alice").await;
+    let secret_file = t.dir.path().join("hook-secret");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/webhook-receiver.py"
+    );
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["--port", "0", "--secret-file"])
+        .arg(&secret_file)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the example receiver");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the receiver starts")
+        .expect("read")
+        .expect("a line");
+    let port = first.strip_prefix("listening on ").expect("port line");
+    let url = format!("http://127.0.0.1:{port}/");
+    let (hook, secret) = subscribe(&t, &alice, &url).await;
+    std::fs::write(&secret_file, &secret).expect("secret file");
+
+    // A real delivery is taken.
+    t.apply(&alice, &reference_v1()).await;
+    let deliveries = all_delivered(&t, &alice, &hook, 1, Duration::from_secs(20)).await;
+    let taken = deliveries[0]["id"].as_str().expect("id").to_owned();
+    let printed = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the receiver prints the event")
+        .expect("read")
+        .expect("a line");
+    let printed: Value = serde_json::from_str(&printed).expect("json line");
+    assert_eq!(printed["delivery"], taken.as_str());
+
+    let http = reqwest::Client::new();
+    let body = br#"{"type":"stack.created"}"#;
+    let now = unix_now();
+    let fresh = signature::sign(&secret, now, body);
+    let cases = [
+        // (delivery id, signature, expected answer)
+        ("wh-x/1", fresh.clone(), StatusCode::NO_CONTENT),
+        ("wh-x/1", fresh.clone(), StatusCode::CONFLICT),
+        (taken.as_str(), fresh.clone(), StatusCode::CONFLICT),
+        (
+            "wh-x/2",
+            signature::sign(&secret, now - 301, body),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wh-x/3",
+            signature::sign(&secret, now + 301, body),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wh-x/4",
+            signature::sign("not the secret", now, body),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wh-x/5",
+            format!("sha256={}", &fresh[fresh.len() - 64..]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wh-x/6",
+            signature::sign(&secret, now - 200, body),
+            StatusCode::NO_CONTENT,
+        ),
+    ];
+    for (delivery, signature, expected) in cases {
+        let status = post_delivery(&http, &url, delivery, &signature, body).await;
+        assert_eq!(status, expected, "{delivery} signed {signature}");
+    }
     t.stop().await;
 }
