@@ -1,6 +1,7 @@
 //! Webhook queues: a receiver that never answers holds up only its own
-//! hooks, each hook has at most one request open and keeps event order,
-//! and the README's receiver checks signatures and refuses replays.
+//! hooks, each hook has at most one request open and keeps event order
+//! (across a restart too), and the README's receiver checks signatures
+//! and refuses replays.
 
 mod support;
 
@@ -53,6 +54,34 @@ async fn all_delivered(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A server with attempts timing out after `timeout`, Alice's hook at a
+/// receiver hanging its first `hang_first` requests, and `stacks` of
+/// Alice's stacks applied; returns (server, Alice's token, receiver, hook).
+async fn one_hook(
+    timeout: Duration,
+    hang_first: usize,
+    stacks: usize,
+) -> (TestServer, String, Receiver, String) {
+    let t = server_with_timeout(timeout).await;
+    let (_, _, alice) = t.user("alice").await;
+    let receiver = Receiver::start(hang_first).await;
+    let (hook, _) = subscribe(&t, &alice, &receiver.url).await;
+    for _ in 0..stacks {
+        t.apply(&alice, &reference_v1()).await;
+    }
+    (t, alice, receiver, hook)
+}
+
+/// The event ids of a deliveries listing, in its order.
+fn event_ids(deliveries: &Value) -> Vec<u64> {
+    deliveries
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| d["event_id"].as_u64().expect("event id"))
+        .collect()
 }
 
 fn unix_now() -> u64 {
@@ -133,14 +162,8 @@ async fn a_receiver_that_never_answers_holds_up_only_its_own_hooks() {
 
 #[tokio::test]
 async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
-    let t = server_with_timeout(Duration::from_secs(1)).await;
-    let (_, _, alice) = t.user("alice").await;
     // The first two requests hang: the first delivery times out twice.
-    let receiver = Receiver::start(2).await;
-    let (hook, _) = subscribe(&t, &alice, &receiver.url).await;
-    for _ in 0..3 {
-        t.apply(&alice, &reference_v1()).await;
-    }
+    let (t, alice, receiver, hook) = one_hook(Duration::from_secs(1), 2, 3).await;
     // 1 s timeout, 1 s backoff, 1 s timeout, 2 s backoff, then through.
     let deliveries = all_delivered(&t, &alice, &hook, 3, Duration::from_secs(40)).await;
     let list = deliveries.as_array().expect("list");
@@ -159,10 +182,7 @@ async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
     );
     assert_eq!(order[0], order[1], "the hanging delivery is retried first");
     assert_eq!(order[1], order[2]);
-    let listed: Vec<u64> = list
-        .iter()
-        .map(|d| d["event_id"].as_u64().expect("event id"))
-        .collect();
+    let listed = event_ids(&deliveries);
     let mut taken = order.clone();
     taken.dedup();
     // A delivery listed after the snapshot may have arrived since.
@@ -170,6 +190,42 @@ async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
         taken.len() >= listed.len() && taken[..listed.len()] == listed[..],
         "each delivery taken once, in order: {taken:?} vs {listed:?}"
     );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn queued_deliveries_survive_a_restart_in_order() {
+    // The first request hangs until the controller stops.
+    let (t, alice, receiver, hook) = one_hook(Duration::from_secs(20), 1, 2).await;
+    let seen = receiver.seen.clone();
+    within(Duration::from_secs(10), || {
+        seen.lock().expect("lock").open_now() == 1
+    })
+    .await
+    .expect("the first delivery hangs");
+    let queued = t
+        .get(&format!("/v3/hooks/{hook}/deliveries"), &alice)
+        .await
+        .json();
+    assert!(
+        queued
+            .as_array()
+            .is_some_and(|d| d.len() >= 2 && d.iter().all(|d| d["state"] == "pending")),
+        "{queued}"
+    );
+
+    // Tokens are stored: Alice's still works after the restart.
+    let t = t.restart().await;
+    let deliveries = all_delivered(&t, &alice, &hook, 2, Duration::from_secs(20)).await;
+    let listed = event_ids(&deliveries);
+    let (requests, _, most_per_hook) = receiver.snapshot();
+    let order: Vec<u64> = requests.iter().map(|r| r.event_id()).collect();
+    assert_eq!(
+        order[0], order[1],
+        "the interrupted delivery goes again first"
+    );
+    assert_eq!(order[1..order.len().min(listed.len() + 1)], listed[..]);
+    assert_eq!(most_per_hook, 1);
     t.stop().await;
 }
 
