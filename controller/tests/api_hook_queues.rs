@@ -5,7 +5,7 @@
 
 mod support;
 
-use flotilla_controller::hooks::{signature, MAX_IN_FLIGHT_PER_USER};
+use flotilla_controller::hooks::{signature, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_USER};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -93,9 +93,9 @@ fn unix_now() -> u64 {
 
 #[tokio::test]
 async fn a_receiver_that_never_answers_holds_up_only_its_own_hooks() {
-    // Attempts time out after 20 s: if Bob's delivery waited behind
+    // Attempts time out after 30 s: if Bob's delivery waited behind
     // Alice's, it would take at least that long.
-    let t = server_with_timeout(Duration::from_secs(20)).await;
+    let t = server_with_timeout(Duration::from_secs(30)).await;
     let (_, _, alice) = t.user("alice").await;
     let (_, _, bob) = t.user("bob").await;
     let stuck = Receiver::start(usize::MAX).await;
@@ -140,6 +140,16 @@ async fn a_receiver_that_never_answers_holds_up_only_its_own_hooks() {
         per_hook.values().all(|&n| n == 1),
         "a hook's later deliveries wait behind its hanging one: {per_hook:?}"
     );
+    let metrics = t.raw(t.http.get(t.url("/metrics"))).await.text;
+    let running: usize = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("flotilla_webhook_attempts_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no attempts gauge in {metrics}"));
+    assert!(
+        (1..=MAX_IN_FLIGHT).contains(&running),
+        "attempts running: {running}"
+    );
     let delivered = all_delivered(&t, &bob, &bob_hook, 1, Duration::from_secs(10)).await;
     for request in good.snapshot().0 {
         assert!(
@@ -163,8 +173,8 @@ async fn a_receiver_that_never_answers_holds_up_only_its_own_hooks() {
 #[tokio::test]
 async fn a_hanging_attempt_times_out_and_the_hook_keeps_event_order() {
     // The first two requests hang: the first delivery times out twice.
-    let (t, alice, receiver, hook) = one_hook(Duration::from_secs(1), 2, 3).await;
-    // 1 s timeout, 1 s backoff, 1 s timeout, 2 s backoff, then through.
+    let (t, alice, receiver, hook) = one_hook(Duration::from_secs(2), 2, 3).await;
+    // 2 s timeout, 1 s backoff, 2 s timeout, 2 s backoff, then through.
     let deliveries = all_delivered(&t, &alice, &hook, 3, Duration::from_secs(40)).await;
     let list = deliveries.as_array().expect("list");
     assert_eq!(list[0]["attempts"], 3, "{deliveries}");

@@ -202,6 +202,10 @@ pub async fn run(store: Store, metrics: Arc<Metrics>, settings: HookSettings) {
         if let Err(err) = pass(&shared, &mut flight).await {
             tracing::error!(error = %err, "webhook pass failed");
         }
+        shared
+            .metrics
+            .hook_attempts
+            .set(i64::try_from(flight.running.len()).unwrap_or(i64::MAX));
         let first_due = shared.store.first_due_ms().unwrap_or(None);
         let wait = decide::next_wake(first_due, clock::now_ms());
         tokio::select! {
