@@ -43,8 +43,10 @@ pub enum Queued {
 /// The head of a hook's queue, due at `due_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueDelivery {
+    /// When it is due (ms since the epoch), as its due entry says.
     pub due_ms: i64,
     pub hook_id: String,
+    /// With the hook, the delivery's key.
     pub event_id: u64,
 }
 
@@ -202,13 +204,26 @@ impl Store {
         Ok(record.map(|r| (next.to_vec(), r.next_attempt_ms)))
     }
 
-    /// Forgets a due entry whose hook is gone (a removal cut short by a
-    /// crash), so the dispatcher does not meet it again.
+    /// Forgets a due entry that points at nothing to attempt (its hook or
+    /// its pending record is gone: a removal cut short by a crash), so the
+    /// dispatcher does not meet it again; the hook's next queued delivery,
+    /// if any, becomes the head.
     pub fn forget_due(&self, due: &DueDelivery) -> StoreResult<()> {
         let _lock = self.delivery_lock();
         let key = delivery_key(&due.hook_id, due.event_id);
+        let next = self.next_in_queue(&due.hook_id, &key)?;
         self.delivery_due.remove(due_key(due.due_ms, &key))?;
-        self.delivery_queue.remove(key)?;
+        if self.delivery_queue.remove(&key)?.is_some() {
+            let len = read_len(self.queue_lens.get(due.hook_id.as_bytes())?);
+            self.queue_lens
+                .insert(due.hook_id.as_bytes(), &len.saturating_sub(1).to_be_bytes())?;
+        }
+        if let Some((next_key, next_due)) = next {
+            if self.hooks.contains_key(due.hook_id.as_bytes())? {
+                self.delivery_due
+                    .insert(due_key(next_due, &next_key), &[])?;
+            }
+        }
         Ok(())
     }
 
@@ -525,6 +540,29 @@ mod tests {
             Queued::Exists
         );
         assert_eq!(due_at(&store, 10), pairs(&[("wh-a", 1)]));
+    }
+
+    #[test]
+    fn a_due_entry_without_a_pending_record_is_forgotten_and_the_next_takes_over() {
+        let (_dir, store) = store();
+        hook(&store, "wh-a");
+        for event in [1, 2] {
+            store
+                .queue_delivery(&pending("wh-a", event, 10), 10)
+                .expect("queue");
+        }
+        // The head's record gone (as after a removal cut short).
+        store
+            .deliveries
+            .remove(delivery_key("wh-a", 1))
+            .expect("remove");
+        let due: Vec<DueDelivery> = store
+            .due_deliveries(10)
+            .collect::<StoreResult<_>>()
+            .expect("due");
+        store.forget_due(&due[0]).expect("forget");
+        assert_eq!(due_at(&store, 10), pairs(&[("wh-a", 2)]));
+        assert_eq!(store.queued_deliveries("wh-a").expect("len"), 1);
     }
 
     #[test]

@@ -31,6 +31,7 @@ impl Request {
     }
 }
 
+/// What a receiver saw, shared with the test.
 #[derive(Debug, Default)]
 pub struct Seen {
     /// Every request, in arrival order.
