@@ -110,6 +110,10 @@ pub struct Overrides {
     /// Join tokens one user may have that can still enroll an agent.
     #[arg(long, env = "FLOTILLA_MAX_JOIN_TOKENS_PER_USER", global = true)]
     pub max_join_tokens_per_user: Option<usize>,
+    /// Seconds one webhook attempt may take (DNS, connecting, the
+    /// answer; default 5): a receiver slower than this is retried later.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_TIMEOUT", global = true)]
+    pub webhook_timeout: Option<u64>,
 }
 
 /// How the REST API is served.
@@ -188,6 +192,7 @@ struct FileConfig {
     max_stacks_per_user: Option<usize>,
     max_hooks_per_user: Option<usize>,
     max_join_tokens_per_user: Option<usize>,
+    webhook_timeout: Option<u64>,
 }
 
 /// The controller's effective configuration.
@@ -215,6 +220,8 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// What one user or credential may hold.
     pub quotas: crate::quotas::Quotas,
+    /// The longest one webhook attempt may take.
+    pub webhook_timeout: Duration,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -339,6 +346,10 @@ impl Config {
                         .unwrap_or(defaults.join_tokens_per_user),
                 }
             },
+            webhook_timeout: overrides
+                .webhook_timeout
+                .or(file.webhook_timeout)
+                .map_or(crate::hooks::DEFAULT_TIMEOUT, Duration::from_secs),
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -413,6 +424,12 @@ impl Config {
                     self.fleet.lost_after.as_secs(),
                     self.fleet.heartbeat.as_secs()
                 ),
+            });
+        }
+        if !(1..=60).contains(&self.webhook_timeout.as_secs()) {
+            return Err(ConfigError::Invalid {
+                key: "webhook_timeout",
+                reason: format!("{} s is outside 1 s..60 s", self.webhook_timeout.as_secs()),
             });
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -492,6 +509,16 @@ mod tests {
         })
         .expect_err("tiny limit refused");
         assert!(err.to_string().contains("body_limit"), "{err}");
+        for timeout in [0, 61] {
+            let err = Config::load(&Overrides {
+                webhook_timeout: Some(timeout),
+                ..Overrides::default()
+            })
+            .expect_err("webhook timeout out of range");
+            assert!(err.to_string().contains("webhook_timeout"), "{err}");
+        }
+        let config = Config::load(&Overrides::default()).expect("defaults");
+        assert_eq!(config.webhook_timeout, crate::hooks::DEFAULT_TIMEOUT);
     }
 
     #[test]

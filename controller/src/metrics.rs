@@ -64,6 +64,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub event_streams: Gauge,
     pub hook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Webhook attempts running now (bounded by `hooks::MAX_IN_FLIGHT`).
+    pub hook_attempts: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,7 @@ impl Metrics {
             store_bytes: Gauge::default(),
             event_streams: Gauge::default(),
             hook_deliveries: Family::default(),
+            hook_attempts: Gauge::default(),
         };
         registry.register(
             "http_requests",
@@ -152,6 +155,11 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered, retrying, failed)",
             metrics.hook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_attempts_in_flight",
+            "Webhook attempts running now",
+            metrics.hook_attempts.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

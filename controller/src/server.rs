@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// File in the data dir holding the first admin client's credentials.
 pub const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
@@ -57,6 +58,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     if indexed > 0 {
         tracing::info!(indexed, "access tokens indexed for the token quotas");
     }
+    // Deliveries queued by a controller from before the due index.
+    store
+        .ensure_delivery_index()
+        .context("cannot index the webhook deliveries")?;
     Ok(store)
 }
 
@@ -217,11 +222,14 @@ async fn start_inner(
     let scheduler = tokio::spawn(crate::scheduler::run(fleet.clone()));
     let silence = tokio::spawn(crate::fleet::session::watch_silence(fleet.clone()));
     let housekeeping = tokio::spawn(housekeeping(store.clone(), config.event_retention));
-    let webhooks = tokio::spawn(crate::hooks::run(
-        store.clone(),
-        fleet.metrics.clone(),
-        config.webhook_allow_private,
-    ));
+    let webhooks = tokio::spawn(
+        crate::hooks::run(
+            store.clone(),
+            fleet.metrics.clone(),
+            crate::hooks::HookSettings::new(config.webhook_timeout, config.webhook_allow_private),
+        )
+        .instrument(tracing::info_span!("webhooks")),
+    );
     let app = crate::api::router(state);
     tracing::info!(
         listen = %addr,

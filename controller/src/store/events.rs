@@ -222,21 +222,26 @@ mod tests {
             (2, DeliveryState::Failed),
             (3, DeliveryState::Pending),
         ] {
-            store
-                .put_delivery(&DeliveryRecord {
-                    id: format!("wh-1/{event_id}"),
-                    hook_id: "wh-1".into(),
-                    event_id,
-                    event_type: "a".into(),
-                    state,
-                    attempts: 1,
-                    last_status: None,
-                    last_error: None,
-                    next_attempt_ms: 0,
-                    created_ms: 10,
-                    delivered_ms: None,
-                })
-                .expect("delivery");
+            let delivery = DeliveryRecord {
+                id: format!("wh-1/{event_id}"),
+                hook_id: "wh-1".into(),
+                event_id,
+                event_type: "a".into(),
+                state: DeliveryState::Pending,
+                attempts: 1,
+                last_status: None,
+                last_error: None,
+                next_attempt_ms: 0,
+                created_ms: 10,
+                delivered_ms: None,
+            };
+            store.queue_delivery(&delivery, 10).expect("queued");
+            // Heads in event order: 1 delivered, then 2 failed; 3 waits.
+            if state != DeliveryState::Pending {
+                store
+                    .record_attempt(&DeliveryRecord { state, ..delivery })
+                    .expect("attempted");
+            }
         }
         assert_eq!(store.prune_deliveries(100).expect("prune"), 2);
         let left = store.deliveries("wh-1").expect("list");

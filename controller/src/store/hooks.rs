@@ -1,7 +1,7 @@
 //! Webhook subscriptions, their delivery queue, and the cursor of events
 //! already fanned out to them.
 
-use super::{decode, encode, get, scan, Store, StoreResult};
+use super::{encode, get, scan, Store, StoreResult};
 use serde::{Deserialize, Serialize};
 
 const CURSOR: &[u8] = b"hooks_cursor";
@@ -63,13 +63,6 @@ pub struct DeliveryRecord {
     pub delivered_ms: Option<i64>,
 }
 
-fn delivery_key(hook_id: &str, event_id: u64) -> Vec<u8> {
-    let mut key = hook_id.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&event_id.to_be_bytes());
-    key
-}
-
 impl Store {
     /// Whether a hook is disabled: the client that made it was revoked (or
     /// is gone).
@@ -97,68 +90,6 @@ impl Store {
     /// One subscription.
     pub fn hook(&self, id: &str) -> StoreResult<Option<HookRecord>> {
         get(&self.hooks, "hooks", id.as_bytes())
-    }
-
-    /// Removes a subscription and its deliveries.
-    pub fn remove_hook(&self, id: &str) -> StoreResult<bool> {
-        let existed = self.hooks.remove(id.as_bytes())?.is_some();
-        let mut prefix = id.as_bytes().to_vec();
-        prefix.push(0);
-        for entry in self.deliveries.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            self.deliveries.remove(key)?;
-        }
-        Ok(existed)
-    }
-
-    /// Queues or updates a delivery.
-    pub fn put_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<()> {
-        // A hook removed meanwhile gets no new delivery records.
-        if self.hooks.contains_key(delivery.hook_id.as_bytes())? {
-            self.deliveries.insert(
-                delivery_key(&delivery.hook_id, delivery.event_id),
-                encode("deliveries", delivery)?,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// A hook's deliveries, oldest event first.
-    pub fn deliveries(&self, hook_id: &str) -> StoreResult<Vec<DeliveryRecord>> {
-        let mut prefix = hook_id.as_bytes().to_vec();
-        prefix.push(0);
-        scan(&self.deliveries, "deliveries", &prefix)
-    }
-
-    /// Pending deliveries due by `now_ms`, at most `limit`.
-    pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
-        let mut due = Vec::new();
-        for entry in self.deliveries.iter() {
-            let (key, value) = entry?;
-            let delivery: DeliveryRecord = decode("deliveries", &key, &value)?;
-            if delivery.state == DeliveryState::Pending && delivery.next_attempt_ms <= now_ms {
-                due.push(delivery);
-                if due.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(due)
-    }
-
-    /// Removes finished deliveries (delivered or failed) created before
-    /// `before_ms`; returns how many went.
-    pub fn prune_deliveries(&self, before_ms: i64) -> StoreResult<usize> {
-        let mut removed = 0;
-        for entry in self.deliveries.iter() {
-            let (key, value) = entry?;
-            let delivery: DeliveryRecord = decode("deliveries", &key, &value)?;
-            if delivery.state != DeliveryState::Pending && delivery.created_ms < before_ms {
-                self.deliveries.remove(key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// The last event id fanned out to hooks (`None` before the first

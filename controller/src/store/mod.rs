@@ -9,6 +9,7 @@
 //! is acknowledged to a client is followed by [`Store::flush`] first.
 
 mod clients;
+mod deliveries;
 mod events;
 mod fleet;
 mod hooks;
@@ -18,6 +19,7 @@ mod reporters;
 mod stacks;
 mod tokens;
 
+pub use deliveries::{DueDelivery, Queued, QUEUE_FULL};
 pub use events::{EventFilter, EventVisibility};
 pub use fleet::{JoinOutcome, StatusWrite};
 pub use hooks::{DeliveryRecord, DeliveryState, HookRecord};
@@ -92,6 +94,12 @@ pub struct Store {
     agent_seq: sled::Tree,
     hooks: sled::Tree,
     deliveries: sled::Tree,
+    /// Pending deliveries, per hook in event order (see `deliveries.rs`).
+    delivery_queue: sled::Tree,
+    /// The head of each hook's queue, keyed by due time first.
+    delivery_due: sled::Tree,
+    /// Each hook's queue length.
+    queue_lens: sled::Tree,
     pools: sled::Tree,
     /// Agents' REST tokens: `d:` digest → agent id, `a:` agent id → digest.
     agent_tokens: sled::Tree,
@@ -105,6 +113,8 @@ pub struct Store {
     event_order: std::sync::Arc<std::sync::Mutex<()>>,
     /// The newest event id, for followers of the event stream.
     latest_event: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Held by every writer of the delivery queue trees.
+    delivery_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -153,12 +163,16 @@ impl Store {
             agent_seq: db.open_tree("agent_seq")?,
             hooks: db.open_tree("hooks")?,
             deliveries: db.open_tree("deliveries")?,
+            delivery_queue: db.open_tree("delivery_queue")?,
+            delivery_due: db.open_tree("delivery_due")?,
+            queue_lens: db.open_tree("queue_lens")?,
             pools: db.open_tree("pools")?,
             agent_tokens: db.open_tree("agent_tokens")?,
             alm_ids: db.open_tree("alm_ids")?,
             meta: db.open_tree("meta")?,
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            delivery_lock: Default::default(),
             db,
         };
         tracing::info!(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod hooks;
+
 use flotilla_controller::config::Config;
 use flotilla_controller::server::{CredentialsFile, Server, ADMIN_CREDENTIALS_FILE};
 use reqwest::{Method, StatusCode};
@@ -73,6 +75,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         // The hook tests' receivers listen on loopback.
         webhook_allow_private: true,
         quotas: Default::default(),
+        webhook_timeout: flotilla_controller::hooks::DEFAULT_TIMEOUT,
     }
 }
 
