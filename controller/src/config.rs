@@ -3,6 +3,7 @@
 //! [`Config::load`] merges them and [`Config::validate`] refuses nonsense
 //! before anything starts listening.
 
+use crate::api::limits::{HttpLimits, Rate};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,36 @@ pub struct Overrides {
     /// on the operator's own network); link-local stays refused.
     #[arg(long, env = "FLOTILLA_WEBHOOK_ALLOW_PRIVATE", global = true)]
     pub webhook_allow_private: bool,
+    /// Seconds a request's headers may take to arrive; also how long a
+    /// kept-alive connection may sit idle, and the TLS handshake (10).
+    #[arg(long, env = "FLOTILLA_HTTP_HEADER_TIMEOUT", global = true)]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds a request's whole body may take to arrive (30).
+    #[arg(long, env = "FLOTILLA_HTTP_BODY_TIMEOUT", global = true)]
+    pub http_body_timeout: Option<u64>,
+    /// REST connections served at once; more wait in the listen backlog (512).
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Requests per second per authenticated caller, on average (20).
+    #[arg(long, env = "FLOTILLA_RATE_LIMIT", global = true)]
+    pub rate_limit: Option<u32>,
+    /// Requests an authenticated caller may send at once (200).
+    #[arg(long, env = "FLOTILLA_RATE_BURST", global = true)]
+    pub rate_burst: Option<u32>,
+    /// Requests per second per source address, for token requests and calls
+    /// without a valid token (20).
+    #[arg(long, env = "FLOTILLA_ADDRESS_RATE_LIMIT", global = true)]
+    pub address_rate_limit: Option<u32>,
+    /// Such requests an address may send at once (200).
+    #[arg(long, env = "FLOTILLA_ADDRESS_RATE_BURST", global = true)]
+    pub address_rate_burst: Option<u32>,
+    /// Failed secrets for one client id from one address before that pair
+    /// is locked out (10; from the 3rd, each try waits 1 s, 2 s, 4 s, ...).
+    #[arg(long, env = "FLOTILLA_LOCKOUT_AFTER", global = true)]
+    pub lockout_after: Option<u32>,
+    /// Seconds a lockout lasts (900).
+    #[arg(long, env = "FLOTILLA_LOCKOUT_SECS", global = true)]
+    pub lockout_secs: Option<u64>,
 }
 
 /// How the REST API is served.
@@ -167,6 +198,15 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     webhook_allow_private: Option<bool>,
+    http_header_timeout: Option<u64>,
+    http_body_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    address_rate_limit: Option<u32>,
+    address_rate_burst: Option<u32>,
+    lockout_after: Option<u32>,
+    lockout_secs: Option<u64>,
 }
 
 /// The controller's effective configuration.
@@ -192,6 +232,8 @@ pub struct Config {
     pub rest_tls: RestTls,
     /// Webhooks may deliver to loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// Timeouts, the connection cap, rate limits and the secret lockout.
+    pub http: HttpLimits,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -221,6 +263,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let http = http_limits(overrides, &file);
         let config = Config {
             data_dir: overrides
                 .data_dir
@@ -291,6 +334,7 @@ impl Config {
             )?,
             webhook_allow_private: overrides.webhook_allow_private
                 || file.webhook_allow_private.unwrap_or(false),
+            http,
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -367,6 +411,7 @@ impl Config {
                 ),
             });
         }
+        validate_http(&self.http)?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -375,6 +420,129 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The HTTP limits: flag or variable, else the file, else the default.
+fn http_limits(overrides: &Overrides, file: &FileConfig) -> HttpLimits {
+    let defaults = HttpLimits::default();
+    let secs = |cli: Option<u64>, file: Option<u64>, default: Duration| {
+        cli.or(file).map_or(default, Duration::from_secs)
+    };
+    let rate = |per_second: Option<u32>, burst: Option<u32>, default: Rate| Rate {
+        per_second: per_second.unwrap_or(default.per_second),
+        burst: burst.unwrap_or(default.burst),
+    };
+    HttpLimits {
+        header_timeout: secs(
+            overrides.http_header_timeout,
+            file.http_header_timeout,
+            defaults.header_timeout,
+        ),
+        body_timeout: secs(
+            overrides.http_body_timeout,
+            file.http_body_timeout,
+            defaults.body_timeout,
+        ),
+        max_connections: overrides
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        caller_rate: rate(
+            overrides.rate_limit.or(file.rate_limit),
+            overrides.rate_burst.or(file.rate_burst),
+            defaults.caller_rate,
+        ),
+        address_rate: rate(
+            overrides.address_rate_limit.or(file.address_rate_limit),
+            overrides.address_rate_burst.or(file.address_rate_burst),
+            defaults.address_rate,
+        ),
+        lockout: crate::auth::lockout::LockoutPolicy {
+            lock_after: overrides
+                .lockout_after
+                .or(file.lockout_after)
+                .unwrap_or(defaults.lockout.lock_after),
+            lock_for: secs(
+                overrides.lockout_secs,
+                file.lockout_secs,
+                defaults.lockout.lock_for,
+            ),
+            ..defaults.lockout
+        },
+    }
+}
+
+/// Refuses HTTP limits outside what the server can work with.
+fn validate_http(http: &HttpLimits) -> Result<(), ConfigError> {
+    let within = |key: &'static str, value: u64, low: u64, high: u64, unit: &str| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                key,
+                reason: format!("{value} {unit} is outside {low}..{high}"),
+            })
+        }
+    };
+    within(
+        "http_header_timeout",
+        http.header_timeout.as_secs(),
+        1,
+        300,
+        "s",
+    )?;
+    within(
+        "http_body_timeout",
+        http.body_timeout.as_secs(),
+        1,
+        3600,
+        "s",
+    )?;
+    let connections = u64::try_from(http.max_connections).unwrap_or(u64::MAX);
+    within("max_connections", connections, 1, 1_000_000, "connections")?;
+    within(
+        "rate_limit",
+        http.caller_rate.per_second.into(),
+        1,
+        1_000_000,
+        "per s",
+    )?;
+    within(
+        "rate_burst",
+        http.caller_rate.burst.into(),
+        1,
+        1_000_000,
+        "requests",
+    )?;
+    let address = http.address_rate;
+    within(
+        "address_rate_limit",
+        address.per_second.into(),
+        1,
+        1_000_000,
+        "per s",
+    )?;
+    within(
+        "address_rate_burst",
+        address.burst.into(),
+        1,
+        1_000_000,
+        "requests",
+    )?;
+    within(
+        "lockout_after",
+        http.lockout.lock_after.into(),
+        1,
+        1000,
+        "failures",
+    )?;
+    within(
+        "lockout_secs",
+        http.lockout.lock_for.as_secs(),
+        1,
+        86_400,
+        "s",
+    )
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -35,6 +35,7 @@ pub mod nickname;
 pub mod pools;
 pub mod rest_tls;
 pub mod scheduler;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod template;

@@ -34,6 +34,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels by what a rate limit counts against (`caller`, `address`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: String,
+}
+
 /// Labels by agent state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -64,6 +70,12 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub event_streams: Gauge,
     pub hook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Requests refused past a rate limit.
+    pub rate_limited: Family<ScopeLabels, Counter>,
+    /// Token requests refused unchecked (`slowed`, `locked`).
+    pub secret_tries_refused: Family<OutcomeLabels, Counter>,
+    /// (client id, address) pairs locked out after failed secrets.
+    pub secret_lockouts: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +103,9 @@ impl Metrics {
             store_bytes: Gauge::default(),
             event_streams: Gauge::default(),
             hook_deliveries: Family::default(),
+            rate_limited: Family::default(),
+            secret_tries_refused: Family::default(),
+            secret_lockouts: Counter::default(),
         };
         registry.register(
             "http_requests",
@@ -152,6 +167,21 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered, retrying, failed)",
             metrics.hook_deliveries.clone(),
+        );
+        registry.register(
+            "http_rate_limited",
+            "REST requests refused past a rate limit, by what it counts (caller, address)",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "secret_tries_refused",
+            "Token requests refused without checking the secret (slowed, locked)",
+            metrics.secret_tries_refused.clone(),
+        );
+        registry.register(
+            "secret_lockouts",
+            "Client id and address pairs locked out after failed secrets",
+            metrics.secret_lockouts.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

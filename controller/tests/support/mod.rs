@@ -72,6 +72,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         rest_tls: Default::default(),
         // The hook tests' receivers listen on loopback.
         webhook_allow_private: true,
+        http: Default::default(),
     }
 }
 
