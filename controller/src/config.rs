@@ -612,6 +612,71 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_come_from_flags_file_and_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.toml");
+        std::fs::write(
+            &path,
+            "rate_limit = 5\nrate_burst = 50\nlockout_secs = 60\nmax_connections = 64\n",
+        )
+        .expect("write");
+        let config = Config::load(&Overrides {
+            config: Some(path.clone()),
+            rate_limit: Some(7),
+            http_header_timeout: Some(3),
+            ..Overrides::default()
+        })
+        .expect("load");
+        let http = &config.http;
+        assert_eq!(
+            http.caller_rate,
+            Rate {
+                per_second: 7,
+                burst: 50
+            }
+        );
+        assert_eq!(http.address_rate, crate::api::limits::DEFAULT_RATE);
+        assert_eq!(http.header_timeout, Duration::from_secs(3));
+        assert_eq!(http.body_timeout, crate::api::limits::DEFAULT_BODY_TIMEOUT);
+        assert_eq!(http.max_connections, 64);
+        assert_eq!(http.lockout.lock_for, Duration::from_secs(60));
+        assert_eq!(http.lockout.lock_after, 10);
+        for (overrides, key) in [
+            (
+                Overrides {
+                    rate_limit: Some(0),
+                    ..Overrides::default()
+                },
+                "rate_limit",
+            ),
+            (
+                Overrides {
+                    max_connections: Some(0),
+                    ..Overrides::default()
+                },
+                "max_connections",
+            ),
+            (
+                Overrides {
+                    http_body_timeout: Some(0),
+                    ..Overrides::default()
+                },
+                "http_body_timeout",
+            ),
+            (
+                Overrides {
+                    lockout_after: Some(0),
+                    ..Overrides::default()
+                },
+                "lockout_after",
+            ),
+        ] {
+            let err = Config::load(&overrides).expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn tls_choices() {
         let path = |p: &str| Some(PathBuf::from(p));
         type Case = (

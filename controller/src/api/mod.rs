@@ -45,7 +45,7 @@ use utoipa_axum::routes;
 #[openapi(
     info(
         title = "Flotilla controller API",
-        description = "The Mobingi ALM v3 API and Flotilla's extensions. Every error answers {\"errors\":[{\"code\",\"message\",\"context\"}]}."
+        description = "The Mobingi ALM v3 API and Flotilla's extensions. Every error answers {\"errors\":[{\"code\",\"message\",\"context\"}]}. Every answer carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds); past the limit, 429 rate_limited with Retry-After."
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth)
