@@ -641,36 +641,16 @@ mod tests {
         assert_eq!(http.max_connections, 64);
         assert_eq!(http.lockout.lock_for, Duration::from_secs(60));
         assert_eq!(http.lockout.lock_after, 10);
-        for (overrides, key) in [
-            (
-                Overrides {
-                    rate_limit: Some(0),
-                    ..Overrides::default()
-                },
-                "rate_limit",
-            ),
-            (
-                Overrides {
-                    max_connections: Some(0),
-                    ..Overrides::default()
-                },
-                "max_connections",
-            ),
-            (
-                Overrides {
-                    http_body_timeout: Some(0),
-                    ..Overrides::default()
-                },
-                "http_body_timeout",
-            ),
-            (
-                Overrides {
-                    lockout_after: Some(0),
-                    ..Overrides::default()
-                },
-                "lockout_after",
-            ),
-        ] {
+        type Zero = (fn(&mut Overrides), &'static str);
+        let zeroes: [Zero; 4] = [
+            (|o| o.rate_limit = Some(0), "rate_limit"),
+            (|o| o.max_connections = Some(0), "max_connections"),
+            (|o| o.http_body_timeout = Some(0), "http_body_timeout"),
+            (|o| o.lockout_after = Some(0), "lockout_after"),
+        ];
+        for (zero, key) in zeroes {
+            let mut overrides = Overrides::default();
+            zero(&mut overrides);
             let err = Config::load(&overrides).expect_err(key);
             assert!(err.to_string().contains(key), "{err}");
         }

@@ -204,9 +204,9 @@ async fn start_inner(
         )),
         lockouts: Arc::new(crate::auth::lockout::Lockouts::new(config.http.lockout)),
     };
-    let sweeper = tokio::spawn(crate::api::rate_limit::sweep(
-        state.rate_limits.clone(),
-        state.lockouts.clone(),
+    let sweeper = tokio::spawn(tracing::Instrument::instrument(
+        crate::api::rate_limit::sweep(state.rate_limits.clone(), state.lockouts.clone()),
+        tracing::info_span!("rate_limit_sweep"),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fleet_stop = stop_rx.clone();

@@ -18,7 +18,7 @@ use super::state::AppState;
 use crate::auth::{agent_tokens, tokens};
 use crate::store::{Principal, Store};
 use axum::extract::{Request, State};
-use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -101,20 +101,17 @@ fn ceil_secs(duration: Duration) -> u64 {
     }
 }
 
-/// The headers of `standing`, with `now` the time since the Unix epoch.
-pub fn headers(standing: &Standing, now: Duration) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = vec![
+/// The headers of `standing`, with `now` the time since the Unix epoch
+/// (a refusal's `Retry-After` comes with its error, [`refused`]).
+pub fn headers(standing: &Standing, now: Duration) -> [(HeaderName, HeaderValue); 3] {
+    [
         (LIMIT, HeaderValue::from(standing.limit)),
         (REMAINING, HeaderValue::from(standing.remaining)),
         (
             RESET,
             HeaderValue::from(ceil_secs(now.saturating_add(standing.reset_after))),
         ),
-    ];
-    if let Some(retry) = standing.retry_after {
-        out.push((RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1))));
-    }
-    out
+    ]
 }
 
 type Keyed<K> = RateLimiter<K, DashMapStateStore<K>, DefaultClock, StateInformationMiddleware>;
@@ -209,7 +206,7 @@ fn caller(store: &Store, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// The 429 past the limit.
+/// The 429 past the limit, with `Retry-After` (whole seconds, at least 1).
 fn refused(standing: &Standing) -> ApiError {
     let retry = standing.retry_after.map_or(1, |d| ceil_secs(d).max(1));
     ApiError::too_many(
@@ -255,7 +252,6 @@ pub async fn enforce(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     for (name, value) in headers(&standing, now) {
-        // `Retry-After` of a refusal is already there, and the same.
         response.headers_mut().insert(name, value);
     }
     response
@@ -336,7 +332,6 @@ mod tests {
                     ("x-ratelimit-limit", "100"),
                     ("x-ratelimit-remaining", "0"),
                     ("x-ratelimit-reset", "1437773201"),
-                    ("retry-after", "1"),
                 ],
             ),
         ];
@@ -374,6 +369,9 @@ mod tests {
         let wait = refused.retry_after.expect("refused");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert!(refused.reset_after >= wait, "{refused:?}");
+        let error = super::refused(&refused).into_response();
+        assert_eq!(error.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.headers()["retry-after"], "1");
         assert_eq!(limits.check(&b).remaining, 2, "another caller is untouched");
         let addr = Subject::Address("192.0.2.7".parse().expect("ip"));
         assert_eq!(
