@@ -117,7 +117,7 @@ fn shown(client_id: &str) -> &str {
     &client_id[..end]
 }
 
-/// The 429 for a pair that must wait, counted and logged.
+/// The 429 for a pair that must wait, counted (and logged at debug).
 fn refuse_try(
     state: &AppState,
     client_id: &str,
@@ -135,7 +135,9 @@ fn refuse_try(
         })
         .inc();
     let retry_after = refusal.retry_after_secs(now_ms);
-    tracing::warn!(
+    // The lock itself was logged as a warning; each refused try only at
+    // debug (the metric counts them), so a flood cannot flood the log.
+    tracing::debug!(
         client_id = %shown(client_id),
         %peer,
         outcome,
