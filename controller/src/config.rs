@@ -119,7 +119,7 @@ pub struct Overrides {
     #[arg(long, env = "FLOTILLA_ADDRESS_RATE_BURST", global = true)]
     pub address_rate_burst: Option<u32>,
     /// Failed secrets for one client id from one address before that pair
-    /// is locked out (10; from the 3rd, each try waits 1 s, 2 s, 4 s, ...).
+    /// is locked out (10; after 3, each further try waits 1 s, 2 s, 4 s, ...).
     #[arg(long, env = "FLOTILLA_LOCKOUT_AFTER", global = true)]
     pub lockout_after: Option<u32>,
     /// Seconds a lockout lasts (900).
