@@ -3,6 +3,7 @@
 //! [`Config::load`] merges them and [`Config::validate`] refuses nonsense
 //! before anything starts listening.
 
+use crate::api::limits::{HttpLimits, Rate};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,36 @@ pub struct Overrides {
     /// answer; default 5): a receiver slower than this is retried later.
     #[arg(long, env = "FLOTILLA_WEBHOOK_TIMEOUT", global = true)]
     pub webhook_timeout: Option<u64>,
+    /// Seconds a request's headers may take to arrive; also how long a
+    /// kept-alive connection may sit idle, and the TLS handshake (10).
+    #[arg(long, env = "FLOTILLA_HTTP_HEADER_TIMEOUT", global = true)]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds a request's whole body may take to arrive (30).
+    #[arg(long, env = "FLOTILLA_HTTP_BODY_TIMEOUT", global = true)]
+    pub http_body_timeout: Option<u64>,
+    /// REST connections served at once; more wait in the listen backlog (512).
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Requests per second per authenticated caller, on average (20).
+    #[arg(long, env = "FLOTILLA_RATE_LIMIT", global = true)]
+    pub rate_limit: Option<u32>,
+    /// Requests an authenticated caller may send at once (200).
+    #[arg(long, env = "FLOTILLA_RATE_BURST", global = true)]
+    pub rate_burst: Option<u32>,
+    /// Requests per second per source address, for token requests and calls
+    /// without a valid token (20).
+    #[arg(long, env = "FLOTILLA_ADDRESS_RATE_LIMIT", global = true)]
+    pub address_rate_limit: Option<u32>,
+    /// Such requests an address may send at once (200).
+    #[arg(long, env = "FLOTILLA_ADDRESS_RATE_BURST", global = true)]
+    pub address_rate_burst: Option<u32>,
+    /// Failed secrets for one client id from one address before that pair
+    /// is locked out (10; after 3, each further try waits 1 s, 2 s, 4 s, ...).
+    #[arg(long, env = "FLOTILLA_LOCKOUT_AFTER", global = true)]
+    pub lockout_after: Option<u32>,
+    /// Seconds a lockout lasts (900).
+    #[arg(long, env = "FLOTILLA_LOCKOUT_SECS", global = true)]
+    pub lockout_secs: Option<u64>,
 }
 
 /// How the REST API is served.
@@ -193,6 +224,15 @@ struct FileConfig {
     max_hooks_per_user: Option<usize>,
     max_join_tokens_per_user: Option<usize>,
     webhook_timeout: Option<u64>,
+    http_header_timeout: Option<u64>,
+    http_body_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    address_rate_limit: Option<u32>,
+    address_rate_burst: Option<u32>,
+    lockout_after: Option<u32>,
+    lockout_secs: Option<u64>,
 }
 
 /// The controller's effective configuration.
@@ -222,6 +262,8 @@ pub struct Config {
     pub quotas: crate::quotas::Quotas,
     /// The longest one webhook attempt may take.
     pub webhook_timeout: Duration,
+    /// Timeouts, the connection cap, rate limits and the secret lockout.
+    pub http: HttpLimits,
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -251,6 +293,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let http = http_limits(overrides, &file);
         let config = Config {
             data_dir: overrides
                 .data_dir
@@ -350,6 +393,7 @@ impl Config {
                 .webhook_timeout
                 .or(file.webhook_timeout)
                 .map_or(crate::hooks::DEFAULT_TIMEOUT, Duration::from_secs),
+            http,
         };
         let mut config = config;
         config.log_level = file.log_level.clone();
@@ -432,6 +476,7 @@ impl Config {
                 reason: format!("{} s is outside 1 s..60 s", self.webhook_timeout.as_secs()),
             });
         }
+        validate_http(&self.http)?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -443,6 +488,129 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The HTTP limits: flag or variable, else the file, else the default.
+fn http_limits(overrides: &Overrides, file: &FileConfig) -> HttpLimits {
+    let defaults = HttpLimits::default();
+    let secs = |cli: Option<u64>, file: Option<u64>, default: Duration| {
+        cli.or(file).map_or(default, Duration::from_secs)
+    };
+    let rate = |per_second: Option<u32>, burst: Option<u32>, default: Rate| Rate {
+        per_second: per_second.unwrap_or(default.per_second),
+        burst: burst.unwrap_or(default.burst),
+    };
+    HttpLimits {
+        header_timeout: secs(
+            overrides.http_header_timeout,
+            file.http_header_timeout,
+            defaults.header_timeout,
+        ),
+        body_timeout: secs(
+            overrides.http_body_timeout,
+            file.http_body_timeout,
+            defaults.body_timeout,
+        ),
+        max_connections: overrides
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        caller_rate: rate(
+            overrides.rate_limit.or(file.rate_limit),
+            overrides.rate_burst.or(file.rate_burst),
+            defaults.caller_rate,
+        ),
+        address_rate: rate(
+            overrides.address_rate_limit.or(file.address_rate_limit),
+            overrides.address_rate_burst.or(file.address_rate_burst),
+            defaults.address_rate,
+        ),
+        lockout: crate::auth::lockout::LockoutPolicy {
+            lock_after: overrides
+                .lockout_after
+                .or(file.lockout_after)
+                .unwrap_or(defaults.lockout.lock_after),
+            lock_for: secs(
+                overrides.lockout_secs,
+                file.lockout_secs,
+                defaults.lockout.lock_for,
+            ),
+            ..defaults.lockout
+        },
+    }
+}
+
+/// Refuses HTTP limits outside what the server can work with.
+fn validate_http(http: &HttpLimits) -> Result<(), ConfigError> {
+    let within = |key: &'static str, value: u64, low: u64, high: u64, unit: &str| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                key,
+                reason: format!("{value} {unit} is outside {low}..{high}"),
+            })
+        }
+    };
+    within(
+        "http_header_timeout",
+        http.header_timeout.as_secs(),
+        1,
+        300,
+        "s",
+    )?;
+    within(
+        "http_body_timeout",
+        http.body_timeout.as_secs(),
+        1,
+        3600,
+        "s",
+    )?;
+    let connections = u64::try_from(http.max_connections).unwrap_or(u64::MAX);
+    within("max_connections", connections, 1, 1_000_000, "connections")?;
+    within(
+        "rate_limit",
+        http.caller_rate.per_second.into(),
+        1,
+        1_000_000,
+        "per s",
+    )?;
+    within(
+        "rate_burst",
+        http.caller_rate.burst.into(),
+        1,
+        1_000_000,
+        "requests",
+    )?;
+    let address = http.address_rate;
+    within(
+        "address_rate_limit",
+        address.per_second.into(),
+        1,
+        1_000_000,
+        "per s",
+    )?;
+    within(
+        "address_rate_burst",
+        address.burst.into(),
+        1,
+        1_000_000,
+        "requests",
+    )?;
+    within(
+        "lockout_after",
+        http.lockout.lock_after.into(),
+        1,
+        1000,
+        "failures",
+    )?;
+    within(
+        "lockout_secs",
+        http.lockout.lock_for.as_secs(),
+        1,
+        86_400,
+        "s",
+    )
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -519,6 +687,51 @@ mod tests {
         }
         let config = Config::load(&Overrides::default()).expect("defaults");
         assert_eq!(config.webhook_timeout, crate::hooks::DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn http_limits_come_from_flags_file_and_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.toml");
+        std::fs::write(
+            &path,
+            "rate_limit = 5\nrate_burst = 50\nlockout_secs = 60\nmax_connections = 64\n",
+        )
+        .expect("write");
+        let config = Config::load(&Overrides {
+            config: Some(path.clone()),
+            rate_limit: Some(7),
+            http_header_timeout: Some(3),
+            ..Overrides::default()
+        })
+        .expect("load");
+        let http = &config.http;
+        assert_eq!(
+            http.caller_rate,
+            Rate {
+                per_second: 7,
+                burst: 50
+            }
+        );
+        assert_eq!(http.address_rate, crate::api::limits::DEFAULT_RATE);
+        assert_eq!(http.header_timeout, Duration::from_secs(3));
+        assert_eq!(http.body_timeout, crate::api::limits::DEFAULT_BODY_TIMEOUT);
+        assert_eq!(http.max_connections, 64);
+        assert_eq!(http.lockout.lock_for, Duration::from_secs(60));
+        assert_eq!(http.lockout.lock_after, 10);
+        type Zero = (fn(&mut Overrides), &'static str);
+        let zeroes: [Zero; 4] = [
+            (|o| o.rate_limit = Some(0), "rate_limit"),
+            (|o| o.max_connections = Some(0), "max_connections"),
+            (|o| o.http_body_timeout = Some(0), "http_body_timeout"),
+            (|o| o.lockout_after = Some(0), "lockout_after"),
+        ];
+        for (zero, key) in zeroes {
+            let mut overrides = Overrides::default();
+            zero(&mut overrides);
+            let err = Config::load(&overrides).expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod pools;
 pub mod quotas;
 pub mod rest_tls;
 pub mod scheduler;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod template;

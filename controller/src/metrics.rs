@@ -34,6 +34,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels by what a rate limit counts against (`caller`, `address`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: String,
+}
+
 /// Labels by agent state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -66,6 +72,12 @@ pub struct Metrics {
     pub hook_deliveries: Family<OutcomeLabels, Counter>,
     /// Webhook attempts running now (bounded by `hooks::MAX_IN_FLIGHT`).
     pub hook_attempts: Gauge,
+    /// Requests refused past a rate limit.
+    pub rate_limited: Family<ScopeLabels, Counter>,
+    /// Token requests refused unchecked (`slowed`, `locked`).
+    pub secret_tries_refused: Family<OutcomeLabels, Counter>,
+    /// (client id, address) pairs locked out after failed secrets.
+    pub secret_lockouts: Counter,
 }
 
 impl Default for Metrics {
@@ -94,6 +106,9 @@ impl Metrics {
             event_streams: Gauge::default(),
             hook_deliveries: Family::default(),
             hook_attempts: Gauge::default(),
+            rate_limited: Family::default(),
+            secret_tries_refused: Family::default(),
+            secret_lockouts: Counter::default(),
         };
         registry.register(
             "http_requests",
@@ -160,6 +175,21 @@ impl Metrics {
             "webhook_attempts_in_flight",
             "Webhook attempts running now",
             metrics.hook_attempts.clone(),
+        );
+        registry.register(
+            "http_rate_limited",
+            "REST requests refused past a rate limit, by what it counts (caller, address)",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "secret_tries_refused",
+            "Token requests refused without checking the secret (slowed, locked)",
+            metrics.secret_tries_refused.clone(),
+        );
+        registry.register(
+            "secret_lockouts",
+            "Client id and address pairs locked out after failed secrets",
+            metrics.secret_lockouts.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

@@ -205,11 +205,21 @@ async fn start_inner(
             max_container_section: config.max_container_section,
             webhook_allow_private: config.webhook_allow_private,
             quotas: config.quotas,
+            body_timeout: config.http.body_timeout,
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,
         follows: Default::default(),
+        rate_limits: Arc::new(crate::api::rate_limit::RateLimits::new(
+            config.http.caller_rate,
+            config.http.address_rate,
+        )),
+        lockouts: Arc::new(crate::auth::lockout::Lockouts::new(config.http.lockout)),
     };
+    let sweeper = tokio::spawn(tracing::Instrument::instrument(
+        crate::api::rate_limit::sweep(state.rate_limits.clone(), state.lockouts.clone()),
+        tracing::info_span!("rate_limit_sweep"),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fleet_stop = stop_rx.clone();
     let fleet_task = tokio::spawn(crate::fleet::listener::serve(
@@ -245,15 +255,9 @@ async fn start_inner(
         let store = watchdog_store.clone();
         async move { store.size_on_disk().is_ok() }
     });
+    let limits = config.http.clone();
     let task = tokio::spawn(async move {
-        let served = match rest_tls {
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(tls) => serve_https(listener, app, tls, shutdown).await,
-        };
+        let served = crate::serve::serve(listener, app, rest_tls, &limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = fleet_task.await;
         scheduler.abort();
@@ -263,6 +267,7 @@ async fn start_inner(
         }
         housekeeping.abort();
         webhooks.abort();
+        sweeper.abort();
         store.flush().await.context("final store flush failed")?;
         tracing::info!("controller stopped; store flushed");
         served.context("HTTP server failed")
@@ -273,29 +278,6 @@ async fn start_inner(
         ca_fingerprint,
         task,
     })
-}
-
-/// Serves the REST API over HTTPS until `shutdown`, then lets in-flight
-/// requests finish (as `axum::serve` does for plain HTTP).
-async fn serve_https(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(None);
-    });
-    axum_server::from_tcp_rustls(
-        listener.into_std()?,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )?
-    .handle(handle)
-    .serve(app.into_make_service())
-    .await
 }
 
 /// Runs the controller until `shutdown` completes.

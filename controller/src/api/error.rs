@@ -33,6 +33,8 @@ pub struct ErrorDetail {
 pub struct ApiError {
     pub status: StatusCode,
     pub errors: Vec<ErrorDetail>,
+    /// Headers the answer carries besides the body (`Retry-After`).
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -45,7 +47,22 @@ impl ApiError {
                 message: message.into(),
                 context: json!({}),
             }],
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to the answer.
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// 429 `code` with `Retry-After: retry_after_secs` and the seconds in
+    /// the context as well.
+    pub fn too_many(code: &str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            .context(json!({ "retry_after": retry_after_secs }))
+            .header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
     }
 
     /// Sets the context of the (first) error.
@@ -101,6 +118,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -4,10 +4,41 @@
 
 use super::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How long a request's whole body may take to arrive, put on every
+/// request by the router, so a client trickling its body is cut off.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// The address the request came from (the TCP peer).
+pub struct Peer(pub IpAddr);
+
+/// The TCP peer's address of a request, if the server recorded it.
+pub fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        peer(&parts.extensions).map(Peer).ok_or_else(|| {
+            tracing::error!("request without connection info");
+            ApiError::internal()
+        })
+    }
+}
 
 /// A query string, rejected with the error shape.
 #[derive(FromRequestParts)]
@@ -58,9 +89,24 @@ fn unsupported(expected: &str, headers: &HeaderMap) -> ApiError {
     .context(json!({ "content_type": got }))
 }
 
-/// Reads the whole body within the router's limit.
+/// Reads the whole body within the router's size limit and time limit.
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let limit = req
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(crate::api::limits::DEFAULT_BODY_TIMEOUT, |t| t.0);
+    let Ok(read) = tokio::time::timeout(limit, Bytes::from_request(req, state)).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("request body not received within {} s", limit.as_secs_f64()),
+        )
+        .context(json!({ "timeout_secs": limit.as_secs_f64() }))
+        // The rest of the body is never read: the connection cannot carry
+        // another request.
+        .header(header::CONNECTION, HeaderValue::from_static("close")));
+    };
+    read.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

@@ -17,7 +17,9 @@ pub mod extract;
 pub mod follows;
 pub mod hooks;
 pub mod instances;
+pub mod limits;
 pub mod pools;
+pub mod rate_limit;
 pub mod report_rules;
 pub mod stacks;
 pub mod state;
@@ -43,7 +45,7 @@ use utoipa_axum::routes;
 #[openapi(
     info(
         title = "Flotilla controller API",
-        description = "The Mobingi ALM v3 API and Flotilla's extensions. Every error answers {\"errors\":[{\"code\",\"message\",\"context\"}]}."
+        description = "The Mobingi ALM v3 API and Flotilla's extensions. Every error answers {\"errors\":[{\"code\",\"message\",\"context\"}]}. Every answer carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset (Unix seconds); past the limit, 429 rate_limited with Retry-After."
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth)
@@ -246,6 +248,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 /// The complete REST API, ready to serve.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
+    let body_timeout = extract::BodyTimeout(state.settings.body_timeout);
     let (routes, _) = documented_routes().split_for_parts();
     routes
         .fallback(not_found)
@@ -255,7 +258,13 @@ pub fn router(state: AppState) -> Router {
             record_request,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(body_timeout))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outside the panic catcher, so every answer carries the headers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::enforce,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

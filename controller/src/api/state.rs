@@ -17,6 +17,8 @@ pub struct ApiSettings {
     pub webhook_allow_private: bool,
     /// What one user or credential may hold.
     pub quotas: crate::quotas::Quotas,
+    /// How long a request's whole body may take.
+    pub body_timeout: Duration,
 }
 
 /// Shared state of the REST API: the store, settings, and the fleet (for
@@ -31,6 +33,10 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Open log follows per client and instance (bounded).
     pub follows: Arc<super::follows::Follows>,
+    /// Request buckets per caller and per address.
+    pub rate_limits: Arc<super::rate_limit::RateLimits>,
+    /// Failed secrets per (client id, address).
+    pub lockouts: Arc<crate::auth::lockout::Lockouts>,
 }
 
 impl AppState {

@@ -2,7 +2,7 @@
 //! `DELETE /v3/access_token` to revoke the token presented.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::JsonOrForm;
+use super::extract::{JsonOrForm, Peer};
 use super::state::AppState;
 use crate::auth::tokens;
 use axum::extract::State;
@@ -43,9 +43,11 @@ pub struct TokenResponse {
         (status = 401, description = "Wrong client credentials (`invalid_client`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (`rate_limited`), or too many failed secrets for this client id from this address (`too_many_attempts`); see `Retry-After`", body = ErrorBody),
     ))]
 pub async fn issue(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     JsonOrForm(request): JsonOrForm<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let grant_type = request
@@ -63,10 +65,38 @@ pub async fn issue(
             "client_id and client_secret are required",
         ));
     };
-    let principal = tokens::check_credentials(&state.store, &client_id, &client_secret)
-        .inspect_err(
-            |_| tracing::warn!(client_id = %client_id, "token refused: bad credentials"),
-        )?;
+    let now = crate::clock::now_ms();
+    let tried = state
+        .lockouts
+        .begin(&client_id, peer, now)
+        .map_err(|refusal| refuse_try(&state, &client_id, peer, refusal, now))?;
+    let principal = match tokens::check_credentials(&state.store, &client_id, &client_secret) {
+        Ok(principal) => {
+            state.lockouts.succeeded(tried);
+            principal
+        }
+        Err(err) => {
+            let policy = state.lockouts.policy();
+            if tried.locks(policy) {
+                state.fleet.metrics.secret_lockouts.inc();
+                tracing::warn!(
+                    client_id = %shown(&client_id),
+                    %peer,
+                    failures = tried.count(),
+                    lock_secs = policy.lock_for.as_secs(),
+                    "client id locked out from this address after failed secrets"
+                );
+            } else {
+                tracing::warn!(
+                    client_id = %shown(&client_id),
+                    %peer,
+                    failures = tried.count(),
+                    "token refused: bad credentials"
+                );
+            }
+            return Err(err.into());
+        }
+    };
     let issued = tokens::issue(
         &state.store,
         principal,
@@ -80,6 +110,53 @@ pub async fn issue(
         expires_in: issued.expires_in,
         access_token: issued.access_token,
     }))
+}
+
+/// A client id as logs show it: ids are the caller's text, so long ones
+/// are cut.
+fn shown(client_id: &str) -> &str {
+    let end = client_id
+        .char_indices()
+        .nth(64)
+        .map_or(client_id.len(), |(at, _)| at);
+    &client_id[..end]
+}
+
+/// The 429 for a pair that must wait, counted (and logged at debug).
+fn refuse_try(
+    state: &AppState,
+    client_id: &str,
+    peer: std::net::IpAddr,
+    refusal: crate::auth::lockout::Refusal,
+    now_ms: i64,
+) -> ApiError {
+    let outcome = if refusal.locked { "locked" } else { "slowed" };
+    state
+        .fleet
+        .metrics
+        .secret_tries_refused
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
+    let retry_after = refusal.retry_after_secs(now_ms);
+    // The lock itself was logged as a warning; each refused try only at
+    // debug (the metric counts them), so a flood cannot flood the log.
+    tracing::debug!(
+        client_id = %shown(client_id),
+        %peer,
+        outcome,
+        retry_after,
+        "token request refused unchecked after failed secrets"
+    );
+    let message = if refusal.locked {
+        format!("too many failed secrets for this client id from this address; locked for {retry_after} s")
+    } else {
+        format!("too many failed secrets for this client id from this address; retry after {retry_after} s")
+    };
+    ApiError::too_many("too_many_attempts", message, retry_after).context(
+        serde_json::json!({ "client_id": shown(client_id), "locked": refusal.locked, "retry_after": retry_after }),
+    )
 }
 
 /// Revokes the access token presented in `Authorization` (log out).

@@ -7,6 +7,7 @@
 
 pub mod agent_tokens;
 pub mod clients;
+pub mod lockout;
 pub mod secret;
 pub mod tokens;
 
