@@ -34,6 +34,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 /// Labels by agent state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -64,6 +70,13 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub event_streams: Gauge,
     pub hook_deliveries: Family<OutcomeLabels, Counter>,
+    /// New fleet connections by admission decision (admitted, retried,
+    /// refused).
+    pub fleet_admissions: Family<OutcomeLabels, Counter>,
+    /// Fleet connections shed by reason (timeouts, the cap).
+    pub fleet_shed: Family<ReasonLabels, Counter>,
+    /// Fleet connections not authenticated yet (set at scrape time).
+    pub fleet_unauthenticated: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +104,9 @@ impl Metrics {
             store_bytes: Gauge::default(),
             event_streams: Gauge::default(),
             hook_deliveries: Family::default(),
+            fleet_admissions: Family::default(),
+            fleet_shed: Family::default(),
+            fleet_unauthenticated: Gauge::default(),
         };
         registry.register(
             "http_requests",
@@ -152,6 +168,21 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered, retrying, failed)",
             metrics.hook_deliveries.clone(),
+        );
+        registry.register(
+            "fleet_admissions",
+            "New fleet connections by admission decision (admitted, retried, refused)",
+            metrics.fleet_admissions.clone(),
+        );
+        registry.register(
+            "fleet_connections_shed",
+            "Fleet connections shed (tls_timeout, preamble_timeout, unauthenticated_cap)",
+            metrics.fleet_shed.clone(),
+        );
+        registry.register(
+            "fleet_unauthenticated_connections",
+            "Fleet connections between accept and a verified hello or enrollment request",
+            metrics.fleet_unauthenticated.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;
