@@ -176,7 +176,7 @@ impl Metrics {
         );
         registry.register(
             "fleet_connections_shed",
-            "Fleet connections shed (tls_timeout, preamble_timeout, unauthenticated_cap)",
+            "Fleet connections shed (tls_timeout, tls_failed, preamble_timeout, unauthenticated_cap)",
             metrics.fleet_shed.clone(),
         );
         registry.register(

@@ -118,7 +118,7 @@ async fn route(fleet: Arc<Fleet>, incoming: quinn::Incoming, pending: Pending) {
     let connection = match tokio::time::timeout_at(pending.deadline(), connecting).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "fleet connection failed during the TLS handshake");
+            fleet.shed_because(Shed::TlsFailed, remote, Some(&err.to_string()));
             return;
         }
         Err(_) => {

@@ -109,12 +109,22 @@ impl Fleet {
 
     /// Counts and logs (aggregated) a connection shed for `reason`.
     pub fn shed(&self, reason: shed::Shed, remote: std::net::SocketAddr) {
+        self.shed_because(reason, remote, None);
+    }
+
+    /// [`Fleet::shed`] with the error that ended the connection.
+    pub fn shed_because(
+        &self,
+        reason: shed::Shed,
+        remote: std::net::SocketAddr,
+        error: Option<&str>,
+    ) {
         self.metrics
             .fleet_shed
             .get_or_create(&crate::metrics::ReasonLabels {
                 reason: reason.name().into(),
             })
             .inc();
-        self.shed_log.record(reason, remote);
+        self.shed_log.record(reason, remote, error);
     }
 }

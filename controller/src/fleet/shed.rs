@@ -1,5 +1,5 @@
 //! Warnings about fleet connections the listener sheds (handshakes that
-//! ran out of time, attempts refused at the cap), aggregated: the first of
+//! ran out of time or failed, attempts refused at the cap), aggregated: the first of
 //! a kind in a window is logged with its address, the rest are summed into
 //! one line per window, so a flood cannot flood the log. Every one is also
 //! counted in `flotilla_fleet_connections_shed_total{reason}`.
@@ -17,6 +17,9 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 pub enum Shed {
     /// The TLS handshake was not done by the deadline.
     TlsTimeout,
+    /// The TLS handshake failed (no common protocol, a certificate the
+    /// fleet CA did not issue, a broken peer).
+    TlsFailed,
     /// TLS was done, but the stream, the preamble and the hello (or the
     /// enrollment request) were not.
     PreambleTimeout,
@@ -25,12 +28,18 @@ pub enum Shed {
 }
 
 impl Shed {
-    const ALL: [Shed; 3] = [Shed::TlsTimeout, Shed::PreambleTimeout, Shed::CapRefused];
+    const ALL: [Shed; 4] = [
+        Shed::TlsTimeout,
+        Shed::TlsFailed,
+        Shed::PreambleTimeout,
+        Shed::CapRefused,
+    ];
 
     /// The metric and log label.
     pub fn name(self) -> &'static str {
         match self {
             Shed::TlsTimeout => "tls_timeout",
+            Shed::TlsFailed => "tls_failed",
             Shed::PreambleTimeout => "preamble_timeout",
             Shed::CapRefused => "unauthenticated_cap",
         }
@@ -39,8 +48,9 @@ impl Shed {
     fn index(self) -> usize {
         match self {
             Shed::TlsTimeout => 0,
-            Shed::PreambleTimeout => 1,
-            Shed::CapRefused => 2,
+            Shed::TlsFailed => 1,
+            Shed::PreambleTimeout => 2,
+            Shed::CapRefused => 3,
         }
     }
 }
@@ -60,7 +70,7 @@ struct Kind {
 #[derive(Debug)]
 pub struct ShedLog {
     window: Duration,
-    kinds: Mutex<[Kind; 3]>,
+    kinds: Mutex<[Kind; 4]>,
 }
 
 impl ShedLog {
@@ -110,10 +120,21 @@ impl ShedLog {
             .collect()
     }
 
-    /// Logs one shed connection, or holds it for the window's summary.
-    pub fn record(&self, shed: Shed, remote: SocketAddr) {
-        if self.note(shed, Instant::now()) {
-            tracing::warn!(reason = shed.name(), %remote, "fleet connection shed");
+    /// Logs one shed connection (with the error, if there is one), or
+    /// holds it for the window's summary.
+    pub fn record(&self, shed: Shed, remote: SocketAddr, error: Option<&str>) {
+        if !self.note(shed, Instant::now()) {
+            return;
+        }
+        let reason = shed.name();
+        match shed {
+            Shed::TlsFailed => tracing::warn!(
+                reason,
+                %remote,
+                error,
+                "fleet connection failed during the TLS handshake"
+            ),
+            _ => tracing::warn!(reason, %remote, error, "fleet connection shed"),
         }
     }
 
