@@ -403,10 +403,10 @@ impl Config {
             });
         }
         let handshake = self.fleet.handshake_timeout;
-        if handshake.is_zero() || handshake > Duration::from_secs(60) {
+        if handshake.is_zero() || handshake > Duration::from_secs(120) {
             return Err(ConfigError::Invalid {
                 key: "quic_handshake_timeout",
-                reason: format!("{} s is outside 1..60 s", handshake.as_secs()),
+                reason: format!("{} s is outside 1..120 s", handshake.as_secs()),
             });
         }
         let cap = self.fleet.admission.max_unauthenticated;
@@ -508,7 +508,7 @@ mod tests {
         // (handshake timeout, cap, retry percentage, the key refused)
         let cases = [
             (Some(0), None, None, Some("quic_handshake_timeout")),
-            (Some(61), None, None, Some("quic_handshake_timeout")),
+            (Some(121), None, None, Some("quic_handshake_timeout")),
             (None, Some(0), None, Some("quic_max_unauthenticated")),
             (None, None, Some(101), Some("quic_retry_above")),
             (Some(2), Some(10), Some(100), None),

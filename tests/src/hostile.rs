@@ -124,7 +124,12 @@ impl RawInitials {
             false,
             None,
         );
-        let config = enroll_config(ca_fingerprint)?;
+        // They ask for a long idle timeout, so the controller's deadline,
+        // not the idle timer, is what ends them.
+        let mut config = enroll_config(ca_fingerprint)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(600)).ok());
+        config.transport_config(Arc::new(transport));
         let mut connections = Vec::with_capacity(count);
         let mut buffer = Vec::new();
         for _ in 0..count {

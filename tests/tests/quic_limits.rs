@@ -108,8 +108,9 @@ fn assert_shed_by_deadline(
 async fn a_real_agent_gets_in_while_1000_connections_stall_and_they_are_shed_in_time(
 ) -> anyhow::Result<()> {
     // Long enough for all 1,000 to be open at once on a loaded machine
-    // (debug builds take 10-30 s to open them on two busy cores).
-    let limit = Duration::from_secs(60);
+    // (debug builds take 10 s to open them on two idle cores, 90 s on
+    // busy ones).
+    let limit = Duration::from_secs(120);
     let slack = Duration::from_secs(20);
     let dir = tempfile::tempdir()?;
     let controller = ControllerProcess::spawn(
@@ -118,11 +119,11 @@ async fn a_real_agent_gets_in_while_1000_connections_stall_and_they_are_shed_in_
         // deadline, so the deadline is what sheds them.
         &[
             "--quic-handshake-timeout",
-            "60",
+            "120",
             "--heartbeat",
             "1",
             "--agent-lost-after",
-            "90",
+            "150",
         ],
         &[],
     )?;
