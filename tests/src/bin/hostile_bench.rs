@@ -3,7 +3,8 @@
 //! rest, with N stalled QUIC connections (some that never finish TLS, some
 //! that finish it and send nothing, some one byte into the preamble) and M
 //! idle HTTP connections (nothing sent, or half a request header) open, how
-//! long the controller takes to shed them all, and its RSS after.
+//! long the controller takes to shed them all, and its RSS after. Shed
+//! times count from the first connection opened.
 //!
 //! `cargo run --release -p flotilla-tests --bin hostile_bench -- --quic 1000 --http 1000`
 
@@ -76,8 +77,6 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let epoch = tokio::time::Instant::now();
-    let raw_count = args.quic_tls.min(args.quic);
-    let _raw = RawInitials::send(controller.quic_addr, &controller.ca_fingerprint, raw_count)?;
     let mut http = tokio::task::JoinSet::new();
     for i in 0..args.http {
         let stream = idle_http(controller.addr, i % 2 == 1)
@@ -88,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
             epoch.elapsed()
         });
     }
+    // The QUIC ones last, so all are open together within the deadline.
+    let raw_count = args.quic_tls.min(args.quic);
+    let _raw = RawInitials::send(controller.quic_addr, &controller.ca_fingerprint, raw_count)?;
     let (_endpoints, stalled) = open_stalled(
         controller.quic_addr,
         &controller.ca_fingerprint,
@@ -163,13 +165,14 @@ async fn main() -> anyhow::Result<()> {
     );
     let last = |times: &[Duration]| times.iter().max().map_or(f64::NAN, Duration::as_secs_f64);
     println!(
-        "SUMMARY quic={} http={} rss_rest_mib={:.1} rss_loaded_mib={:.1} rss_after_mib={:.1} peak_mib={:.1} quic_shed_s={:.2} quic_open={quic_open} tls_shed_s={:.2} http_shed_s={:.2} http_open={http_open}",
+        "SUMMARY quic={} http={} rss_rest_mib={:.1} rss_loaded_mib={:.1} rss_after_mib={:.1} peak_mib={:.1} all_open_s={:.2} quic_shed_s={:.2} quic_open={quic_open} tls_shed_s={:.2} http_shed_s={:.2} http_open={http_open}",
         args.quic,
         args.http,
         mib(rest),
         mib(loaded),
         mib(after),
         mib(peak),
+        opened.as_secs_f64(),
         last(&quic_times),
         tls_done.as_secs_f64(),
         last(&http_times),
