@@ -19,6 +19,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 43_200;
 /// Largest container section of one configuration by default (256 KiB).
 pub const DEFAULT_MAX_CONTAINER_SECTION: usize = 256 * 1024;
+/// Most fleet connections not yet authenticated, by default.
+pub const DEFAULT_QUIC_MAX_UNAUTHENTICATED: usize = 1024;
+/// Percentage of that cap above which QUIC Retry is asked, by default.
+pub const DEFAULT_QUIC_RETRY_ABOVE: u8 = 50;
 /// The fleet endpoint's default address.
 pub const DEFAULT_QUIC_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4433);
 
@@ -66,6 +70,19 @@ pub struct Overrides {
     /// Turn off UDP segmentation offload (for NICs that reject it).
     #[arg(long, env = "FLOTILLA_QUIC_DISABLE_GSO", global = true)]
     pub quic_disable_gso: bool,
+    /// Seconds a new fleet connection has for its TLS handshake, preamble
+    /// and hello or enrollment request (default 5); then it is shed.
+    #[arg(long, env = "FLOTILLA_QUIC_HANDSHAKE_TIMEOUT", global = true)]
+    pub quic_handshake_timeout: Option<u64>,
+    /// Most fleet connections not yet authenticated (default 1024); new
+    /// ones past it are refused.
+    #[arg(long, env = "FLOTILLA_QUIC_MAX_UNAUTHENTICATED", global = true)]
+    pub quic_max_unauthenticated: Option<usize>,
+    /// Above this percentage of --quic-max-unauthenticated, new fleet
+    /// connections must validate their address with a QUIC Retry first
+    /// (default 50; 100: never, 0: always).
+    #[arg(long, env = "FLOTILLA_QUIC_RETRY_ABOVE", global = true)]
+    pub quic_retry_above: Option<u8>,
     /// The REST API's URL as agents reach it (`http://host:port`), for their
     /// spot-notice fallback. Default: the address the API is bound to,
     /// unless it is a wildcard.
@@ -210,6 +227,9 @@ struct FileConfig {
     heartbeat: Option<u64>,
     max_frame: Option<usize>,
     quic_disable_gso: Option<bool>,
+    quic_handshake_timeout: Option<u64>,
+    quic_max_unauthenticated: Option<usize>,
+    quic_retry_above: Option<u8>,
     public_url: Option<String>,
     drain_on_rebalance: Option<bool>,
     log_level: Option<String>,
@@ -352,6 +372,21 @@ impl Config {
                     gso: !(overrides.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
                     drain_on_rebalance: overrides.drain_on_rebalance
                         || file.drain_on_rebalance.unwrap_or(false),
+                    handshake_timeout: secs(
+                        overrides.quic_handshake_timeout,
+                        file.quic_handshake_timeout,
+                        defaults.handshake_timeout,
+                    ),
+                    admission: crate::fleet::admission::Limits::new(
+                        overrides
+                            .quic_max_unauthenticated
+                            .or(file.quic_max_unauthenticated)
+                            .unwrap_or(DEFAULT_QUIC_MAX_UNAUTHENTICATED),
+                        overrides
+                            .quic_retry_above
+                            .or(file.quic_retry_above)
+                            .unwrap_or(DEFAULT_QUIC_RETRY_ABOVE),
+                    ),
                     ..defaults
                 }
             },
@@ -477,6 +512,27 @@ impl Config {
             });
         }
         validate_http(&self.http)?;
+        let handshake = self.fleet.handshake_timeout;
+        if handshake.is_zero() || handshake > Duration::from_secs(120) {
+            return Err(ConfigError::Invalid {
+                key: "quic_handshake_timeout",
+                reason: format!("{} s is outside 1..120 s", handshake.as_secs()),
+            });
+        }
+        let cap = self.fleet.admission.max_unauthenticated;
+        if !(1..=65_536).contains(&cap) {
+            return Err(ConfigError::Invalid {
+                key: "quic_max_unauthenticated",
+                reason: format!("{cap} is outside 1..65536"),
+            });
+        }
+        let percent = self.fleet.admission.retry_above_percent;
+        if percent > 100 {
+            return Err(ConfigError::Invalid {
+                key: "quic_retry_above",
+                reason: format!("{percent} is not a percentage (0..100)"),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -731,6 +787,35 @@ mod tests {
             zero(&mut overrides);
             let err = Config::load(&overrides).expect_err(key);
             assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn quic_limits_default_and_bounds() {
+        let config = Config::load(&Overrides::default()).expect("defaults load");
+        assert_eq!(config.fleet.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.fleet.admission.max_unauthenticated, 1024);
+        assert_eq!(config.fleet.admission.retry_from(), 512);
+        // (handshake timeout, cap, retry percentage, the key refused)
+        let cases = [
+            (Some(0), None, None, Some("quic_handshake_timeout")),
+            (Some(121), None, None, Some("quic_handshake_timeout")),
+            (None, Some(0), None, Some("quic_max_unauthenticated")),
+            (None, None, Some(101), Some("quic_retry_above")),
+            (Some(2), Some(10), Some(100), None),
+        ];
+        for (timeout, cap, percent, refused) in cases {
+            let overrides = Overrides {
+                quic_handshake_timeout: timeout,
+                quic_max_unauthenticated: cap,
+                quic_retry_above: percent,
+                ..Overrides::default()
+            };
+            match (Config::load(&overrides), refused) {
+                (Ok(_), None) => {}
+                (Err(err), Some(key)) => assert!(err.to_string().contains(key), "{err}"),
+                (result, _) => panic!("{overrides:?}: {result:?}"),
+            }
         }
     }
 

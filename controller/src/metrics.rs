@@ -40,6 +40,12 @@ pub struct ScopeLabels {
     pub scope: String,
 }
 
+/// Labels by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 /// Labels by agent state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -78,6 +84,13 @@ pub struct Metrics {
     pub secret_tries_refused: Family<OutcomeLabels, Counter>,
     /// (client id, address) pairs locked out after failed secrets.
     pub secret_lockouts: Counter,
+    /// New fleet connections by admission decision (admitted, retried,
+    /// refused).
+    pub fleet_admissions: Family<OutcomeLabels, Counter>,
+    /// Fleet connections shed by reason (timeouts, the cap).
+    pub fleet_shed: Family<ReasonLabels, Counter>,
+    /// Fleet connections not authenticated yet (set at scrape time).
+    pub fleet_unauthenticated: Gauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +122,9 @@ impl Metrics {
             rate_limited: Family::default(),
             secret_tries_refused: Family::default(),
             secret_lockouts: Counter::default(),
+            fleet_admissions: Family::default(),
+            fleet_shed: Family::default(),
+            fleet_unauthenticated: Gauge::default(),
         };
         registry.register(
             "http_requests",
@@ -190,6 +206,21 @@ impl Metrics {
             "secret_lockouts",
             "Client id and address pairs locked out after failed secrets",
             metrics.secret_lockouts.clone(),
+        );
+        registry.register(
+            "fleet_admissions",
+            "New fleet connections by admission decision (admitted, retried, refused)",
+            metrics.fleet_admissions.clone(),
+        );
+        registry.register(
+            "fleet_connections_shed",
+            "Fleet connections shed (tls_timeout, tls_failed, preamble_timeout, unauthenticated_cap)",
+            metrics.fleet_shed.clone(),
+        );
+        registry.register(
+            "fleet_unauthenticated_connections",
+            "Fleet connections between accept and a verified hello or enrollment request",
+            metrics.fleet_unauthenticated.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

@@ -189,6 +189,8 @@ async fn start_inner(
             },
             nudge: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            unauthenticated: Default::default(),
+            shed_log: crate::fleet::shed::ShedLog::new(crate::fleet::shed::WINDOW),
         });
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {

@@ -4,6 +4,7 @@
 //! The binaries are the ones cargo built beside the test executable
 //! (`target/<profile>/`); `FLOTILLA_BIN_DIR` overrides that.
 
+pub mod hostile;
 pub mod metadata;
 pub mod spot;
 
@@ -815,4 +816,42 @@ pub async fn raw_connection(
         .connect_with(config, controller, flotilla_common::wire::CONTROLLER_NAME)?
         .await?;
     Ok((endpoint, connection))
+}
+
+/// Scrapes an OpenMetrics endpoint: each sample's name (with labels) and
+/// value.
+pub async fn scrape_metrics(url: &str) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let response = reqwest::get(url).await?;
+    anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
+    let text = response.text().await?;
+    anyhow::ensure!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .context("a sample is name and value")?;
+            Ok((
+                name.to_owned(),
+                value.parse().context("a sample's value is a number")?,
+            ))
+        })
+        .collect()
+}
+
+/// A memory figure of a process from `/proc/<pid>/status` (`VmRSS:`,
+/// `VmHWM:`), in KiB; 0 when it cannot be read.
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }

@@ -3,29 +3,8 @@
 //! containers by status and outbox.
 
 use flotilla_tests::spot::enrolled_agent;
-use flotilla_tests::{web_template, AgentProcess, Api, ControllerProcess};
-use std::collections::HashMap;
+use flotilla_tests::{scrape_metrics, web_template, AgentProcess, Api, ControllerProcess};
 use std::time::Duration;
-
-fn parse(text: &str) -> HashMap<String, f64> {
-    assert!(
-        text.ends_with("# EOF\n"),
-        "OpenMetrics text ends with # EOF"
-    );
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|line| {
-            let (name, value) = line.rsplit_once(' ').expect("name value");
-            (name.to_owned(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
-async fn scrape(url: &str) -> anyhow::Result<HashMap<String, f64>> {
-    let response = reqwest::get(url).await?;
-    anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
-    Ok(parse(&response.text().await?))
-}
 
 /// The address the agent said its metrics listen on.
 fn metrics_address(agent: &AgentProcess) -> Option<String> {
@@ -52,7 +31,7 @@ async fn both_daemons_export_what_happens() -> anyhow::Result<()> {
     )
     .await?;
 
-    let c = scrape(&controller.url("/metrics")).await?;
+    let c = scrape_metrics(&controller.url("/metrics")).await?;
     assert!(c["flotilla_desired_pushes_total"] >= 1.0);
     assert!(c["flotilla_desired_acks_total"] >= 1.0);
     assert!(c["flotilla_desired_ack_latency_seconds_count"] >= 1.0);
@@ -65,7 +44,7 @@ async fn both_daemons_export_what_happens() -> anyhow::Result<()> {
     assert!(c["flotilla_sessions_opened_total"] >= 1.0);
 
     let address = metrics_address(&agent).expect("the agent says where its metrics are");
-    let a = scrape(&format!("http://{address}/metrics")).await?;
+    let a = scrape_metrics(&format!("http://{address}/metrics")).await?;
     assert_eq!(a["flotilla_agent_link_connected"], 1.0);
     assert_eq!(a[r#"flotilla_agent_containers{status="running"}"#], 1.0);
     assert_eq!(

@@ -112,6 +112,8 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
     }
     m.agents_live
         .set(i64::try_from(state.fleet.registry.len()).unwrap_or(i64::MAX));
+    m.fleet_unauthenticated
+        .set(i64::try_from(state.fleet.unauthenticated.count()).unwrap_or(i64::MAX));
     m.store_bytes
         .set(i64::try_from(state.store.size_on_disk()?).unwrap_or(i64::MAX));
     let body = m.encode().map_err(|_| ApiError::internal())?;

@@ -2,6 +2,8 @@
 //! certificate for the key it generated itself (only the CSR travels; the
 //! private key never leaves the VM).
 
+use super::pending::Pending;
+use super::shed::Shed;
 use super::Fleet;
 use crate::auth::secret;
 use crate::clock;
@@ -13,7 +15,10 @@ use std::time::Duration;
 
 /// Largest enrollment request accepted (a CSR and a few names).
 pub const MAX_ENROLL_FRAME: usize = 64 * 1024;
+/// How long an enrolled agent has to read its certificate and close.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// At least this long to read a refusal, even past the deadline.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// The code a refusal starts with when the instance id belongs to a live
 /// agent (the agent's `enroll` prints it and exits non-zero).
@@ -27,54 +32,31 @@ pub fn valid_instance_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
-/// Serves one enrollment connection.
-pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
+/// Serves one enrollment connection; `pending` holds its unauthenticated
+/// slot until the request is checked and sheds it at the deadline.
+pub async fn handle(fleet: &Fleet, connection: quinn::Connection, pending: Pending) {
     let remote = connection.remote_address();
-    let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await
-    else {
-        tracing::warn!(%remote, "enrollment connection opened no stream");
-        connection.close(codes::TIMED_OUT, b"no enrollment request");
-        return;
-    };
-    if let Err(err) = handshake::receive(&mut recv, PROTOCOL_VERSION).await {
-        tracing::warn!(%remote, error = %err, "enrollment handshake refused");
-        let _ = handshake::send(&mut send, PROTOCOL_VERSION).await;
-        let code = match err {
-            handshake::HandshakeError::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
-            _ => codes::PROTOCOL_ERROR,
+    let deadline = pending.deadline();
+    let (mut send, request) =
+        match tokio::time::timeout_at(deadline, read_request(&connection)).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(_) => {
+                fleet.shed(Shed::PreambleTimeout, remote);
+                connection.close(codes::TIMED_OUT, b"handshake timed out");
+                return;
+            }
         };
-        connection.close(code, err.to_string().as_bytes());
-        return;
-    }
-    if handshake::send(&mut send, PROTOCOL_VERSION).await.is_err() {
-        return;
-    }
-    let request = match tokio::time::timeout(
-        STEP_TIMEOUT,
-        frame::read::<_, EnrollRequest>(&mut recv, MAX_ENROLL_FRAME),
-    )
-    .await
-    {
-        Ok(Ok(Some(request))) => request,
-        Ok(Err(frame::FrameError::TooLarge { len, max })) => {
-            tracing::warn!(%remote, len, max, "enrollment frame too large");
-            connection.close(codes::FRAME_TOO_LARGE, b"enrollment request too large");
-            return;
-        }
-        other => {
-            let error = match other {
-                Ok(Err(err)) => err.to_string(),
-                Ok(Ok(None)) => "stream ended".into(),
-                _ => "timed out".into(),
-            };
-            tracing::warn!(%remote, error = %error, "unreadable enrollment request");
-            connection.close(codes::PROTOCOL_ERROR, b"unreadable enrollment request");
-            return;
-        }
-    };
     let response = enroll(fleet, request).await;
     let refused = matches!(response, EnrollResponse::Refused { .. });
+    // A refused peer keeps its slot until it goes, or its deadline (with
+    // time to read the answer) passes.
+    let wait_until = if refused {
+        deadline.max(tokio::time::Instant::now() + REFUSAL_GRACE)
+    } else {
+        pending.authenticated();
+        tokio::time::Instant::now() + STEP_TIMEOUT
+    };
     if frame::write(&mut send, &response, MAX_ENROLL_FRAME)
         .await
         .is_ok()
@@ -82,12 +64,51 @@ pub async fn handle(fleet: &Fleet, connection: quinn::Connection) {
         let _ = send.finish();
         // Let the agent read the answer and close first, so nothing in
         // flight is dropped by our close.
-        let _ = tokio::time::timeout(STEP_TIMEOUT, connection.closed()).await;
+        let _ = tokio::time::timeout_at(wait_until, connection.closed()).await;
     }
     if refused {
         connection.close(codes::ENROLL_REFUSED, b"enrollment refused");
     } else {
         connection.close(codes::CLOSED, b"enrolled");
+    }
+}
+
+/// The stream, both preambles and the request; `None` once the
+/// connection is closed with the reason.
+async fn read_request(
+    connection: &quinn::Connection,
+) -> Option<(quinn::SendStream, EnrollRequest)> {
+    let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+        tracing::warn!("enrollment connection opened no stream");
+        return None;
+    };
+    if let Err(err) = handshake::receive(&mut recv, PROTOCOL_VERSION).await {
+        tracing::warn!(error = %err, "enrollment handshake refused");
+        let _ = handshake::send(&mut send, PROTOCOL_VERSION).await;
+        let code = match err {
+            handshake::HandshakeError::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
+            _ => codes::PROTOCOL_ERROR,
+        };
+        connection.close(code, err.to_string().as_bytes());
+        return None;
+    }
+    handshake::send(&mut send, PROTOCOL_VERSION).await.ok()?;
+    match frame::read::<_, EnrollRequest>(&mut recv, MAX_ENROLL_FRAME).await {
+        Ok(Some(request)) => Some((send, request)),
+        Err(frame::FrameError::TooLarge { len, max }) => {
+            tracing::warn!(len, max, "enrollment frame too large");
+            connection.close(codes::FRAME_TOO_LARGE, b"enrollment request too large");
+            None
+        }
+        other => {
+            let error = match other {
+                Err(err) => err.to_string(),
+                _ => "stream ended".into(),
+            };
+            tracing::warn!(error = %error, "unreadable enrollment request");
+            connection.close(codes::PROTOCOL_ERROR, b"unreadable enrollment request");
+            None
+        }
     }
 }
 

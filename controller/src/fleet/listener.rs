@@ -1,12 +1,20 @@
-//! The fleet endpoint: one UDP socket (with large buffers, for many agents),
-//! every incoming connection routed by ALPN to enrollment or a session.
+//! The fleet endpoint: one UDP socket (with large buffers, for many agents).
+//! Every connection attempt is admitted, asked to Retry or refused
+//! ([`admission::decide`]) before any handshake work; an admitted one must
+//! finish TLS, the preamble and its hello or enrollment request by a
+//! deadline, and is routed by ALPN to enrollment or a session.
 
+use super::admission::{self, Decision};
+use super::pending::Pending;
+use super::shed::Shed;
 use super::{enroll, session, Fleet};
+use crate::metrics::OutcomeLabels;
 use flotilla_common::wire::{codes, ALPN_CONTROL, ALPN_ENROLL};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Socket buffer size asked of the kernel (it may grant less).
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
@@ -41,12 +49,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut summaries = tokio::time::interval(fleet.shed_log.window());
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                tokio::spawn(route(fleet.clone(), incoming));
+                admit(&fleet, incoming);
             }
+            _ = summaries.tick() => fleet.shed_log.flush(),
             () = &mut shutdown => break,
         }
     }
@@ -57,12 +68,61 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn route(fleet: Arc<Fleet>, incoming: quinn::Incoming) {
+/// Admits, retries or refuses one attempt. Runs on the accept loop, so the
+/// count it reads only falls before the admitted one is added.
+fn admit(fleet: &Arc<Fleet>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
-        Ok(connection) => connection,
+    let decision = admission::decide(
+        fleet.unauthenticated.count(),
+        incoming.remote_address_validated(),
+        &fleet.settings.admission,
+    );
+    fleet
+        .metrics
+        .fleet_admissions
+        .get_or_create(&OutcomeLabels {
+            outcome: decision.name().into(),
+        })
+        .inc();
+    match decision {
+        Decision::Admit => {
+            let deadline = tokio::time::Instant::now() + fleet.settings.handshake_timeout;
+            let pending = fleet.unauthenticated.enter(deadline);
+            let span = tracing::info_span!("fleet_connection", %remote);
+            tokio::spawn(route(fleet.clone(), incoming, pending).instrument(span));
+        }
+        Decision::Retry => {
+            // An unvalidated address may always be asked to retry; if
+            // quinn disagrees, the attempt is refused rather than admitted.
+            if let Err(err) = incoming.retry() {
+                err.into_incoming().refuse();
+            }
+        }
+        Decision::Refuse => {
+            fleet.shed(Shed::CapRefused, remote);
+            incoming.refuse();
+        }
+    }
+}
+
+async fn route(fleet: Arc<Fleet>, incoming: quinn::Incoming, pending: Pending) {
+    let remote = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
         Err(err) => {
-            tracing::warn!(%remote, error = %err, "fleet connection failed during the TLS handshake");
+            tracing::debug!(error = %err, "fleet connection attempt not accepted");
+            return;
+        }
+    };
+    // Dropping an unfinished handshake closes it.
+    let connection = match tokio::time::timeout_at(pending.deadline(), connecting).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(err)) => {
+            fleet.shed_because(Shed::TlsFailed, remote, Some(&err.to_string()));
+            return;
+        }
+        Err(_) => {
+            fleet.shed(Shed::TlsTimeout, remote);
             return;
         }
     };
@@ -71,10 +131,10 @@ async fn route(fleet: Arc<Fleet>, incoming: quinn::Incoming) {
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
     match alpn.as_deref() {
-        Some(ALPN_ENROLL) => enroll::handle(&fleet, connection).await,
-        Some(ALPN_CONTROL) => session::run(fleet, connection).await,
+        Some(ALPN_ENROLL) => enroll::handle(&fleet, connection, pending).await,
+        Some(ALPN_CONTROL) => session::run(fleet, connection, pending).await,
         _ => {
-            tracing::warn!(%remote, "fleet connection with an unknown protocol");
+            tracing::warn!("fleet connection with an unknown protocol");
             connection.close(codes::PROTOCOL_ERROR, b"unknown ALPN");
         }
     }

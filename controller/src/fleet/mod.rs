@@ -4,20 +4,26 @@
 //!
 //! - [`pki`]: the private CA and the certificates it issues.
 //! - [`tls`]: rustls/quinn server configuration (mutual TLS).
-//! - [`listener`]: accepts connections and routes them by ALPN.
+//! - [`listener`]: admits connections (cap, Retry, deadline) and routes them by ALPN.
+//! - [`admission`]: the pure admit / retry / refuse decision.
+//! - [`pending`]: counts connections not yet authenticated, and their deadline.
+//! - [`shed`]: aggregated warnings about shed connections.
 //! - [`enroll`]: join token + CSR → signed client certificate.
 //! - [`session`]: handshake, hello, desired-state pushes, acks, status reports.
 //! - [`join_tokens`]: creating, listing and revoking join tokens.
 //! - [`registry`]: who is connected, last seen, and the push channels.
 //! - [`drain`]: cloud notices and operator drains on agent records.
 
+pub mod admission;
 pub mod drain;
 pub mod enroll;
 pub mod join_tokens;
 pub mod listener;
+pub mod pending;
 pub mod pki;
 pub mod registry;
 pub mod session;
+pub mod shed;
 pub mod tls;
 
 use std::time::Duration;
@@ -46,6 +52,12 @@ pub struct FleetSettings {
     pub api_url: Option<String>,
     /// Treat a rebalance recommendation like a termination notice.
     pub drain_on_rebalance: bool,
+    /// From a connection's admission until its TLS handshake, preamble and
+    /// hello (or enrollment request) are done; past it the connection is
+    /// shed, so a stalled peer holds nothing for long.
+    pub handshake_timeout: Duration,
+    /// The cap on unauthenticated connections and where Retry starts.
+    pub admission: admission::Limits,
 }
 
 impl Default for FleetSettings {
@@ -61,6 +73,8 @@ impl Default for FleetSettings {
             gso: true,
             api_url: None,
             drain_on_rebalance: false,
+            handshake_timeout: Duration::from_secs(5),
+            admission: admission::Limits::default(),
         }
     }
 }
@@ -81,11 +95,36 @@ pub struct Fleet {
     pub nudge: Arc<Notify>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Connections admitted but not authenticated yet (the cap's count).
+    pub unauthenticated: Arc<pending::Unauthenticated>,
+    /// Aggregated warnings about shed connections.
+    pub shed_log: shed::ShedLog,
 }
 
 impl Fleet {
     /// Asks the scheduler for a pass.
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Counts and logs (aggregated) a connection shed for `reason`.
+    pub fn shed(&self, reason: shed::Shed, remote: std::net::SocketAddr) {
+        self.shed_because(reason, remote, None);
+    }
+
+    /// [`Fleet::shed`] with the error that ended the connection.
+    pub fn shed_because(
+        &self,
+        reason: shed::Shed,
+        remote: std::net::SocketAddr,
+        error: Option<&str>,
+    ) {
+        self.metrics
+            .fleet_shed
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.name().into(),
+            })
+            .inc();
+        self.shed_log.record(reason, remote, error);
     }
 }

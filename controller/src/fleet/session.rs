@@ -2,7 +2,9 @@
 //! certificate, handshake, hello, then push desired state and take acks,
 //! heartbeats and status reports until the connection ends.
 
+use super::pending::Pending;
 use super::registry::Live;
+use super::shed::Shed;
 use super::Fleet;
 use crate::clock;
 use crate::store::{AgentRecord, AgentState, DesiredRecord, InstanceStatusRecord, StatusWrite};
@@ -17,8 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
-
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The agent behind a connection's client certificate, if the controller
 /// issued that certificate and has not revoked it.
@@ -42,28 +42,47 @@ fn identify(fleet: &Fleet, connection: &quinn::Connection) -> Result<AgentRecord
     }
 }
 
-/// Runs a control session until the connection ends.
-pub async fn run(fleet: Arc<Fleet>, connection: quinn::Connection) {
+/// Runs a control session until the connection ends; `pending` holds its
+/// unauthenticated slot until the hello is verified, and sheds it at the
+/// deadline.
+pub async fn run(fleet: Arc<Fleet>, connection: quinn::Connection, pending: Pending) {
     let remote = connection.remote_address();
     let agent = match identify(&fleet, &connection) {
         Ok(agent) => agent,
         Err(reason) => {
-            tracing::warn!(%remote, reason, "control connection refused");
+            tracing::warn!(reason, "control connection refused");
             connection.close(codes::UNAUTHORIZED, reason.as_bytes());
             return;
         }
     };
-    let span = tracing::info_span!("session", agent_id = %agent.agent_id, instance_id = %agent.instance_id, %remote);
-    session(fleet, connection, agent).instrument(span).await;
+    let span = tracing::info_span!("session", agent_id = %agent.agent_id, instance_id = %agent.instance_id);
+    async move {
+        let opened = tokio::time::timeout_at(pending.deadline(), open(&fleet, &connection)).await;
+        match opened {
+            Ok(Some((send, recv, hello))) => {
+                pending.authenticated();
+                session(fleet, connection, agent, send, recv, hello).await;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                fleet.shed(Shed::PreambleTimeout, remote);
+                connection.close(codes::TIMED_OUT, b"handshake timed out");
+            }
+        }
+    }
+    .instrument(span)
+    .await;
 }
 
-async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentRecord) {
-    let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(STEP_TIMEOUT, connection.accept_bi()).await
-    else {
+/// The control stream, both preambles and a hello within its bounds;
+/// `None` once the connection is closed with the reason.
+async fn open(
+    fleet: &Fleet,
+    connection: &quinn::Connection,
+) -> Option<(quinn::SendStream, quinn::RecvStream, Hello)> {
+    let Ok((mut send, mut recv)) = connection.accept_bi().await else {
         tracing::warn!("agent opened no control stream");
-        connection.close(codes::TIMED_OUT, b"no control stream");
-        return;
+        return None;
     };
     if let Err(err) = handshake::receive(&mut recv, PROTOCOL_VERSION).await {
         tracing::warn!(error = %err, "handshake refused");
@@ -75,32 +94,38 @@ async fn session(fleet: Arc<Fleet>, connection: quinn::Connection, agent: AgentR
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         connection.close(code, err.to_string().as_bytes());
-        return;
+        return None;
     }
-    if handshake::send(&mut send, PROTOCOL_VERSION).await.is_err() {
-        return;
-    }
-    let max = fleet.settings.max_frame;
-    let hello =
-        match tokio::time::timeout(STEP_TIMEOUT, frame::read::<_, AgentMessage>(&mut recv, max))
-            .await
-        {
-            Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
-            Ok(Err(err)) => {
-                close_for(&connection, &err);
-                return;
-            }
-            _ => {
-                tracing::warn!("agent sent no hello");
-                connection.close(codes::PROTOCOL_ERROR, b"expected hello");
-                return;
-            }
-        };
+    handshake::send(&mut send, PROTOCOL_VERSION).await.ok()?;
+    let hello = match frame::read::<_, AgentMessage>(&mut recv, fleet.settings.max_frame).await {
+        Ok(Some(AgentMessage::Hello(hello))) => hello,
+        Err(err) => {
+            close_for(connection, &err);
+            return None;
+        }
+        _ => {
+            tracing::warn!("agent sent no hello");
+            connection.close(codes::PROTOCOL_ERROR, b"expected hello");
+            return None;
+        }
+    };
     if let Err(err) = bounds::check_hello(&hello) {
         tracing::warn!(error = %err, "hello refused");
         connection.close(codes::LIMIT_EXCEEDED, err.to_string().as_bytes());
-        return;
+        return None;
     }
+    Some((send, recv, hello))
+}
+
+async fn session(
+    fleet: Arc<Fleet>,
+    connection: quinn::Connection,
+    agent: AgentRecord,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    hello: Hello,
+) {
+    let max = fleet.settings.max_frame;
     let agent_token = match crate::auth::agent_tokens::rotate(&fleet.store, &agent.agent_id) {
         Ok(token) => token,
         Err(err) => {

@@ -9,6 +9,13 @@ use flotilla_common::wire::{ALPN_CONTROL, ALPN_ENROLL};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Connection attempts quinn may hold before the accept loop decides on
+/// them (it decides at once; past this, attempts are refused by quinn).
+const MAX_INCOMING: usize = 4096;
+/// Bytes buffered per attempt before that decision, and for all of them.
+const INCOMING_BUFFER: u64 = 64 * 1024;
+const INCOMING_BUFFER_TOTAL: u64 = 16 * 1024 * 1024;
+
 /// Why the server TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -53,5 +60,9 @@ pub fn server_config(
         idle_timeout,
         gso,
     )));
+    config
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(config)
 }

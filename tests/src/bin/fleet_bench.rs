@@ -13,7 +13,7 @@ use flotilla_agent::identity::Identity;
 use flotilla_agent::tls::Trust;
 use flotilla_common::wire::messages::{AgentMessage, ControllerMessage, Hello, HostFacts};
 use flotilla_common::wire::{frame, handshake, CONTROLLER_NAME, PROTOCOL_VERSION};
-use flotilla_tests::{web_template, Api, ControllerProcess};
+use flotilla_tests::{rss_kib, web_template, Api, ControllerProcess};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,18 +41,6 @@ struct Probe {
     generation: AtomicU64,
     /// Microseconds since the bench's epoch when the latest ack was sent.
     acked_at_us: AtomicU64,
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
