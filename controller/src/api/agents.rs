@@ -372,6 +372,7 @@ pub async fn list_agents(
 
 /// Which agents to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AgentsQuery {
     /// Include revoked agents (removed from the fleet).
     #[serde(default)]

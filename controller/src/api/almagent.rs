@@ -18,11 +18,15 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StsQuery {
-    /// The stack the VM belongs to.
+    /// The stack the VM belongs to. Both are required and not empty (the
+    /// handler refuses them together, in the alm-agent's words).
+    #[param(required = true, min_length = 1)]
     pub stack_id: Option<String>,
     /// The cloud service the credentials are for (the alm-agent asks for
     /// `logs`).
+    #[param(required = true, min_length = 1)]
     pub service: Option<String>,
 }
 
@@ -74,9 +78,13 @@ pub async fn sts(
     }))
 }
 
+/// Both are required and not empty (refused together by the handler).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigQuery {
+    #[param(required = true, min_length = 1)]
     pub stack_id: Option<String>,
+    #[param(required = true, min_length = 1)]
     pub flag: Option<String>,
 }
 

@@ -56,6 +56,7 @@ pub struct ContainerStatusReport {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events after this event id.
     pub since: Option<u64>,
@@ -65,12 +66,33 @@ pub struct EventsQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
-    /// At most this many events (default 1000, at most 10000).
+    /// At most this many events (default 1000); outside 1..=10000 it is
+    /// refused (400).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Stream the events (Server-Sent Events) and keep streaming new ones;
     /// also chosen by `Accept: text/event-stream`. Resumes after the
     /// `Last-Event-ID` header when given.
     pub follow: Option<bool>,
+}
+
+/// Events a list answers with when no `limit` is given.
+const DEFAULT_LIMIT: usize = 1000;
+/// Most events one list answers with.
+const MAX_LIMIT: usize = 10_000;
+
+/// The `limit` of a list: the default when absent, refused (400) outside
+/// `1..=MAX_LIMIT`, as the document declares, rather than silently clamped.
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1..={MAX_LIMIT}"),
+        )
+        .context(json!({ "path": "limit", "limit": MAX_LIMIT }))),
+    }
 }
 
 fn check_instance_id(instance_id: &str) -> ApiResult<()> {
@@ -455,7 +477,26 @@ pub async fn list(
         instance_id: query.instance_id,
         kind: query.kind,
         stacks,
-        limit: query.limit.unwrap_or(1000).clamp(1, 10_000),
+        limit: page_limit(query.limit)?,
     };
     Ok(Json(state.store.events(&filter)?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{page_limit, DEFAULT_LIMIT, MAX_LIMIT};
+
+    #[test]
+    fn list_limits_table() {
+        let cases = [
+            (None, Some(DEFAULT_LIMIT)),
+            (Some(1), Some(1)),
+            (Some(MAX_LIMIT), Some(MAX_LIMIT)),
+            (Some(0), None),
+            (Some(MAX_LIMIT + 1), None),
+        ];
+        for (asked, expected) in cases {
+            assert_eq!(page_limit(asked).ok(), expected, "{asked:?}");
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod follows;
 pub mod hooks;
 pub mod instances;
+pub mod openapi;
 pub mod pools;
 pub mod report_rules;
 pub mod stacks;
@@ -28,13 +29,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
 use error::ApiError;
+use openapi::BearerAuth;
 use serde::Serialize;
 use serde_json::json;
 use state::AppState;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -49,18 +50,6 @@ use utoipa_axum::routes;
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
 
 /// Health of the controller, for load balancers and `systemctl status`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -208,8 +197,13 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The generated OpenAPI document (also served at `/v3/openapi.json`).
+/// Modifiers that touch every operation run here, after the routes have
+/// added theirs (`ApiDoc`'s own modifiers run before any route exists).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().split_for_parts().1
+    let mut doc = documented_routes().split_for_parts().1;
+    utoipa::Modify::modify(&openapi::MalformedParameters, &mut doc);
+    utoipa::Modify::modify(&openapi::RateLimits, &mut doc);
+    doc
 }
 
 /// This API's OpenAPI 3 document, generated from the handlers.

@@ -41,20 +41,27 @@ pub struct VersionInfo {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VersionsQuery {
-    /// The id returned when the template was applied.
+    /// The id returned when the template was applied. Required: the
+    /// handler refuses it missing or empty (400) with its own message.
+    #[param(required = true, min_length = 1)]
     pub template_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DescribeQuery {
     /// A version id; empty or `latest` for the newest.
     pub version_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlagQuery {
-    /// The `flag` of a configuration in the template.
+    /// The `flag` of a configuration in the template; required and not
+    /// empty (the handler says so in its own words).
+    #[param(required = true, min_length = 1)]
     pub flag: Option<String>,
 }
 
