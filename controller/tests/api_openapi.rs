@@ -188,3 +188,57 @@ async fn an_admin_cannot_revoke_the_client_it_calls_with() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn well_formed_requests_that_cannot_be_done_are_not_400() {
+    let t = TestServer::start().await;
+    let admin = t.admin_token().await;
+    // A repeated flag: well-formed, a conflict (409), nothing stored.
+    let config = json!({"role": "web", "flag": "Web01", "provision": {"instance_count": 1}});
+    let body = json!({"version": "1", "configurations": [config, config]});
+    let reply = t.post("/v3/alm/template", &admin, &body).await;
+    assert_eq!(reply.error(409), "duplicate_flag");
+    assert_eq!(
+        reply.json()["errors"][0]["context"]["path"],
+        "/configurations/1/flag"
+    );
+    assert_eq!(t.get("/v3/alm/stack", &admin).await.json(), json!([]));
+    // A hook whose host does not resolve is refused by policy (403).
+    let reply = t
+        .post(
+            "/v3/hooks",
+            &admin,
+            &json!({"url": "http://does-not-resolve.invalid/hook"}),
+        )
+        .await;
+    assert_eq!(reply.error(403), "webhook_target_refused");
+    // Whitespace around a hook URL is malformed, not trimmed.
+    let reply = t
+        .post("/v3/hooks", &admin, &json!({"url": " http://127.0.0.1:9/"}))
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn whole_numbers_written_with_a_fraction_are_integers() {
+    let t = TestServer::start().await;
+    let admin = t.admin_token().await;
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &admin,
+            &json!({"max_uses": 2.0, "ttl_secs": 60.0}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let reply = t
+        .post(
+            "/v3/alm/agent/join-token",
+            &admin,
+            &json!({"max_uses": 2.5}),
+        )
+        .await;
+    assert_eq!(reply.error(400), "invalid_field");
+    t.stop().await;
+}

@@ -13,11 +13,20 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+/// A username as `clients::check_username` takes it (the document's item
+/// schema where usernames are listed).
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$")]
+#[allow(dead_code)]
+pub struct Username(String);
+
 /// A client to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
-    /// The user the client belongs to; created when new.
+    /// The user the client belongs to; created when new
+    /// (`clients::check_username`).
+    #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
     /// Whether the client sees and manages everything.
     #[serde(default)]

@@ -93,17 +93,22 @@ pub struct ConfigQuery {
 pub struct AlmStatus {
     pub stack_id: String,
     #[serde(default)]
+    #[schema(pattern = r"^([A-Za-z0-9._:-]{1,128})?$")]
     pub agent_id: Option<String>,
-    /// The VM's instance id; when empty, `agent_id` names the VM instead.
+    /// The VM's instance id; when empty, the agent pinned to the stack,
+    /// else `agent_id` names the VM (409 when none of them does).
     #[serde(default)]
+    #[schema(pattern = r"^([A-Za-z0-9._:-]{1,128})?$")]
     pub instance_id: String,
     /// The configuration the VM runs, when the agent says; its
     /// `instance_count` then bounds the ids reported for it (else the
     /// stack's total).
     #[serde(default)]
     pub flag: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,32}$")]
     pub status: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub message: Option<String>,
 }
 
@@ -265,6 +270,12 @@ fn check_report(report: &AlmStatus, id: &str) -> ApiResult<()> {
             ApiError::bad_request("invalid_field", "status must be a short word")
                 .context(json!({"path": "status"})),
         );
+    }
+    if id.is_empty() {
+        return Err(ApiError::conflict(
+            "no instance named: give instance_id (no single agent is pinned to the stack, and no agent_id)",
+        )
+        .context(json!({"path": "instance_id"})));
     }
     if !crate::fleet::enroll::valid_instance_id(id) {
         return Err(ApiError::bad_request(

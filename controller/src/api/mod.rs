@@ -20,6 +20,7 @@ pub mod instances;
 pub mod openapi;
 pub mod pools;
 pub mod report_rules;
+pub mod schemas;
 pub mod stacks;
 pub mod state;
 pub mod templates;
@@ -211,7 +212,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
 async fn openapi_json() -> Json<&'static serde_json::Value> {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    Json(DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default()))
+    Json(DOC.get_or_init(document))
+}
+
+/// The served document: [`openapi`] with the schemas the derive macros
+/// cannot state ([`schemas::install`]).
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    schemas::install(&mut doc);
+    doc
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
