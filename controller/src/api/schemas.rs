@@ -363,3 +363,76 @@ pub fn install(doc: &mut Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{digits, duration, install, template};
+    use serde_json::{json, Value};
+    use std::time::Duration;
+
+    fn pattern(schema: &Value) -> &str {
+        schema["anyOf"][1]["pattern"].as_str().unwrap_or_default()
+    }
+
+    #[test]
+    fn digits_table() {
+        for (limit, want) in [
+            (0, 0),
+            (8, 0),
+            (9, 1),
+            (99, 2),
+            (600, 2),
+            (999, 3),
+            (1000, 3),
+        ] {
+            assert_eq!(digits(limit), want, "{limit}");
+        }
+    }
+
+    #[test]
+    fn duration_strings_stay_within_their_range() {
+        let cases = [
+            // 0..=600 s: at most 99 s, 99999 ms, 9 m; no hours.
+            (
+                Duration::ZERO,
+                Duration::from_secs(600),
+                "^([0-9]{1,5}ms|[0-9]{1,2}|[0-9]{1,2}s|[0-9]{1,1}m)$",
+            ),
+            // 100 ms..=1 h: 100..=999999 ms, 1..=999 s, 1..=9 m (every
+            // whole hour count of one digit could pass 1 h: none).
+            (
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                "^([1-9][0-9]{2,5}ms|[1-9][0-9]{0,2}|[1-9][0-9]{0,2}s|[1-9][0-9]{0,0}m)$",
+            ),
+        ];
+        for (min, max, want) in cases {
+            let schema = duration(min, max);
+            assert_eq!(pattern(&schema), want, "{min:?}..={max:?}");
+            assert_eq!(schema["anyOf"][0]["minimum"], json!(min.as_secs_f64()));
+            assert_eq!(schema["anyOf"][0]["maximum"], json!(max.as_secs_f64()));
+        }
+    }
+
+    #[test]
+    fn install_points_the_bodies_at_the_schemas() {
+        let mut doc = json!({
+            "components": {"schemas": {"PoolRequest": {"properties": {"policy": {}}}}},
+            "paths": {"/v3/alm/template": {"post": {"requestBody": {"content": {"application/json": {"schema": {}}}}}}},
+        });
+        install(&mut doc);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Template"], template());
+        assert_eq!(schemas["CreatePool"]["required"], json!(["name"]));
+        assert_eq!(
+            schemas["PoolRequest"]["properties"]["policy"]["$ref"],
+            "#/components/schemas/Policy"
+        );
+        assert_eq!(
+            doc.pointer(
+                "/paths/~1v3~1alm~1template/post/requestBody/content/application~1json/schema/$ref"
+            ),
+            Some(&json!("#/components/schemas/Template"))
+        );
+    }
+}
