@@ -305,6 +305,9 @@ pub fn install(doc: &mut Value) {
     schemas.insert("Policy".into(), policy());
     if let Some(mut create) = schemas.get("PoolRequest").cloned() {
         create["required"] = json!(["name"]);
+        if let Some(name) = create.pointer_mut("/properties/name/type") {
+            *name = json!("string");
+        }
         schemas.insert("CreatePool".into(), create);
     }
     let statuses: Vec<&str> = flotilla_common::status::ContainerStatus::ALL
@@ -417,13 +420,17 @@ mod tests {
     #[test]
     fn install_points_the_bodies_at_the_schemas() {
         let mut doc = json!({
-            "components": {"schemas": {"PoolRequest": {"properties": {"policy": {}}}}},
+            "components": {"schemas": {"PoolRequest": {"properties": {"policy": {}, "name": {"type": ["string", "null"]}}}}},
             "paths": {"/v3/alm/template": {"post": {"requestBody": {"content": {"application/json": {"schema": {}}}}}}},
         });
         install(&mut doc);
         let schemas = &doc["components"]["schemas"];
         assert_eq!(schemas["Template"], template());
         assert_eq!(schemas["CreatePool"]["required"], json!(["name"]));
+        assert_eq!(
+            schemas["CreatePool"]["properties"]["name"]["type"],
+            "string"
+        );
         assert_eq!(
             schemas["PoolRequest"]["properties"]["policy"]["$ref"],
             "#/components/schemas/Policy"
