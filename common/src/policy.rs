@@ -147,7 +147,10 @@ impl Policy {
             }
         }
         for (index, path) in self.host_paths.iter().enumerate() {
-            if path.len() > TEXT_LEN || path.contains('\0') || normalise_path(path).is_none() {
+            if path.chars().count() > TEXT_LEN
+                || path.contains('\0')
+                || normalise_path(path).is_none()
+            {
                 found.push(Violation {
                     path: format!("/host_paths/{index}"),
                     message: format!("{path:?} is not an absolute path"),

@@ -262,7 +262,8 @@ async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
         .json();
     assert_eq!(containers[0]["instance_id"], "alm-agent-9", "{containers}");
     // Its spot notice names no instance either: with no pinned agent there
-    // is none to act on, and the answer says so.
+    // is none to act on, and the answer says so (a conflict with the
+    // stack's state: a pinned agent would make the same notice valid).
     let reply = t
         .raw(
             t.http
@@ -275,7 +276,7 @@ async fn the_alm_agent_requests_are_answered_as_mobingi_did() {
                 ]),
         )
         .await;
-    assert_eq!(reply.error(400), "invalid_field");
+    assert_eq!(reply.error(409), "conflict");
 
     // `container_updated` grows with every version, even two stored within
     // one second, so the agent applies each.

@@ -382,7 +382,7 @@ async fn join_tokens_need_a_pool_of_the_caller_and_pinned_need_the_stack() {
             &json!({"stack_id": stack, "flag": "Web01", "pool": "team-x"}),
         )
         .await;
-    assert_eq!(reply.error(400), "invalid_field");
+    assert_eq!(reply.error(409), "conflict");
     let reply = t
         .post(
             "/v3/alm/agent/join-token",

@@ -77,7 +77,7 @@ async fn a_stack_token_cannot_forge_statuses_for_made_up_instances() {
             &json!({"instance_id": "i-1"}),
         )
         .await;
-    assert_eq!(reply.error(400), "invalid_field");
+    assert_eq!(reply.error(403), "forbidden");
     assert_eq!(t.get("/v3/events", &admin).await.json(), store_before);
     t.stop().await;
 }

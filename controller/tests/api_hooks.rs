@@ -232,7 +232,7 @@ async fn hooks_cannot_be_turned_inward() {
         "http://0.0.0.0/",
     ] {
         let reply = t.post("/v3/hooks", &admin, &json!({"url": url})).await;
-        assert_eq!(reply.error(400), "webhook_target_refused", "{url}");
+        assert_eq!(reply.error(403), "webhook_target_refused", "{url}");
         assert!(
             !reply.text.contains("connect"),
             "says nothing of the target: {}",
@@ -253,7 +253,7 @@ async fn hooks_cannot_be_turned_inward() {
             &json!({"url": "http://169.254.169.254/x"}),
         )
         .await;
-    assert_eq!(reply.error(400), "webhook_target_refused");
+    assert_eq!(reply.error(403), "webhook_target_refused");
     let (url, seen) = receiver(0).await;
     let reply = t.post("/v3/hooks", &admin, &json!({"url": url})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);

@@ -550,9 +550,10 @@ async fn container_sections_past_the_limit_are_refused_and_name_it() {
     template["configurations"][0]["container"]["environment_variables"] =
         json!({"A": big, "B": big, "C": big});
     let reply = t.post("/v3/alm/template", &token, &template).await;
-    assert_eq!(reply.error(400), "invalid_template");
+    assert_eq!(reply.error(403), "container_section_too_large");
     let error = &reply.json()["errors"][0];
     assert_eq!(error["context"]["path"], "/configurations/0/container");
+    assert_eq!(error["context"]["limit"], 8192);
     assert!(
         error["message"]
             .as_str()
@@ -573,6 +574,6 @@ async fn container_sections_past_the_limit_are_refused_and_name_it() {
             Some(&template),
         )
         .await;
-    assert_eq!(reply.error(400), "invalid_template");
+    assert_eq!(reply.error(403), "container_section_too_large");
     t.stop().await;
 }

@@ -83,13 +83,14 @@ pub fn segment(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// A string of at most `max` bytes without NUL.
+/// A string of at most `max` characters (what JSON Schema's `maxLength`
+/// counts, so the API document states the bound exactly) without NUL.
 pub(crate) fn string(value: &Value, max: usize) -> Result<&str, String> {
     let Value::String(text) = value else {
         return Err(format!("must be a string, not {}", kind(value)));
     };
-    if text.len() > max {
-        return Err(format!("must be at most {max} bytes"));
+    if text.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
     }
     if text.contains('\0') {
         return Err("must not contain a NUL byte".into());

@@ -9,7 +9,7 @@ use super::volumes::normalise_path;
 use serde_json::{Map, Value};
 
 /// Linux capability names, without the `CAP_` prefix.
-const CAPABILITIES: &[&str] = &[
+pub const CAPABILITIES: &[&str] = &[
     "AUDIT_CONTROL",
     "AUDIT_READ",
     "AUDIT_WRITE",
@@ -54,7 +54,7 @@ const CAPABILITIES: &[&str] = &[
 ];
 
 /// `security_opt` keys Docker knows.
-const SECURITY_OPTS: &[&str] = &[
+pub const SECURITY_OPTS: &[&str] = &[
     "apparmor",
     "label",
     "no-new-privileges",

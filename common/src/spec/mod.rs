@@ -271,8 +271,9 @@ fn labels(
         .iter()
         .filter_map(|(key, value)| {
             let path = format!("/labels/{}", fields::segment(key));
-            let checked = if key.is_empty() || key.len() > NAME_LEN || key.contains('\0') {
-                Err(format!("a label name must be 1 to {NAME_LEN} bytes"))
+            let checked = if key.is_empty() || key.chars().count() > NAME_LEN || key.contains('\0')
+            {
+                Err(format!("a label name must be 1 to {NAME_LEN} characters"))
             } else if key.starts_with("flotilla.") {
                 Err("is reserved (flotilla.* labels are the agent's)".into())
             } else {

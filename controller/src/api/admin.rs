@@ -13,11 +13,20 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+/// A username as `clients::check_username` takes it (the document's item
+/// schema where usernames are listed).
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$")]
+#[allow(dead_code)]
+pub struct Username(String);
+
 /// A client to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
-    /// The user the client belongs to; created when new.
+    /// The user the client belongs to; created when new
+    /// (`clients::check_username`).
+    #[schema(pattern = r"^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
     /// Whether the client sees and manages everything.
     #[serde(default)]
@@ -66,14 +75,16 @@ pub async fn list(
     Ok(Json(clients::list(&state.store)?))
 }
 
-/// Revokes a client: its tokens stop working at once.
+/// Revokes a client: its tokens stop working at once. An admin cannot
+/// revoke the client it calls with (403), so the last admin never locks
+/// everyone out; another admin client revokes it.
 #[utoipa::path(delete, path = "/v3/admin/clients/{client_id}", tag = "admin",
     security(("bearer" = [])),
     params(("client_id" = String, Path, description = "Client id")),
     responses(
         (status = 200, description = "Client revoked", body = ClientInfo),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 403, description = "Not an admin, or the caller's own client", body = ErrorBody),
         (status = 404, description = "No such client", body = ErrorBody),
     ))]
 pub async fn revoke(
@@ -82,6 +93,12 @@ pub async fn revoke(
     ApiPath(client_id): ApiPath<String>,
 ) -> ApiResult<Json<ClientInfo>> {
     operator.require_admin("client management")?;
+    if client_id == operator.client_id {
+        return Err(ApiError::forbidden(
+            "a client cannot revoke itself; revoke it with another admin client",
+        )
+        .context(json!({ "client_id": client_id })));
+    }
     let revoked = clients::revoke(&state.store, &client_id)?
         .ok_or_else(|| ApiError::not_found("client_id", &client_id))?;
     state.store.flush().await?;

@@ -25,10 +25,13 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     /// Lifetime in seconds (default 86400, at most 30 days).
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub ttl_secs: Option<u64>,
     /// How many VMs may enroll with it (default 1, at most 10000).
+    #[schema(minimum = 1, maximum = 10_000)]
     pub max_uses: Option<u32>,
-    /// Pin the enrolled agents to this stack's configuration `flag`.
+    /// Pin the enrolled agents to this stack's configuration `flag`
+    /// (both or neither).
     pub stack_id: Option<String>,
     pub flag: Option<String>,
     /// The pool the agents join (default `default`; for a pinned token,
@@ -221,6 +224,7 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A pool the caller may not use, or `replace` without admin rights", body = ErrorBody),
         (status = 404, description = "No such stack, flag or pool", body = ErrorBody),
+        (status = 409, description = "A `pool` other than the one the pinned configuration runs in", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -257,8 +261,7 @@ pub async fn create_join_token(
                 .ok_or_else(|| ApiError::not_found("flag", &flag))?;
             let pool = version.pool_of(&flag).to_owned();
             if request.pool.as_ref().is_some_and(|asked| *asked != pool) {
-                return Err(ApiError::bad_request(
-                    "invalid_field",
+                return Err(ApiError::conflict(
                     format!("{flag} of stack {stack_id} runs in pool {pool}; a token pinned to it joins that pool"),
                 )
                 .context(json!({"path": "pool", "pool": pool})));
@@ -380,6 +383,7 @@ pub async fn list_agents(
 
 /// Which agents to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AgentsQuery {
     /// Include revoked agents (removed from the fleet).
     #[serde(default)]
@@ -468,6 +472,7 @@ pub struct DrainRequest {
     /// Stop waiting for replacements after this many seconds (at most 7
     /// days): the agent's containers stop then even if their replacements
     /// do not run. Default: wait for the replacements.
+    #[schema(minimum = 1, maximum = 604_800)]
     pub deadline_secs: Option<u64>,
 }
 

@@ -18,11 +18,15 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StsQuery {
-    /// The stack the VM belongs to.
+    /// The stack the VM belongs to. Both are required and not empty (the
+    /// handler refuses them together, in the alm-agent's words).
+    #[param(required = true, min_length = 1)]
     pub stack_id: Option<String>,
     /// The cloud service the credentials are for (the alm-agent asks for
     /// `logs`).
+    #[param(required = true, min_length = 1)]
     pub service: Option<String>,
 }
 
@@ -74,9 +78,13 @@ pub async fn sts(
     }))
 }
 
+/// Both are required and not empty (refused together by the handler).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigQuery {
+    #[param(required = true, min_length = 1)]
     pub stack_id: Option<String>,
+    #[param(required = true, min_length = 1)]
     pub flag: Option<String>,
 }
 
@@ -85,17 +93,22 @@ pub struct ConfigQuery {
 pub struct AlmStatus {
     pub stack_id: String,
     #[serde(default)]
+    #[schema(pattern = r"^([A-Za-z0-9._:-]{1,128})?$")]
     pub agent_id: Option<String>,
-    /// The VM's instance id; when empty, `agent_id` names the VM instead.
+    /// The VM's instance id; when empty, the agent pinned to the stack,
+    /// else `agent_id` names the VM (409 when none of them does).
     #[serde(default)]
+    #[schema(pattern = r"^([A-Za-z0-9._:-]{1,128})?$")]
     pub instance_id: String,
     /// The configuration the VM runs, when the agent says; its
     /// `instance_count` then bounds the ids reported for it (else the
     /// stack's total).
     #[serde(default)]
     pub flag: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,32}$")]
     pub status: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub message: Option<String>,
 }
 
@@ -257,6 +270,12 @@ fn check_report(report: &AlmStatus, id: &str) -> ApiResult<()> {
             ApiError::bad_request("invalid_field", "status must be a short word")
                 .context(json!({"path": "status"})),
         );
+    }
+    if id.is_empty() {
+        return Err(ApiError::conflict(
+            "no instance named: give instance_id (no single agent is pinned to the stack, and no agent_id)",
+        )
+        .context(json!({"path": "instance_id"})));
     }
     if !crate::fleet::enroll::valid_instance_id(id) {
         return Err(ApiError::bad_request(

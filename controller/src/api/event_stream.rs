@@ -99,6 +99,16 @@ fn to_sse(event: &EventRecord) -> Event {
         .data(serde_json::to_string(event).unwrap_or_else(|_| "{}".into()))
 }
 
+/// One event of the stream as the document describes it: `id` and
+/// `event` name it, `data` is the event as JSON text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    pub id: String,
+    pub event: String,
+    pub data: String,
+}
+
 /// The SSE response: events matching `filter` after `after`, then live.
 pub fn follow(
     state: AppState,

@@ -22,42 +22,64 @@ use utoipa::{IntoParams, ToSchema};
 /// A spot-termination notice from a VM.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SpotShutdown {
-    /// Required, except with an agent's own REST token.
+    /// Required (403 without it), except with an agent's own REST token.
     #[serde(default)]
     pub stack_id: String,
     /// The VM; when empty (the alm-agent without a metadata service), the
-    /// one agent pinned to the stack.
+    /// one agent pinned to the stack (409 when there is not exactly one).
     #[serde(default)]
+    #[schema(pattern = r"^([A-Za-z0-9._:-]{1,128})?$")]
     pub instance_id: String,
     /// Flotilla agents: the notice's lifecycle report id, so the notice is
     /// recorded once when it also arrives over the fleet link.
     pub notice_id: Option<u64>,
-    /// `aws`, `gcp` or `azure`.
+    /// `aws`, `gcp` or `azure`: a short name.
+    #[schema(pattern = r"^[A-Za-z0-9-]{0,32}$")]
     pub cloud: Option<String>,
     /// `terminate` (default), `stop`, `hibernate`, `preempt` or `maintenance`.
+    #[schema(value_type = Option<NoticeAction>)]
     pub action: Option<String>,
     /// When the cloud acts (RFC 3339).
+    #[schema(format = DateTime)]
     pub time: Option<String>,
+}
+
+/// What the cloud does to the VM (document only: the handler checks the
+/// string against the same list).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum NoticeAction {
+    Terminate,
+    Stop,
+    Hibernate,
+    Preempt,
+    Maintenance,
 }
 
 /// A container status change reported by a VM.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ContainerStatusReport {
     pub stack_id: String,
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub instance_id: String,
     /// `starting`, `updating`, `restarting`, `running`, `stopping`,
-    /// `terminated`, `start-failure`, `app-crashed` or `probe-failure`.
+    /// `terminated`, `start-failure`, `app-crashed` or `probe-failure`
+    /// (the document lists `ContainerStatus::ALL`).
     pub status: String,
     /// The configuration's flag, when the agent knows it.
     pub flag: Option<String>,
     pub exit_code: Option<i64>,
     /// Free text, at most 1024 characters.
+    #[schema(max_length = 1024)]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only events after this event id.
+    /// Only events after this event id (event ids stay below 2^63).
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub since: Option<u64>,
     pub stack_id: Option<String>,
     pub instance_id: Option<String>,
@@ -65,12 +87,33 @@ pub struct EventsQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
-    /// At most this many events (default 1000, at most 10000).
+    /// At most this many events (default 1000); outside 1..=10000 it is
+    /// refused (400).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Stream the events (Server-Sent Events) and keep streaming new ones;
     /// also chosen by `Accept: text/event-stream`. Resumes after the
     /// `Last-Event-ID` header when given.
     pub follow: Option<bool>,
+}
+
+/// Events a list answers with when no `limit` is given.
+const DEFAULT_LIMIT: usize = 1000;
+/// Most events one list answers with.
+const MAX_LIMIT: usize = 10_000;
+
+/// The `limit` of a list: the default when absent, refused (400) outside
+/// `1..=MAX_LIMIT`, as the document declares, rather than silently clamped.
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1..={MAX_LIMIT}"),
+        )
+        .context(json!({ "path": "limit", "limit": MAX_LIMIT }))),
+    }
 }
 
 fn check_instance_id(instance_id: &str) -> ApiResult<()> {
@@ -118,8 +161,9 @@ fn agent_stack(state: &AppState, caller: &AgentCaller, stack_id: &str) -> ApiRes
         (status = 202, description = "Recorded"),
         (status = 400, description = "Missing or invalid field, malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The token belongs to another stack or user, or may not act on that agent", body = ErrorBody),
+        (status = 403, description = "The token belongs to another stack or user, or may not act on that agent; `stack_id` left out by other than an agent's token", body = ErrorBody),
         (status = 404, description = "No such stack", body = ErrorBody),
+        (status = 409, description = "`instance_id` left out and not exactly one agent pinned to the stack", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor form-encoded", body = ErrorBody),
     ))]
@@ -142,23 +186,20 @@ pub async fn spot_shutdown(
         NoticeCaller::Other(caller) => caller,
     };
     if notice.stack_id.is_empty() {
-        return Err(
-            ApiError::bad_request("invalid_field", "stack_id is required")
-                .context(json!({ "path": "stack_id" })),
-        );
+        return Err(ApiError::forbidden(
+            "stack_id is required: only an agent's own token may leave it out",
+        )
+        .context(json!({ "path": "stack_id" })));
     }
     let stack = agent_stack(&state, &caller, &notice.stack_id)?;
     let mut notice = notice;
     if notice.instance_id.is_empty() {
         notice.instance_id = super::almagent::pinned_instance(&state, &stack.stack_id)?
             .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_field",
-                    format!(
-                        "instance_id is required: no single agent is pinned to stack {}",
-                        stack.stack_id
-                    ),
-                )
+                ApiError::conflict(format!(
+                    "instance_id is required: no single agent is pinned to stack {}",
+                    stack.stack_id
+                ))
                 .context(json!({ "path": "instance_id" }))
             })?;
     }
@@ -393,7 +434,10 @@ pub(super) async fn record_report(
     security(("bearer" = [])),
     params(EventsQuery),
     responses(
-        (status = 200, description = "Events, oldest first (JSON), or a text/event-stream", body = Vec<EventRecord>),
+        (status = 200, description = "Events, oldest first (JSON), or a text/event-stream with `follow`", content(
+            (Vec<EventRecord> = "application/json"),
+            (super::event_stream::StreamEvent = "text/event-stream"),
+        )),
         (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot read events", body = ErrorBody),
@@ -404,6 +448,16 @@ pub async fn list(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
+    if query
+        .since
+        .is_some_and(|since| i64::try_from(since).is_err())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "since must be an event id, at most 9223372036854775807",
+        )
+        .context(json!({ "path": "since" })));
+    }
     let wants_stream = query.follow.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -455,7 +509,26 @@ pub async fn list(
         instance_id: query.instance_id,
         kind: query.kind,
         stacks,
-        limit: query.limit.unwrap_or(1000).clamp(1, 10_000),
+        limit: page_limit(query.limit)?,
     };
     Ok(Json(state.store.events(&filter)?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{page_limit, DEFAULT_LIMIT, MAX_LIMIT};
+
+    #[test]
+    fn list_limits_table() {
+        let cases = [
+            (None, Some(DEFAULT_LIMIT)),
+            (Some(1), Some(1)),
+            (Some(MAX_LIMIT), Some(MAX_LIMIT)),
+            (Some(0), None),
+            (Some(MAX_LIMIT + 1), None),
+        ];
+        for (asked, expected) in cases {
+            assert_eq!(page_limit(asked).ok(), expected, "{asked:?}");
+        }
+    }
 }

@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -39,6 +38,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
         })
     }
 }
+use serde_json::{json, Value};
 
 /// A query string, rejected with the error shape.
 #[derive(FromRequestParts)]
@@ -120,6 +120,32 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
     })
 }
 
+/// Numbers written with a fraction of zero (`231.0`) become integers, as
+/// JSON Schema counts them (`{"type": "integer"}` admits `231.0`), so a
+/// field the document declares an integer takes them too.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let Some(float) = number.as_f64() else {
+                return;
+            };
+            if float.fract() != 0.0 {
+                return;
+            }
+            // The casts are exact: the bounds are checked first, and a
+            // float with no fraction converts without rounding.
+            if (0.0..18_446_744_073_709_551_616.0).contains(&float) {
+                *value = Value::from(float as u64);
+            } else if (i64::MIN as f64..0.0).contains(&float) {
+                *value = Value::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(members) => members.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
 /// Parses JSON, naming the path of the value that did not fit.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -130,10 +156,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     // Syntax first (the whole document, trailing bytes included), so a
     // malformed body is reported as such rather than as a missing field.
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+    let mut document: Value = serde_json::from_slice(bytes)
         .map_err(|err| ApiError::bad_request("malformed_json", format!("malformed JSON: {err}")))?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    whole_numbers(&mut document);
+    let value = serde_path_to_error::deserialize(document).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_data() {
@@ -207,5 +233,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
             BodyKind::Json => parse_json(&bytes).map(JsonOrForm),
             BodyKind::Form => parse_form(&bytes).map(JsonOrForm),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_numbers;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn whole_floats_become_integers() {
+        let cases = [
+            (json!(231.0), json!(231)),
+            (json!(-4.0), json!(-4)),
+            (json!(0.0), json!(0)),
+            (json!(-0.0), json!(0)),
+            (json!(1.5), json!(1.5)),
+            (json!(1e300), json!(1e300)),
+            (json!(7), json!(7)),
+            (
+                json!({"a": [2.0, "x", {"b": 3.0}]}),
+                json!({"a": [2, "x", {"b": 3}]}),
+            ),
+        ];
+        for (mut value, want) in cases {
+            whole_numbers(&mut value);
+            assert_eq!(value, want);
+            assert_eq!(value.is_f64(), want.is_f64(), "{want}");
+        }
+        let mut big = Value::from(18_446_744_073_709_551_616.0_f64);
+        whole_numbers(&mut big);
+        assert!(big.is_f64(), "past u64 stays a float");
     }
 }

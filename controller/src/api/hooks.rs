@@ -14,19 +14,38 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+/// Longest hook URL.
+const MAX_URL: usize = 2048;
+/// Most event types one subscription names.
+const MAX_EVENTS: usize = 64;
+
 /// A subscription request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHook {
-    /// Where deliveries go (`http://` or `https://`).
+    /// Where deliveries go: `http://` or `https://`, a host, then
+    /// printable ASCII only (the pattern is what [`url_ok`] checks; whether
+    /// the target may be delivered to is the 403 `webhook_target_refused`).
+    #[schema(
+        pattern = r##"^https?://[!"$-.0->@-~]+([/?#][!-~]*)?$"##,
+        max_length = 2048
+    )]
     pub url: String,
     /// Event types (`spot.shutdown`, `stack.status`, `container.status`,
     /// ...); empty or absent for every type.
     #[serde(default)]
+    #[schema(max_items = 64, inline, value_type = Vec<EventType>)]
     pub events: Vec<String>,
     /// Only this stack's events.
     pub stack_id: Option<String>,
 }
+
+/// An event type a subscription names: the document's item schema for
+/// `events` (the handler reads plain strings and checks [`event_ok`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(pattern = r"^[a-z0-9._-]{1,64}$")]
+pub struct EventType(String);
 
 /// A subscription as listed (without its secret).
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,28 +98,39 @@ fn invalid(path: &str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_field", message).context(json!({ "path": path }))
 }
 
+/// Whether `url` has the shape the document's pattern describes.
+fn url_ok(url: &str) -> bool {
+    let printable = |c: char| c.is_ascii_graphic();
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    url.len() <= MAX_URL && !authority.is_empty() && rest.chars().all(printable)
+}
+
+/// Whether `kind` is an event type as the document's pattern describes.
+fn event_ok(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
 fn check(request: &CreateHook) -> ApiResult<()> {
-    let url = request.url.trim();
-    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-    let host_ok = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
-        .is_some_and(|host| !host.is_empty());
-    if !scheme_ok || !host_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+    if !url_ok(&request.url) {
         return Err(invalid(
             "url",
-            "url must be an http:// or https:// URL of at most 2048 characters",
+            "url must be an http:// or https:// URL of printable ASCII, at most 2048 characters",
         ));
     }
-    if request.events.len() > 64 {
+    if request.events.len() > MAX_EVENTS {
         return Err(invalid("events", "at most 64 event types"));
     }
     for (i, kind) in request.events.iter().enumerate() {
-        let ok = (1..=64).contains(&kind.len())
-            && kind.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-            });
-        if !ok {
+        if !event_ok(kind) {
             return Err(invalid(
                 &format!("events/{i}"),
                 "event types are lower-case words joined by dots, like spot.shutdown",
@@ -124,9 +154,9 @@ fn owned_hook(state: &AppState, operator: &Operator, id: &str) -> ApiResult<Hook
     request_body(content = CreateHook, content_type = "application/json"),
     responses(
         (status = 201, description = "Subscribed; the secret is shown this once", body = NewHook),
-        (status = 400, description = "Invalid field or malformed body; webhook_target_refused for an internal target", body = ErrorBody),
+        (status = 400, description = "Invalid field or malformed body", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A stack token cannot subscribe", body = ErrorBody),
+        (status = 403, description = "A stack token cannot subscribe; `webhook_target_refused` for a target that does not resolve or is internal", body = ErrorBody),
         (status = 404, description = "No such stack", body = ErrorBody),
         (status = 409, description = "Too many subscriptions", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
@@ -138,10 +168,13 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateHook>,
 ) -> ApiResult<(StatusCode, Json<NewHook>)> {
     check(&request)?;
-    crate::hook_targets::check_url(request.url.trim(), state.settings.webhook_allow_private)
+    // A well-formed URL whose target policy forbids (or that does not
+    // resolve) is refused, not malformed: 403.
+    crate::hook_targets::check_url(&request.url, state.settings.webhook_allow_private)
         .await
         .map_err(|why| {
-            ApiError::bad_request(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
                 "webhook_target_refused",
                 format!("the hook URL is refused: {why}"),
             )
@@ -165,7 +198,7 @@ pub async fn create(
         user_id: operator.user_id.clone(),
         admin: operator.admin,
         client_id: Some(operator.client_id.clone()),
-        url: request.url.trim().to_owned(),
+        url: request.url.clone(),
         events: request.events,
         stack_id: request.stack_id,
         secret: flotilla_common::ids::random_alphanumeric(40),
@@ -246,4 +279,46 @@ pub async fn deliveries(
 ) -> ApiResult<Json<Vec<DeliveryRecord>>> {
     let hook = owned_hook(&state, &operator, &hook_id)?;
     Ok(Json(state.store.deliveries(&hook.id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_ok, url_ok};
+
+    #[test]
+    fn hook_urls_table() {
+        let cases = [
+            ("http://example.com/hook", true),
+            ("https://example.com:8443/a?b=c#d", true),
+            ("https://example.com", true),
+            ("https://example.com?x", true),
+            ("ftp://example.com/", false),
+            ("http://", false),
+            ("http:///path", false),
+            (" http://example.com/", false),
+            ("http://example.com/ ", false),
+            ("http://exa mple.com/", false),
+            ("http://ex\u{e4}mple.com/", false),
+            ("http://example.com/\n", false),
+        ];
+        for (url, ok) in cases {
+            assert_eq!(url_ok(url), ok, "{url:?}");
+        }
+        assert!(!url_ok(&format!("http://a/{}", "x".repeat(2048))));
+    }
+
+    #[test]
+    fn event_types_table() {
+        for (kind, ok) in [
+            ("spot.shutdown", true),
+            ("container.status", true),
+            ("a-b_c.9", true),
+            ("", false),
+            ("Spot", false),
+            ("spot shutdown", false),
+        ] {
+            assert_eq!(event_ok(kind), ok, "{kind:?}");
+        }
+        assert!(!event_ok(&"a".repeat(65)));
+    }
 }

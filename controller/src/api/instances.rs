@@ -19,12 +19,14 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlagQuery {
     /// One configuration; all of the stack's on the instance when absent.
     pub flag: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// One configuration; the first of the stack's on the instance when absent.
     pub flag: Option<String>,

@@ -18,9 +18,11 @@ pub mod follows;
 pub mod hooks;
 pub mod instances;
 pub mod limits;
+pub mod openapi;
 pub mod pools;
 pub mod rate_limit;
 pub mod report_rules;
+pub mod schemas;
 pub mod stacks;
 pub mod state;
 pub mod templates;
@@ -30,13 +32,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
 use error::ApiError;
+use openapi::BearerAuth;
 use serde::Serialize;
 use serde_json::json;
 use state::AppState;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,18 +53,6 @@ use utoipa_axum::routes;
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
 
 /// Health of the controller, for load balancers and `systemctl status`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -212,8 +202,13 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The generated OpenAPI document (also served at `/v3/openapi.json`).
+/// Modifiers that touch every operation run here, after the routes have
+/// added theirs (`ApiDoc`'s own modifiers run before any route exists).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().split_for_parts().1
+    let mut doc = documented_routes().split_for_parts().1;
+    utoipa::Modify::modify(&openapi::MalformedParameters, &mut doc);
+    utoipa::Modify::modify(&openapi::RateLimits, &mut doc);
+    doc
 }
 
 /// This API's OpenAPI 3 document, generated from the handlers.
@@ -221,7 +216,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
 async fn openapi_json() -> Json<&'static serde_json::Value> {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    Json(DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default()))
+    Json(DOC.get_or_init(document))
+}
+
+/// The served document: [`openapi`] with the schemas the derive macros
+/// cannot state ([`schemas::install`]).
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    schemas::install(&mut doc);
+    doc
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -19,14 +19,19 @@ use utoipa::ToSchema;
 /// Most users one pool lists.
 const MAX_USERS: usize = 1000;
 
-/// A pool to create, or a pool's new users and policy.
+/// A pool to create, or a pool's new users and policy. The document's
+/// `CreatePool` is this with `name` required (`schemas::install`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolRequest {
-    /// Required on create; on update, when given, must be the path's.
+    /// 1-63 lowercase letters, digits or '-', starting with a letter or
+    /// digit (`pools::valid_name`). Required on create; on update, when
+    /// given, the path's name (a pool cannot be renamed: 409).
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: Option<String>,
     /// Usernames that may place stacks here and create its join tokens.
     #[serde(default)]
+    #[schema(max_items = 1000, inline, value_type = Vec<super::admin::Username>)]
     pub users: Vec<String>,
     /// What containers here may ask of the host; everything is refused
     /// unless allowed.
@@ -76,17 +81,17 @@ fn view(state: &AppState, pool: PoolRecord) -> ApiResult<PoolView> {
 }
 
 /// Checks the users and policy of a request; every problem is listed.
-fn check(request: &PoolRequest) -> ApiResult<()> {
+fn check(users: &[String], policy: &Policy) -> ApiResult<()> {
     let mut problems: Vec<(String, String)> = Vec::new();
-    if request.users.len() > MAX_USERS {
+    if users.len() > MAX_USERS {
         problems.push(("/users".into(), format!("at most {MAX_USERS} users")));
     }
-    for (index, user) in request.users.iter().enumerate() {
+    for (index, user) in users.iter().enumerate() {
         if let Err(message) = crate::auth::clients::check_username(user) {
             problems.push((format!("/users/{index}"), message));
         }
     }
-    for problem in request.policy.problems() {
+    for problem in policy.problems() {
         problems.push((format!("/policy{}", problem.path), problem.message));
     }
     if problems.is_empty() {
@@ -132,7 +137,8 @@ fn dedup(mut users: Vec<String>) -> Vec<String> {
 /// Creates a pool (admin).
 #[utoipa::path(post, path = "/v3/alm/pools", tag = "pools",
     security(("bearer" = [])),
-    request_body(content = PoolRequest, content_type = "application/json"),
+    request_body(content = PoolRequest, content_type = "application/json",
+        description = "`CreatePool`: `name` is required"),
     responses(
         (status = 201, description = "Pool created", body = PoolView),
         (status = 400, description = "Invalid name, user or policy, or malformed body", body = ErrorBody),
@@ -156,7 +162,7 @@ pub async fn create(
         )
         .context(json!({ "path": "/name" })));
     }
-    check(&request)?;
+    check(&request.users, &request.policy)?;
     let now = clock::now_ms();
     let pool = PoolRecord {
         name: name.clone(),
@@ -254,7 +260,7 @@ fn blocked(message: &str, blockers: Vec<Blocker>) -> ApiError {
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "Stacks in the pool stand in the way", body = ErrorBody),
+        (status = 409, description = "Stacks in the pool stand in the way, or a `name` other than the path's", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -266,12 +272,10 @@ pub async fn update(
 ) -> ApiResult<Json<PoolView>> {
     operator.require_admin("changing a pool")?;
     if request.name.as_ref().is_some_and(|n| *n != name) {
-        return Err(
-            ApiError::bad_request("invalid_field", "a pool cannot be renamed")
-                .context(json!({ "path": "/name" })),
-        );
+        return Err(ApiError::conflict("a pool cannot be renamed")
+            .context(json!({ "path": "/name", "pool": name })));
     }
-    check(&request)?;
+    check(&request.users, &request.policy)?;
     let old = state
         .store
         .pool(&name)?

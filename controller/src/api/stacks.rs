@@ -56,6 +56,7 @@ pub struct DeleteResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Include stacks whose deletion completed.
     #[serde(default)]

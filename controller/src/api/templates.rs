@@ -41,20 +41,27 @@ pub struct VersionInfo {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VersionsQuery {
-    /// The id returned when the template was applied.
+    /// The id returned when the template was applied. Required: the
+    /// handler refuses it missing or empty (400) with its own message.
+    #[param(required = true, min_length = 1)]
     pub template_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DescribeQuery {
     /// A version id; empty or `latest` for the newest.
     pub version_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlagQuery {
-    /// The `flag` of a configuration in the template.
+    /// The `flag` of a configuration in the template; required and not
+    /// empty (the handler says so in its own words).
+    #[param(required = true, min_length = 1)]
     pub flag: Option<String>,
 }
 
@@ -65,13 +72,22 @@ pub struct VersionRef {
 }
 
 /// Compare request: exactly one of `id` (two template versions) or `body`
-/// (two template bodies, as objects or JSON strings).
+/// (two template bodies; JSON text holding one is taken too). The "one
+/// of" is added to the document by `schemas::install`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CompareRequest {
+    /// Two items, each `{"<template_id>": {"version": "<version_id>"}}`.
+    #[schema(min_items = 2, max_items = 2, value_type = Option<Vec<VersionItem>>)]
     pub id: Option<Vec<std::collections::BTreeMap<String, VersionRef>>>,
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(min_items = 2, max_items = 2, value_type = Option<Vec<Object>>)]
     pub body: Option<Vec<Value>>,
 }
+
+/// One side of an `id` compare: exactly one template id and its version
+/// (document only; the handler reads a map and checks it has one entry).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VersionItem(std::collections::BTreeMap<String, VersionRef>);
 
 /// Compare answer: both bodies and what changed between them.
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,6 +114,39 @@ fn invalid(problems: Vec<validate::Problem>) -> ApiError {
             context: json!({ "path": problem.path }),
         })
         .collect();
+    error
+}
+
+/// Checks a template body: a malformed one is 400 with every problem
+/// (repeated flags too); a well-formed one that names a configuration
+/// twice is 409 `duplicate_flag`, each repeat with its pointer.
+fn check_template(body: &Value) -> ApiResult<()> {
+    let repeats = validate::repeated_flags(body);
+    if let Err(mut problems) = validate::validate(body) {
+        problems.extend(repeats);
+        return Err(invalid(problems));
+    }
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    Err(refused(
+        invalid(repeats),
+        StatusCode::CONFLICT,
+        "duplicate_flag",
+        json!({}),
+    ))
+}
+
+/// `error` (from [`invalid`]) as a refusal of a well-formed body: another
+/// status and code, and `extra` added to every context.
+fn refused(mut error: ApiError, status: StatusCode, code: &str, extra: Value) -> ApiError {
+    error.status = status;
+    for detail in &mut error.errors {
+        detail.code = code.into();
+        if let (Some(context), Some(extra)) = (detail.context.as_object_mut(), extra.as_object()) {
+            context.extend(extra.clone());
+        }
+    }
     error
 }
 
@@ -128,9 +177,11 @@ pub(super) fn latest_version(state: &AppState, stack: &StackRecord) -> ApiResult
         })
 }
 
-/// Refuses (400, each with its pointer and the limit) container sections
-/// larger than `max_container_section`: whatever the stacks, no placement
-/// grows past what the fleet link carries.
+/// Refuses (403 `container_section_too_large`, each with its pointer and
+/// the limit) container sections larger than `max_container_section`:
+/// whatever the stacks, no placement grows past what the fleet link
+/// carries. A well-formed section over the operator's limit is refused by
+/// policy, not malformed (the document bounds each value, not the total).
 fn check_sizes(state: &AppState, body: &Value) -> ApiResult<()> {
     let limit = state.settings.max_container_section;
     let problems: Vec<validate::Problem> = template::configurations(body)
@@ -147,10 +198,14 @@ fn check_sizes(state: &AppState, body: &Value) -> ApiResult<()> {
         })
         .collect();
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(invalid(problems))
+        return Ok(());
     }
+    Err(refused(
+        invalid(problems),
+        StatusCode::FORBIDDEN,
+        "container_section_too_large",
+        json!({ "limit": limit }),
+    ))
 }
 
 /// Resolves the pool of every configuration of a (valid) body for the
@@ -319,7 +374,9 @@ pub(super) fn running_in_pool(state: &AppState, pool: &str) -> ApiResult<Vec<Run
         (status = 201, description = "Stack created", body = ApplyResponse),
         (status = 400, description = "Malformed JSON or an invalid template (every problem listed)", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A stack token cannot apply templates", body = ErrorBody),
+        (status = 403, description = "A stack token cannot apply templates; a pool the owner may not use; `policy_denied`; `container_section_too_large`", body = ErrorBody),
+        (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 409, description = "`duplicate_flag`: two configurations with one flag", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -328,7 +385,7 @@ pub async fn apply(
     operator: Operator,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
-    validate::validate(&body).map_err(invalid)?;
+    check_template(&body)?;
     check_sizes(&state, &body)?;
     let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
     check_policies(&state, &body, &pools)?;
@@ -399,9 +456,9 @@ pub async fn apply(
         (status = 202, description = "New version stored, update in progress", body = ApplyResponse),
         (status = 400, description = "Malformed JSON or an invalid template", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A stack token cannot update templates", body = ErrorBody),
-        (status = 404, description = "No such template", body = ErrorBody),
-        (status = 409, description = "The stack is being deleted", body = ErrorBody),
+        (status = 403, description = "A stack token cannot update templates; a pool the owner may not use; `policy_denied`; `container_section_too_large`", body = ErrorBody),
+        (status = 404, description = "No such template or pool", body = ErrorBody),
+        (status = 409, description = "The stack is being deleted; `duplicate_flag`", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -412,7 +469,7 @@ pub async fn update(
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     let stack = load_owned_stack(&state, &operator, &template_id)?;
-    validate::validate(&body).map_err(invalid)?;
+    check_template(&body)?;
     check_sizes(&state, &body)?;
     // The pools are resolved for the stack's owner, whoever updates it.
     let owner_admin = operator.admin && operator.user_id == stack.user_id;
@@ -598,13 +655,16 @@ fn compare_side(
 
 fn body_side(index: usize, item: Value) -> ApiResult<Value> {
     match item {
-        Value::String(text) => serde_json::from_str(&text).map_err(|err| {
-            ApiError::bad_request(
+        // Clients of the reference send bodies as JSON text too; the text
+        // must hold an object, as a template is one.
+        Value::String(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(body)) => Ok(Value::Object(body)),
+            _ => Err(ApiError::bad_request(
                 "invalid_field",
-                format!("body[{index}] is not a JSON template: {err}"),
+                format!("body[{index}] is not a JSON template (an object)"),
             )
-            .context(json!({ "path": format!("body[{index}]") }))
-        }),
+            .context(json!({ "path": format!("body[{index}]") }))),
+        },
         Value::Object(_) => Ok(item),
         other => Err(ApiError::bad_request(
             "invalid_field",

@@ -13,14 +13,25 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Token request (JSON or form-encoded). Fields are optional here so a
-/// missing one gets the OAuth error `invalid_request`, not a parse error.
+/// missing one gets the OAuth error `invalid_request`, not a parse error;
+/// the document says they are required, which is what the handler checks.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// Always `client_credentials`.
+    #[schema(value_type = GrantType, required = true)]
     pub grant_type: Option<String>,
     /// An API client id, or a stack id (then the secret is its `auth_token`).
+    #[schema(value_type = String, required = true)]
     pub client_id: Option<String>,
+    #[schema(value_type = String, required = true)]
     pub client_secret: Option<String>,
+}
+
+/// The one grant type served (anything else is `unsupported_grant_type`).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
 }
 
 /// An issued token.
@@ -35,8 +46,10 @@ pub struct TokenResponse {
 
 /// Exchanges client credentials for an access token.
 #[utoipa::path(post, path = "/v3/access_token", tag = "auth",
-    request_body(content = TokenRequest, content_type = "application/json",
-        description = "Also accepted form-encoded, as the alm-agent sends it"),
+    request_body(content(
+        (TokenRequest = "application/json"),
+        (TokenRequest = "application/x-www-form-urlencoded"),
+    ), description = "JSON, or form-encoded as the alm-agent sends it"),
     responses(
         (status = 200, description = "Token issued", body = TokenResponse),
         (status = 400, description = "Missing field, malformed body or `unsupported_grant_type`", body = ErrorBody),

@@ -113,17 +113,8 @@ pub fn validate(body: &Value) -> Result<(), Vec<Problem>> {
             "configurations must hold at least one configuration",
         ),
         Some(Value::Array(configs)) => {
-            let mut seen: HashMap<String, usize> = HashMap::new();
             for (index, config) in configs.iter().enumerate() {
-                let path = format!("/configurations/{index}");
-                if let Some(flag) = configuration(&mut check, config, &path) {
-                    if let Some(first) = seen.insert(flag.clone(), index) {
-                        check.report(
-                            &format!("{path}/flag"),
-                            format!("flag {flag:?} is already used by /configurations/{first}; flags must be unique"),
-                        );
-                    }
-                }
+                configuration(&mut check, config, &format!("/configurations/{index}"));
             }
         }
         Some(other) => check.report(
@@ -136,6 +127,29 @@ pub fn validate(body: &Value) -> Result<(), Vec<Problem>> {
     } else {
         Err(check.problems)
     }
+}
+
+/// Flags used by more than one configuration of a (valid) body, each at
+/// its repeat. Apart from [`validate`]: JSON Schema cannot say "unique by
+/// flag", so a repeat in a well-formed body is a conflict (409), not a
+/// malformed body.
+pub fn repeated_flags(body: &Value) -> Vec<Problem> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut problems = Vec::new();
+    for (index, config) in super::configurations(body).iter().enumerate() {
+        let Some(flag) = config.get("flag").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(flag, index) {
+            problems.push(Problem {
+                path: format!("/configurations/{index}/flag"),
+                message: format!(
+                    "flag {flag:?} is already used by /configurations/{first}; flags must be unique"
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// Checks one configuration; returns its flag when it has a usable one.
@@ -254,11 +268,29 @@ mod tests {
                 "/configurations/0/container/environment_variables/OK",
                 "/configurations/1/role",
                 "/configurations/1/provision/instance_count",
-                "/configurations/1/flag",
                 "/configurations/2",
             ]
         );
-        assert!(problems[8].message.contains("unique"), "{:?}", problems[8]);
+    }
+
+    #[test]
+    fn repeated_flags_are_found_at_each_repeat() {
+        let config =
+            |flag: &str| json!({"role": "web", "flag": flag, "provision": {"instance_count": 1}});
+        let body = json!({"version": "1", "configurations": [config("a"), config("b"), config("a"), config("a")]});
+        assert_eq!(validate(&body), Ok(()), "well-formed");
+        let problems = repeated_flags(&body);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/configurations/2/flag", "/configurations/3/flag"]);
+        assert!(
+            problems[0].message.contains("/configurations/0"),
+            "{:?}",
+            problems[0]
+        );
+        assert!(repeated_flags(
+            &json!({"version": "1", "configurations": [config("a"), config("b")]})
+        )
+        .is_empty());
     }
 
     #[test]
