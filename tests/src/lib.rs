@@ -559,6 +559,25 @@ impl Api {
     }
 }
 
+/// Scrapes a `/metrics` endpoint: each sample's name (with its labels)
+/// and value. The text must be whole OpenMetrics (ending `# EOF`).
+pub async fn scrape(url: &str) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let response = reqwest::get(url).await?;
+    anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
+    let text = response.text().await?;
+    anyhow::ensure!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').context("name value")?;
+            Ok((name.to_owned(), value.parse().context("a number")?))
+        })
+        .collect()
+}
+
 /// A template whose one configuration wants `count` instances.
 pub fn web_template(count: u64, label: &str) -> Value {
     serde_json::json!({

@@ -3,29 +3,8 @@
 //! containers by status and outbox.
 
 use flotilla_tests::spot::enrolled_agent;
-use flotilla_tests::{web_template, AgentProcess, Api, ControllerProcess};
-use std::collections::HashMap;
+use flotilla_tests::{scrape, web_template, AgentProcess, Api, ControllerProcess};
 use std::time::Duration;
-
-fn parse(text: &str) -> HashMap<String, f64> {
-    assert!(
-        text.ends_with("# EOF\n"),
-        "OpenMetrics text ends with # EOF"
-    );
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|line| {
-            let (name, value) = line.rsplit_once(' ').expect("name value");
-            (name.to_owned(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
-async fn scrape(url: &str) -> anyhow::Result<HashMap<String, f64>> {
-    let response = reqwest::get(url).await?;
-    anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
-    Ok(parse(&response.text().await?))
-}
 
 /// The address the agent said its metrics listen on.
 fn metrics_address(agent: &AgentProcess) -> Option<String> {

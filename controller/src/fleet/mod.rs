@@ -6,7 +6,8 @@
 //! - [`tls`]: rustls/quinn server configuration (mutual TLS).
 //! - [`listener`]: accepts connections and routes them by ALPN.
 //! - [`enroll`]: join token + CSR → signed client certificate.
-//! - [`session`]: handshake, hello, desired-state pushes, acks, status reports.
+//! - [`session`]: handshake, hello, acks, status reports.
+//! - [`push`]: the session's writer; desired states in parts.
 //! - [`join_tokens`]: creating, listing and revoking join tokens.
 //! - [`registry`]: who is connected, last seen, and the push channels.
 //! - [`drain`]: cloud notices and operator drains on agent records.
@@ -16,6 +17,7 @@ pub mod enroll;
 pub mod join_tokens;
 pub mod listener;
 pub mod pki;
+pub mod push;
 pub mod registry;
 pub mod session;
 pub mod tls;
