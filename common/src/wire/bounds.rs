@@ -29,6 +29,11 @@ pub const MAX_DESIRED_BYTES: usize = 64 * 1024 * 1024;
 /// every placement accepted at apply fits in one frame.
 pub const PLACEMENT_OVERHEAD: usize = crate::policy::MAX_POLICY_BYTES + 64 * 1024;
 
+/// What a part's frame needs beyond its placement's text (length
+/// prefixes, tags, numbers): a placement of at most the frame cap less
+/// this always fits in one frame.
+pub const FRAME_SLACK: usize = 4 * 1024;
+
 /// Which bound a hello or heartbeat broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoundsError {

@@ -249,14 +249,28 @@ impl Placement {
     /// [`super::bounds::MAX_DESIRED_BYTES`] while assembling, and the
     /// scheduler against the same bound when placing.
     pub fn text_bytes(&self) -> usize {
-        self.stack_id.len()
-            + self.flag.len()
-            + self.version_id.len()
-            + self.spec_json.len()
-            + self.auth_token.len()
-            + self.pool.len()
-            + self.policy.text_bytes()
+        text_bytes(
+            &[
+                &self.stack_id,
+                &self.flag,
+                &self.version_id,
+                &self.spec_json,
+                &self.auth_token,
+                &self.pool,
+            ],
+            &self.policy,
+        )
     }
+}
+
+/// The bytes of text of a placement with these fields and policy: one
+/// measure for the scheduler (from its records) and the agent (from the
+/// wire).
+pub fn text_bytes(fields: &[&str], policy: &crate::policy::Policy) -> usize {
+    fields
+        .iter()
+        .map(|f| f.len())
+        .fold(policy.text_bytes(), usize::saturating_add)
 }
 
 impl std::fmt::Debug for Placement {
