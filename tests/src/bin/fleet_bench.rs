@@ -106,7 +106,9 @@ async fn run_agent(
         other => bail!("expected welcome, got {other:?}"),
     };
     drop(permit);
-    connected.wait().await;
+    // Heartbeats start at once: waiting for the others here would leave
+    // early agents silent past the lost timeout when connecting takes long.
+    tokio::spawn(async move { connected.wait().await });
     let mut beat = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
     beat.tick().await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
