@@ -77,8 +77,13 @@ pub(super) async fn write_loop(
     }
 }
 
-/// Sends one generation, part by part (one encoded part in memory at a
-/// time), giving up between parts when a newer generation is waiting.
+/// Frames of a generation are written in batches of about this many
+/// bytes: a small generation goes in one write, as one frame did, and a
+/// large one never holds more than this (and one part) in memory.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Sends one generation, part by part, giving up between batches when a
+/// newer generation is waiting.
 async fn send_generation(
     fleet: &Fleet,
     send: &mut quinn::SendStream,
@@ -91,6 +96,7 @@ async fn send_generation(
         .placements
         .iter()
         .map(|p| to_wire(p, tokens.get(p.stack_id.as_str()).cloned()));
+    let mut batch: Vec<u8> = Vec::new();
     for message in parts::pieces(current.generation, placements) {
         let payload = frame::encode(&message)?;
         if payload.len() > max {
@@ -106,15 +112,20 @@ async fn send_generation(
             let end = ControllerMessage::DesiredEnd {
                 generation: current.generation,
             };
-            frame::write(send, &end, max).await?;
+            frame::write(&mut batch, &end, max).await?;
+            send.write_all(&batch).await.map_err(std::io::Error::from)?;
             return Ok(Sent::Cut);
         }
-        let is_end = matches!(message, ControllerMessage::DesiredEnd { .. });
-        if !is_end && desired.has_changed().unwrap_or(false) {
-            return Ok(Sent::Overtaken);
+        if batch.len() + payload.len() > BATCH_BYTES && !batch.is_empty() {
+            send.write_all(&batch).await.map_err(std::io::Error::from)?;
+            batch.clear();
+            if desired.has_changed().unwrap_or(false) {
+                return Ok(Sent::Overtaken);
+            }
         }
-        frame::write_payload(send, &payload, max).await?;
+        frame::write_payload(&mut batch, &payload, max).await?;
     }
+    send.write_all(&batch).await.map_err(std::io::Error::from)?;
     Ok(Sent::Whole)
 }
 
