@@ -129,7 +129,21 @@ pub fn check(spec: &ContainerSpec, policy: &Policy) -> Vec<Violation> {
 /// Most entries in a policy's lists.
 const POLICY_LIST: usize = 64;
 
+/// The most text a valid policy holds ([`Policy::text_bytes`]): what a
+/// placement may carry besides its container section.
+pub const MAX_POLICY_BYTES: usize = 2 * POLICY_LIST * TEXT_LEN;
+
 impl Policy {
+    /// The bytes of text in the policy's lists (a placement carries its
+    /// pool's policy, so this counts towards the placement's size).
+    pub fn text_bytes(&self) -> usize {
+        self.host_paths
+            .iter()
+            .chain(&self.allow_cap_add)
+            .map(String::len)
+            .sum()
+    }
+
     /// What is wrong with this policy, each with its pointer within it
     /// (`/host_paths/0`): host paths must be absolute, capabilities real.
     /// The pool API refuses a policy with problems.

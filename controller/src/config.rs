@@ -495,6 +495,17 @@ impl Config {
                 ),
             });
         }
+        // Every placement accepted at apply must fit in one frame.
+        let overhead = flotilla_common::wire::bounds::PLACEMENT_OVERHEAD;
+        if self.fleet.max_frame < self.max_container_section + overhead {
+            return Err(ConfigError::Invalid {
+                key: "max_frame",
+                reason: format!(
+                    "{} bytes cannot carry a placement: at least max_container_section ({}) + {overhead}",
+                    self.fleet.max_frame, self.max_container_section
+                ),
+            });
+        }
         if self.fleet.heartbeat.is_zero() || self.fleet.lost_after <= self.fleet.heartbeat {
             return Err(ConfigError::Invalid {
                 key: "agent_lost_after",
@@ -815,6 +826,33 @@ mod tests {
                 (Ok(_), None) => {}
                 (Err(err), Some(key)) => assert!(err.to_string().contains(key), "{err}"),
                 (result, _) => panic!("{overrides:?}: {result:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_frame_cap_leaves_room_for_the_largest_placement() {
+        let overhead = flotilla_common::wire::bounds::PLACEMENT_OVERHEAD;
+        let cases: Vec<(usize, usize, bool)> = vec![
+            (4 * 1024 * 1024, 256 * 1024, true),
+            (256 * 1024 + overhead, 256 * 1024, true),
+            (256 * 1024 + overhead - 1, 256 * 1024, false),
+            (1024 * 1024, 1024 * 1024, false),
+            (64 * 1024, 4 * 1024, false),
+        ];
+        for (max_frame, max_container_section, ok) in cases {
+            let result = Config::load(&Overrides {
+                max_frame: Some(max_frame),
+                max_container_section: Some(max_container_section),
+                ..Overrides::default()
+            });
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "{max_frame} / {max_container_section}: {result:?}"
+            );
+            if let Err(err) = result {
+                assert!(err.to_string().contains("max_frame"), "{err}");
             }
         }
     }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub http_duration: HistogramFamily<RouteLabels>,
     pub desired_pushes: Counter,
     pub desired_acks: Counter,
+    /// Generations an agent could not assemble (it keeps the one it has).
+    pub desired_refused: Counter,
     /// From a desired state's push to the agent's ack.
     pub ack_latency: Histogram,
     pub status_reports: Counter,
@@ -109,6 +111,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram),
             desired_pushes: Counter::default(),
             desired_acks: Counter::default(),
+            desired_refused: Counter::default(),
             ack_latency: latency_histogram(),
             status_reports: Counter::default(),
             lifecycle_reports: Counter::default(),
@@ -145,6 +148,11 @@ impl Metrics {
             "desired_acks",
             "Desired states acknowledged by agents",
             metrics.desired_acks.clone(),
+        );
+        registry.register(
+            "desired_refused",
+            "Desired states an agent refused to assemble",
+            metrics.desired_refused.clone(),
         );
         registry.register(
             "desired_ack_latency_seconds",

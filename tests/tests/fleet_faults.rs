@@ -309,25 +309,32 @@ async fn bad_frames_close_only_their_connection_and_a_malicious_agent_speaks_onl
         Some(codes::PROTOCOL_ERROR.into_inner())
     );
 
-    // An unknown protocol version: the controller answers with its own and closes.
-    let (_e2, conn) = raw_connection(evil_dir.path(), controller.quic_addr).await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    handshake::send(&mut send, 99).await?;
-    let theirs = handshake::receive(&mut recv, 99).await;
-    assert!(
-        matches!(
+    // An unknown protocol version, or the one before desired states came in
+    // parts: the controller answers with its own and closes, naming both.
+    for version in [99, PROTOCOL_VERSION - 1] {
+        let (_e2, conn) = raw_connection(evil_dir.path(), controller.quic_addr).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        handshake::send(&mut send, version).await?;
+        let theirs = handshake::receive(&mut recv, version).await;
+        assert_eq!(
             theirs,
             Err(handshake::HandshakeError::UnsupportedVersion {
                 theirs: PROTOCOL_VERSION,
-                ours: 99
+                ours: version
             })
-        ),
-        "{theirs:?}"
-    );
-    assert_eq!(
-        close_code(&conn).await,
-        Some(codes::UNSUPPORTED_VERSION.into_inner())
-    );
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+        let Ok(quinn::ConnectionError::ApplicationClosed(close)) = closed else {
+            anyhow::bail!("version {version}: not closed by the controller: {closed:?}");
+        };
+        assert_eq!(close.error_code, codes::UNSUPPORTED_VERSION);
+        let reason = String::from_utf8_lossy(&close.reason);
+        assert!(
+            reason.contains(&format!("protocol version {version}"))
+                && reason.contains(&format!("speaks {PROTOCOL_VERSION}")),
+            "{reason}"
+        );
+    }
 
     // An oversized frame after a proper handshake.
     let hello = AgentMessage::Hello(Hello {

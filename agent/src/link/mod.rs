@@ -9,6 +9,7 @@ use crate::identity::Identity;
 use crate::state::AgentStore;
 use backoff::backoff::Backoff;
 use flotilla_common::wire::messages::{AgentMessage, ControllerMessage, DesiredState, Hello};
+use flotilla_common::wire::parts::{Assembler, Outcome, Piece};
 use flotilla_common::wire::{codes, frame, handshake, CONTROLLER_NAME, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -226,6 +227,54 @@ impl Link {
         result
     }
 
+    /// Takes one piece of a desired state; a whole generation is handed to
+    /// the runtime, persisted and acked once; a refused one is said so,
+    /// and the agent keeps running what it has.
+    async fn assemble(
+        &self,
+        send: &mut quinn::SendStream,
+        assembler: &mut Assembler,
+        piece: Piece,
+    ) -> Result<(), SessionError> {
+        let max = self.settings.max_frame;
+        let protocol = |err: frame::FrameError| SessionError::Protocol(err.to_string());
+        match assembler.step(piece) {
+            Outcome::Started {
+                dropped: Some(dropped),
+            } => tracing::info!(
+                dropped,
+                "an unfinished desired state was overtaken; dropped"
+            ),
+            Outcome::Started { dropped: None } | Outcome::Pending | Outcome::Ignored => {}
+            Outcome::Complete(desired) => {
+                let generation = desired.generation;
+                let desired = Arc::new(desired);
+                // The runtime may start at once; the ack waits until the
+                // state is on disk.
+                self.desired.send_replace(desired.clone());
+                self.store.put_desired(&desired).await?;
+                frame::write(send, &AgentMessage::Ack { generation }, max)
+                    .await
+                    .map_err(protocol)?;
+                tracing::info!(
+                    generation,
+                    placements = desired.placements.len(),
+                    "desired state applied"
+                );
+            }
+            Outcome::Refused(error) => {
+                let generation = error.generation();
+                tracing::error!(generation, error = %error, "desired state refused; keeping the current one");
+                let refusal = AgentMessage::DesiredRefused {
+                    generation,
+                    reason: error.to_string(),
+                };
+                frame::write(send, &refusal, max).await.map_err(protocol)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn exchange(
         &self,
         connection: &quinn::Connection,
@@ -240,6 +289,8 @@ impl Link {
         heartbeat.tick().await;
         let mut sent_up_to = 0u64;
         let mut lifecycle_sent = 0u64;
+        // Per session: a generation cut short by the connection is dropped.
+        let mut assembler = Assembler::default();
         loop {
             // Send whatever the outbox holds beyond what is in flight.
             loop {
@@ -274,15 +325,14 @@ impl Link {
                         None => return Err(SessionError::Protocol("reader stopped".into())),
                     };
                     match message {
-                        ControllerMessage::Desired(desired) => {
-                            let generation = desired.generation;
-                            let desired = Arc::new(desired);
-                            // The runtime may start at once; the ack waits
-                            // until the state is on disk.
-                            self.desired.send_replace(desired.clone());
-                            self.store.put_desired(&desired).await?;
-                            frame::write(send, &AgentMessage::Ack { generation }, max).await.map_err(protocol)?;
-                            tracing::info!(generation, placements = desired.placements.len(), "desired state applied");
+                        ControllerMessage::DesiredBegin(header) => {
+                            self.assemble(send, &mut assembler, Piece::Begin(header)).await?;
+                        }
+                        ControllerMessage::DesiredPart(part) => {
+                            self.assemble(send, &mut assembler, Piece::Part(part)).await?;
+                        }
+                        ControllerMessage::DesiredEnd { generation } => {
+                            self.assemble(send, &mut assembler, Piece::End { generation }).await?;
                         }
                         ControllerMessage::StatusAck { seq } => {
                             let removed = self.store.ack(seq)?;

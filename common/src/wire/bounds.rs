@@ -16,6 +16,24 @@ pub const MAX_HOSTNAME: usize = 253;
 /// An agent version string is at most this many characters.
 pub const MAX_VERSION: usize = 64;
 
+/// Most placements in one agent's desired state. The agent refuses a
+/// generation announcing more; the scheduler places no more on one agent.
+pub const MAX_DESIRED_PARTS: u32 = 1024;
+/// Most bytes of text ([`super::messages::Placement::text_bytes`]) in one
+/// agent's desired state: what the agent holds in memory while assembling
+/// a generation. The scheduler places no more on one agent.
+pub const MAX_DESIRED_BYTES: usize = 64 * 1024 * 1024;
+/// What one placement's frame may need besides its container section
+/// (ids, stack token, pool, the pool's policy at its largest, encoding):
+/// the frame cap must leave this much above the container-section cap, so
+/// every placement accepted at apply fits in one frame.
+pub const PLACEMENT_OVERHEAD: usize = crate::policy::MAX_POLICY_BYTES + 64 * 1024;
+
+/// What a part's frame needs beyond its placement's text (length
+/// prefixes, tags, numbers): a placement of at most the frame cap less
+/// this always fits in one frame.
+pub const FRAME_SLACK: usize = 4 * 1024;
+
 /// Which bound a hello or heartbeat broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoundsError {

@@ -122,13 +122,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::messages::{AgentMessage, ControllerMessage, DesiredState, Placement};
+    use crate::wire::messages::{AgentMessage, ControllerMessage, DesiredPart, Placement};
 
     #[tokio::test]
     async fn frames_round_trip() {
-        let message = ControllerMessage::Desired(DesiredState {
+        let message = ControllerMessage::DesiredPart(Box::new(DesiredPart {
             generation: 7,
-            placements: vec![Placement {
+            index: 0,
+            placement: Placement {
                 stack_id: "mo-1-tk".into(),
                 flag: "Web01".into(),
                 version_id: "v".into(),
@@ -140,8 +141,8 @@ mod tests {
                     ..Default::default()
                 },
                 scoped_volumes: true,
-            }],
-        });
+            },
+        }));
         let mut buffer = Vec::new();
         write(&mut buffer, &message, 1024).await.expect("write");
         let mut reader = buffer.as_slice();

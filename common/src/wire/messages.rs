@@ -15,6 +15,11 @@ pub enum AgentMessage {
     Hello(Hello),
     /// The desired state of this generation is persisted on the agent.
     Ack { generation: u64 },
+    /// The agent could not assemble this generation (parts missing, out
+    /// of range, repeated, or past [`super::bounds::MAX_DESIRED_PARTS`] /
+    /// [`super::bounds::MAX_DESIRED_BYTES`]); it keeps the one it has.
+    /// The session stays up: one bad generation never costs the link.
+    DesiredRefused { generation: u64, reason: String },
     /// Status transitions, in sequence order.
     Status(Vec<StatusReport>),
     /// Liveness and host facts.
@@ -29,9 +34,17 @@ pub enum AgentMessage {
 pub enum ControllerMessage {
     /// Answer to [`Hello`]: who the controller takes this agent to be.
     Welcome(Welcome),
-    /// The complete desired state for this agent (level-triggered: each
-    /// push replaces the previous one).
-    Desired(DesiredState),
+    /// A new desired state for this agent begins: `parts` placements
+    /// follow as [`ControllerMessage::DesiredPart`], then
+    /// [`ControllerMessage::DesiredEnd`]. Level-triggered: the whole
+    /// generation replaces the previous one, and a generation is applied
+    /// only once all its parts are in (see [`super::parts`]), so no
+    /// combination of stacks makes one frame too large.
+    DesiredBegin(DesiredHeader),
+    /// One placement of the generation being sent.
+    DesiredPart(Box<DesiredPart>),
+    /// Every part of this generation has been sent.
+    DesiredEnd { generation: u64 },
     /// Every status report with a sequence number up to `seq` is persisted
     /// on the controller; the agent may drop them from its outbox.
     StatusAck { seq: u64 },
@@ -184,6 +197,25 @@ pub struct DesiredState {
     pub placements: Vec<Placement>,
 }
 
+/// The start of a generation sent in parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHeader {
+    /// Increases by one each time this agent's desired state changes.
+    pub generation: u64,
+    /// How many [`DesiredPart`]s make the generation (0: run nothing).
+    pub parts: u32,
+}
+
+/// One placement of a generation, one frame each: a placement is bounded
+/// (the container section is capped at apply), so a part always fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPart {
+    pub generation: u64,
+    /// 0-based position in the generation, below [`DesiredHeader::parts`].
+    pub index: u32,
+    pub placement: Placement,
+}
+
 /// One configuration of one stack, placed on this agent. Its `Debug`
 /// leaves out the spec (registry passwords, keys) and the token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +243,36 @@ pub struct Placement {
     /// scoped, so their volumes keep their names.
     #[serde(default)]
     pub scoped_volumes: bool,
+}
+
+impl Placement {
+    /// The bytes of text this placement holds (spec, ids, token, pool,
+    /// policy): what the agent counts against
+    /// [`super::bounds::MAX_DESIRED_BYTES`] while assembling, and the
+    /// scheduler against the same bound when placing.
+    pub fn text_bytes(&self) -> usize {
+        text_bytes(
+            &[
+                &self.stack_id,
+                &self.flag,
+                &self.version_id,
+                &self.spec_json,
+                &self.auth_token,
+                &self.pool,
+            ],
+            &self.policy,
+        )
+    }
+}
+
+/// The bytes of text of a placement with these fields and policy: one
+/// measure for the scheduler (from its records) and the agent (from the
+/// wire).
+pub fn text_bytes(fields: &[&str], policy: &crate::policy::Policy) -> usize {
+    fields
+        .iter()
+        .map(|f| f.len())
+        .fold(policy.text_bytes(), usize::saturating_add)
 }
 
 impl std::fmt::Debug for Placement {

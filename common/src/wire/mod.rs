@@ -6,6 +6,8 @@
 //!   encoding can change behind [`PROTOCOL_VERSION`].
 //! - [`handshake`]: the fixed 8-byte preamble each stream starts with.
 //! - [`messages`]: the message types.
+//! - [`parts`]: a desired state as a header, one frame per placement and
+//!   an end marker, and its bounded assembly on the agent.
 //! - [`codes`]: QUIC application close codes, so a refusal says why.
 //! - [`bounds`]: limits on the labels and facts an agent sends.
 
@@ -14,12 +16,14 @@ pub mod codes;
 pub mod frame;
 pub mod handshake;
 pub mod messages;
+pub mod parts;
 
 /// The protocol version this build speaks. Bump it whenever a message type
 /// or the encoding changes incompatibly. 2: [`messages::Welcome`] carries
 /// the agent's REST token; placements carry their pool, its policy and the
-/// volume scope.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// volume scope. 3: a desired state travels in parts (header, one frame
+/// per placement, end) and the agent may refuse a generation.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// ALPN of the control connection (mutual TLS).
 pub const ALPN_CONTROL: &[u8] = b"flotilla/1";

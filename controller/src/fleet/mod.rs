@@ -9,7 +9,8 @@
 //! - [`pending`]: counts connections not yet authenticated, and their deadline.
 //! - [`shed`]: aggregated warnings about shed connections.
 //! - [`enroll`]: join token + CSR → signed client certificate.
-//! - [`session`]: handshake, hello, desired-state pushes, acks, status reports.
+//! - [`session`]: handshake, hello, acks, status reports.
+//! - [`push`]: the session's writer; desired states in parts.
 //! - [`join_tokens`]: creating, listing and revoking join tokens.
 //! - [`registry`]: who is connected, last seen, and the push channels.
 //! - [`drain`]: cloud notices and operator drains on agent records.
@@ -21,6 +22,7 @@ pub mod join_tokens;
 pub mod listener;
 pub mod pending;
 pub mod pki;
+pub mod push;
 pub mod registry;
 pub mod session;
 pub mod shed;

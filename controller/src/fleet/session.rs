@@ -3,14 +3,14 @@
 //! heartbeats and status reports until the connection ends.
 
 use super::pending::Pending;
+use super::push::{write_loop, Pushed};
 use super::registry::Live;
 use super::shed::Shed;
 use super::Fleet;
 use crate::clock;
-use crate::store::{AgentRecord, AgentState, DesiredRecord, InstanceStatusRecord, StatusWrite};
+use crate::store::{AgentRecord, AgentState, InstanceStatusRecord, StatusWrite};
 use flotilla_common::wire::messages::{
-    AgentMessage, ControllerMessage, DesiredState, Hello, LifecycleEvent, LifecycleReport,
-    Placement, StatusReport, Welcome,
+    AgentMessage, ControllerMessage, Hello, LifecycleEvent, LifecycleReport, StatusReport, Welcome,
 };
 use flotilla_common::wire::{bounds, codes, frame, handshake, PROTOCOL_VERSION};
 use rustls::pki_types::CertificateDer;
@@ -222,86 +222,6 @@ fn close_for(connection: &quinn::Connection, err: &frame::FrameError) {
     connection.close(code, err.to_string().as_bytes());
 }
 
-/// The generation last pushed on a session and when, for the ack latency.
-type Pushed = Arc<std::sync::Mutex<Option<(u64, Instant)>>>;
-
-/// Sends queued messages and every new desired state, in order.
-async fn write_loop(
-    fleet: Arc<Fleet>,
-    mut send: quinn::SendStream,
-    mut out: mpsc::Receiver<ControllerMessage>,
-    mut desired: watch::Receiver<Arc<DesiredRecord>>,
-    mut sent_generation: u64,
-    pushed: Pushed,
-) {
-    let max = fleet.settings.max_frame;
-    loop {
-        let current = desired.borrow_and_update().clone();
-        if current.generation != sent_generation {
-            let message = ControllerMessage::Desired(to_wire(&fleet, &current));
-            if let Err(err) = frame::write(&mut send, &message, max).await {
-                tracing::warn!(error = %err, "cannot push desired state");
-                return;
-            }
-            tracing::debug!(generation = current.generation, "desired state pushed");
-            sent_generation = current.generation;
-            fleet.metrics.desired_pushes.inc();
-            if let Ok(mut slot) = pushed.lock() {
-                *slot = Some((current.generation, Instant::now()));
-            }
-        }
-        tokio::select! {
-            changed = desired.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            message = out.recv() => {
-                let Some(message) = message else { return };
-                if let Err(err) = frame::write(&mut send, &message, max).await {
-                    tracing::warn!(error = %err, "cannot write to agent");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// The wire form of a desired state, with each stack's `auth_token` (for
-/// the agent's REST fallback).
-fn to_wire(fleet: &Fleet, desired: &DesiredRecord) -> DesiredState {
-    let mut tokens: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
-    for placement in &desired.placements {
-        if !tokens.contains_key(placement.stack_id.as_str()) {
-            let token = match fleet.store.stack(&placement.stack_id) {
-                Ok(stack) => stack.map(|s| s.auth_token).unwrap_or_default(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read a stack's token");
-                    String::new()
-                }
-            };
-            tokens.insert(&placement.stack_id, token);
-        }
-    }
-    DesiredState {
-        generation: desired.generation,
-        placements: desired
-            .placements
-            .iter()
-            .map(|p| Placement {
-                stack_id: p.stack_id.clone(),
-                flag: p.flag.clone(),
-                version_id: p.version_id.clone(),
-                spec_json: p.spec_json.clone(),
-                auth_token: tokens.get(p.stack_id.as_str()).cloned().unwrap_or_default(),
-                pool: p.pool.clone(),
-                policy: p.policy.clone(),
-                scoped_volumes: p.scoped_volumes,
-            })
-            .collect(),
-    }
-}
-
 /// Reads the agent's messages until the stream or connection ends.
 async fn read_loop(
     fleet: &Fleet,
@@ -335,6 +255,11 @@ async fn read_loop(
                     }
                 }
                 acked(fleet, &agent.agent_id, generation)
+            }
+            AgentMessage::DesiredRefused { generation, reason } => {
+                fleet.metrics.desired_refused.inc();
+                let reason: String = reason.chars().take(1024).collect();
+                tracing::error!(generation, reason = %reason, "agent refused a desired state; it keeps the one it has");
             }
             AgentMessage::Heartbeat(facts) => {
                 if let Err(err) = bounds::check_facts(&facts) {

@@ -65,11 +65,24 @@ fn wants_of(loaded: &Loaded) -> Vec<(Want, String)> {
                         .map_or(crate::store::DEFAULT_POOL, String::as_str)
                         .to_owned(),
                     flag,
+                    // The pass measures the whole placement.
+                    bytes: spec.len(),
                 },
                 spec,
             ))
         })
         .collect()
+}
+
+/// What one agent's desired state may hold: the wire's bounds, and one
+/// placement per frame.
+fn wire_room(max_frame: usize) -> placement::Room {
+    use flotilla_common::wire::bounds;
+    placement::Room {
+        parts: usize::try_from(bounds::MAX_DESIRED_PARTS).unwrap_or(usize::MAX),
+        bytes: bounds::MAX_DESIRED_BYTES,
+        part_bytes: max_frame.saturating_sub(bounds::FRAME_SLACK),
+    }
 }
 
 /// Whether an agent counts for placement, from its state and how long it
@@ -221,28 +234,31 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         .map(|p| (p.name, p.policy))
         .collect();
     let scoped_since = store.pools_since_ms()?;
+    let room = wire_room(fleet.settings.max_frame);
     for loaded in &stacks {
         if loaded.stack.stack_status.is_deleting() {
             continue;
         }
-        for (want, spec) in wants_of(loaded) {
-            specs.insert(
-                (want.stack_id.clone(), want.flag.clone()),
-                PlacementRecord {
-                    stack_id: want.stack_id.clone(),
-                    flag: want.flag.clone(),
-                    version_id: loaded.stack.latest_version_id.clone(),
-                    spec_json: spec,
-                    policy: policies.get(&want.pool).cloned().unwrap_or_default(),
-                    pool: want.pool.clone(),
-                    scoped_volumes: loaded.stack.create_time_ms >= scoped_since,
-                },
-            );
+        for (mut want, spec) in wants_of(loaded) {
+            let record = PlacementRecord {
+                stack_id: want.stack_id.clone(),
+                flag: want.flag.clone(),
+                version_id: loaded.stack.latest_version_id.clone(),
+                spec_json: spec,
+                policy: policies.get(&want.pool).cloned().unwrap_or_default(),
+                pool: want.pool.clone(),
+                scoped_volumes: loaded.stack.create_time_ms >= scoped_since,
+            };
+            want.bytes = record.text_bytes(&loaded.stack.auth_token);
+            if want.bytes > room.part_bytes {
+                tracing::warn!(stack_id = %want.stack_id, flag = %want.flag, bytes = want.bytes, max = room.part_bytes, "a placement too large for one frame is not placed");
+            }
+            specs.insert((want.stack_id.clone(), want.flag.clone()), record);
             wants.push(want);
         }
     }
     let current: HashMap<Slot, Vec<String>> = store.assignments()?.into_iter().collect();
-    let placed = placement::place(&wants, &candidates, &current);
+    let placed = placement::place(&wants, &candidates, &current, room);
     let by_id: HashMap<&str, (&AgentRecord, &Candidate)> = agents
         .iter()
         .zip(&candidates)

@@ -170,6 +170,7 @@ mod tests {
             count,
             instance_type: None,
             pool: "team-a".into(),
+            bytes: 0,
         }
     }
 

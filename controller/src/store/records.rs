@@ -340,6 +340,24 @@ pub struct PlacementRecord {
     pub scoped_volumes: bool,
 }
 
+impl PlacementRecord {
+    /// The bytes of text this placement carries on the wire with a stack
+    /// token of `auth_token` (`Placement::text_bytes`).
+    pub fn text_bytes(&self, auth_token: &str) -> usize {
+        flotilla_common::wire::messages::text_bytes(
+            &[
+                &self.stack_id,
+                &self.flag,
+                &self.version_id,
+                &self.spec_json,
+                auth_token,
+                &self.pool,
+            ],
+            &self.policy,
+        )
+    }
+}
+
 /// An agent's desired state, numbered.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredRecord {

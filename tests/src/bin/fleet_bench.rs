@@ -3,8 +3,10 @@
 //! process, a runtime that does nothing). Prints: time for all N to
 //! connect, time from a template update at the REST API until each agent
 //! has acknowledged the new generation (p50/p99/max), and controller RSS.
+//! With `--stacks-per-agent N` every agent runs N stacks (a desired state
+//! of N parts) and each timed update changes one of them.
 //!
-//! `cargo run --release -p flotilla-tests --bin fleet_bench -- --agents 1000`
+//! `cargo run --release -p flotilla-tests --bin fleet_bench -- --agents 1000 --stacks-per-agent 10`
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -12,6 +14,7 @@ use flotilla_agent::enroll::{request, EnrollOptions};
 use flotilla_agent::identity::Identity;
 use flotilla_agent::tls::Trust;
 use flotilla_common::wire::messages::{AgentMessage, ControllerMessage, Hello, HostFacts};
+use flotilla_common::wire::parts::{Assembler, Outcome, Piece};
 use flotilla_common::wire::{frame, handshake, CONTROLLER_NAME, PROTOCOL_VERSION};
 use flotilla_tests::{rss_kib, web_template, Api, ControllerProcess};
 use std::collections::BTreeMap;
@@ -34,11 +37,16 @@ struct Args {
     /// Timed updates to run (figures are per update).
     #[arg(long, default_value_t = 3)]
     updates: usize,
+    /// Stacks placed on every agent before the timed updates.
+    #[arg(long, default_value_t = 1)]
+    stacks_per_agent: usize,
 }
 
-/// What each simulated agent records: when it acked which generation.
+/// What each simulated agent records: when it acked which generation,
+/// and how many placements that generation held.
 struct Probe {
     generation: AtomicU64,
+    placements: AtomicU64,
     /// Microseconds since the bench's epoch when the latest ack was sent.
     acked_at_us: AtomicU64,
 }
@@ -86,7 +94,9 @@ async fn run_agent(
         other => bail!("expected welcome, got {other:?}"),
     };
     drop(permit);
-    connected.wait().await;
+    // Heartbeats start at once: waiting for the others here would leave
+    // early agents silent past the lost timeout when connecting takes long.
+    tokio::spawn(async move { connected.wait().await });
     let mut beat = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
     beat.tick().await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
@@ -99,15 +109,23 @@ async fn run_agent(
             }
         }
     });
+    let mut assembler = Assembler::default();
     loop {
         tokio::select! {
             message = rx.recv() => match message {
-                Some(Ok(Some(ControllerMessage::Desired(desired)))) => {
-                    frame::write(&mut send, &AgentMessage::Ack { generation: desired.generation }, 1 << 22).await?;
-                    probe.acked_at_us.store(epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
-                    probe.generation.store(desired.generation, Ordering::SeqCst);
+                Some(Ok(Some(message))) => {
+                    let Ok(piece) = Piece::of(message) else { continue };
+                    match assembler.step(piece) {
+                        Outcome::Complete(desired) => {
+                            frame::write(&mut send, &AgentMessage::Ack { generation: desired.generation }, 1 << 22).await?;
+                            probe.acked_at_us.store(epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
+                            probe.placements.store(desired.placements.len() as u64, Ordering::SeqCst);
+                            probe.generation.store(desired.generation, Ordering::SeqCst);
+                        }
+                        Outcome::Refused(error) => bail!("desired state refused: {error}"),
+                        _ => {}
+                    }
                 }
-                Some(Ok(Some(_))) => {}
                 _ => return Ok(()),
             },
             _ = beat.tick() => {
@@ -117,22 +135,25 @@ async fn run_agent(
     }
 }
 
-async fn wait_generation(
+/// Waits until every probe passes `done` (its index and the probe).
+async fn wait_all(
     probes: &[Arc<Probe>],
-    generation: u64,
+    what: &str,
     limit: Duration,
+    done: impl Fn(usize, &Probe) -> bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let behind = probes
             .iter()
-            .filter(|p| p.generation.load(Ordering::SeqCst) < generation)
+            .enumerate()
+            .filter(|(i, p)| !done(*i, p))
             .count();
         if behind == 0 {
             return Ok(());
         }
         if started.elapsed() > limit {
-            bail!("{behind} agents never acknowledged generation {generation}");
+            bail!("{behind} agents never acknowledged {what}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -213,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|_| {
             Arc::new(Probe {
                 generation: AtomicU64::new(0),
+                placements: AtomicU64::new(0),
                 acked_at_us: AtomicU64::new(0),
             })
         })
@@ -244,24 +266,43 @@ async fn main() -> anyhow::Result<()> {
         rss_kib(pid, "VmRSS:")
     );
 
-    // Place one configuration on every agent (generation 1), then time updates.
-    let stack = api.apply(&web_template(n as u64, "bench-0")).await?;
+    // Place the stacks on every agent, then time updates of the first.
     let placed = Instant::now();
-    wait_generation(&probes, 1, Duration::from_secs(300)).await?;
+    let mut stacks = Vec::with_capacity(args.stacks_per_agent);
+    for i in 0..args.stacks_per_agent.max(1) {
+        stacks.push(
+            api.apply(&web_template(n as u64, &format!("bench-s{i}")))
+                .await?,
+        );
+    }
+    let want = stacks.len() as u64;
+    wait_all(&probes, "every stack", Duration::from_secs(600), |_, p| {
+        p.placements.load(Ordering::SeqCst) >= want
+    })
+    .await?;
     println!(
-        "initial placement acknowledged by all in {:.3} s",
+        "{want} stacks placed and acknowledged by all in {:.3} s",
         placed.elapsed().as_secs_f64()
     );
     let mut all_p50 = Vec::new();
     let mut all_p99 = Vec::new();
     for update in 1..=args.updates {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let generation = 1 + update as u64;
+        let before: Vec<u64> = probes
+            .iter()
+            .map(|p| p.generation.load(Ordering::SeqCst))
+            .collect();
         let t0 = epoch.elapsed().as_micros() as u64;
-        api.update(&stack, &web_template(n as u64, &format!("bench-{update}")))
-            .await?;
+        api.update(
+            &stacks[0],
+            &web_template(n as u64, &format!("bench-{update}")),
+        )
+        .await?;
         let rest_ms = (epoch.elapsed().as_micros() as u64 - t0) as f64 / 1000.0;
-        wait_generation(&probes, generation, Duration::from_secs(300)).await?;
+        wait_all(&probes, "the update", Duration::from_secs(300), |i, p| {
+            p.generation.load(Ordering::SeqCst) > before[i]
+        })
+        .await?;
         let mut latencies: Vec<f64> = probes
             .iter()
             .map(|p| (p.acked_at_us.load(Ordering::SeqCst).saturating_sub(t0)) as f64 / 1000.0)
@@ -279,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
     let rss = rss_kib(pid, "VmRSS:");
     let hwm = rss_kib(pid, "VmHWM:");
     println!(
-        "SUMMARY agents={n} connect_all_s={connect_secs:.2} update_ack_p50_ms={:.1} update_ack_p99_ms={:.1} controller_rss_mib={:.1} controller_peak_rss_mib={:.1}",
+        "SUMMARY agents={n} stacks_per_agent={want} connect_all_s={connect_secs:.2} update_ack_p50_ms={:.1} update_ack_p99_ms={:.1} controller_rss_mib={:.1} controller_peak_rss_mib={:.1}",
         all_p50.iter().copied().fold(f64::NAN, f64::max),
         all_p99.iter().copied().fold(f64::NAN, f64::max),
         rss as f64 / 1024.0,
