@@ -296,8 +296,9 @@ pub async fn run(
 /// time enough to reconnect).
 fn mark_sessions_lost(store: &Store) -> anyhow::Result<()> {
     let now = crate::clock::now_ms();
-    for mut agent in store.agents()? {
+    for agent in store.agents()? {
         if agent.state == crate::store::AgentState::Connected {
+            let mut agent = crate::store::AgentRecord::clone(&agent);
             agent.state = crate::store::AgentState::Lost;
             agent.state_since_ms = now;
             store.put_agent(&agent)?;

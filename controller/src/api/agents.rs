@@ -200,11 +200,11 @@ fn view(state: &AppState, agent: AgentRecord) -> ApiResult<AgentView> {
         facts,
         placements: desired
             .placements
-            .into_iter()
+            .iter()
             .map(|p| PlacementView {
-                stack_id: p.stack_id,
-                flag: p.flag,
-                version_id: p.version_id,
+                stack_id: p.stack_id.clone(),
+                flag: p.flag.clone(),
+                version_id: p.version_id.clone(),
             })
             .collect(),
         generation: desired.generation,
@@ -376,7 +376,7 @@ pub async fn list_agents(
         if agent.state == AgentState::Revoked && !query.include_revoked {
             continue;
         }
-        views.push(view(&state, agent)?);
+        views.push(view(&state, AgentRecord::clone(&agent))?);
     }
     Ok(Json(views))
 }

@@ -242,7 +242,7 @@ pub(super) fn pinned_instance(state: &AppState, stack_id: &str) -> ApiResult<Opt
                 .is_some_and(|pin| pin.stack_id == stack_id)
     });
     Ok(match (pinned.next(), pinned.next()) {
-        (Some(only), None) => Some(only.instance_id),
+        (Some(only), None) => Some(only.instance_id.clone()),
         _ => None,
     })
 }

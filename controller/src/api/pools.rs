@@ -59,7 +59,7 @@ fn agents_per_pool(state: &AppState) -> ApiResult<std::collections::HashMap<Stri
     let mut counts = std::collections::HashMap::new();
     for agent in state.store.agents()? {
         if agent.state != AgentState::Revoked {
-            *counts.entry(agent.pool).or_default() += 1;
+            *counts.entry(agent.pool.clone()).or_default() += 1;
         }
     }
     Ok(counts)

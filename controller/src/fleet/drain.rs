@@ -51,8 +51,8 @@ fn stacks_of(store: &Store, agent_id: &str) -> StoreResult<Vec<Option<String>>> 
     let mut stacks: Vec<Option<String>> = store
         .desired(agent_id)?
         .placements
-        .into_iter()
-        .map(|p| Some(p.stack_id))
+        .iter()
+        .map(|p| Some(p.stack_id.clone()))
         .collect();
     stacks.dedup();
     if stacks.is_empty() {
@@ -315,27 +315,12 @@ pub fn undo(store: &Store, agent_id: &str, admin: bool) -> Result<AgentRecord, D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AgentState;
 
     fn agent(store: &Store) {
         store
             .insert_agent(&AgentRecord {
-                agent_id: "ag-1".into(),
                 instance_id: "i-1".into(),
-                hostname: "h".into(),
-                cert_fingerprint: "sha256:x".into(),
-                enrolled_ms: 0,
-                pin: None,
-                pool: crate::store::DEFAULT_POOL.to_owned(),
-                labels: Default::default(),
-                state: AgentState::Connected,
-                state_since_ms: 0,
-                last_seen_ms: None,
-                facts: None,
-                acked_generation: 0,
-                lifecycle_id: 0,
-                drain: None,
-                at_risk_ms: None,
+                ..AgentRecord::for_test("ag-1")
             })
             .expect("insert");
     }

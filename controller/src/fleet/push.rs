@@ -131,7 +131,7 @@ async fn send_generation(
 
 /// Each placed stack's `auth_token` (for the agent's REST fallback), read
 /// once per stack.
-fn stack_tokens(fleet: &Fleet, placements: &[PlacementRecord]) -> HashMap<String, String> {
+fn stack_tokens(fleet: &Fleet, placements: &[Arc<PlacementRecord>]) -> HashMap<String, String> {
     let mut tokens = HashMap::new();
     for placement in placements {
         if tokens.contains_key(placement.stack_id.as_str()) {

@@ -75,10 +75,15 @@ impl Registry {
         }
     }
 
-    /// Hands a new desired state to the agent's session, if connected.
-    pub fn push(&self, agent_id: &str, desired: Arc<DesiredRecord>) {
-        if let Some(live) = self.lock().get(agent_id) {
-            live.desired.send_replace(desired);
+    /// Hands new desired states to their agents' sessions (those
+    /// connected), under one lock however many there are.
+    pub fn push_all<'a>(&self, states: impl Iterator<Item = &'a (String, Arc<DesiredRecord>)>) {
+        let sessions = self.lock();
+        for (agent_id, desired) in states {
+            if let Some(live) = sessions.get(agent_id) {
+                tracing::debug!(agent_id = %agent_id, generation = desired.generation, "desired state handed to its session");
+                live.desired.send_replace(desired.clone());
+            }
         }
     }
 
@@ -104,6 +109,12 @@ impl Registry {
     /// Whether the agent has a live session.
     pub fn is_connected(&self, agent_id: &str) -> bool {
         self.lock().contains_key(agent_id)
+    }
+
+    /// Every connected agent's id, read under one lock (a pass asks about
+    /// every agent; one lock each would contend with every session).
+    pub fn connected(&self) -> std::collections::HashSet<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// (last seen, facts) of a connected agent.

@@ -141,13 +141,21 @@ async fn session(
     }
     let session_id = fleet.registry.next_session_id();
     let desired = match fleet.store.desired(&agent.agent_id) {
-        Ok(desired) => Arc::new(desired),
+        Ok(desired) => desired,
         Err(err) => {
             tracing::error!(error = %err, "cannot read desired state");
             connection.close(codes::SHUTTING_DOWN, b"controller store failure");
             return;
         }
     };
+    // What the agent says it runs is as good as an ack of it (it is not
+    // sent again): the ack itself may have been lost with a controller
+    // that stopped before writing it.
+    acked(
+        &fleet,
+        &agent.agent_id,
+        hello.generation.min(desired.generation),
+    );
     let (desired_tx, desired_rx) = watch::channel(desired);
     let (out_tx, out_rx) = mpsc::channel::<ControllerMessage>(64);
     let live = Live {
@@ -339,17 +347,25 @@ async fn lifecycle(
 
 /// Records an acknowledged generation.
 fn acked(fleet: &Fleet, agent_id: &str, generation: u64) {
-    let result = fleet
+    let recorded = fleet
         .store
-        .update_agent(agent_id, |agent| {
-            agent.acked_generation = agent.acked_generation.max(generation);
-        })
-        .map(drop);
-    match result {
-        Ok(()) => tracing::debug!(generation, "desired state acknowledged"),
-        Err(err) => tracing::error!(error = %err, "cannot record ack"),
+        .record_ack(agent_id, generation)
+        .and_then(|agent| {
+            let desired = fleet.store.desired(agent_id)?;
+            Ok(agent.map(|agent| crate::scheduler::ack_matters(&agent, &desired, generation)))
+        });
+    match recorded {
+        Ok(matters) => {
+            tracing::debug!(generation, "desired state acknowledged");
+            if matters == Some(true) {
+                fleet.nudge();
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot record ack");
+            fleet.nudge();
+        }
     }
-    fleet.nudge();
 }
 
 /// Applies a batch of status reports exactly once and returns the sequence
@@ -363,8 +379,8 @@ async fn statuses(
     let placed = fleet
         .store
         .desired(&agent.agent_id)
-        .map_err(|err| err.to_string())?
-        .history;
+        .map_err(|err| err.to_string())?;
+    let placed = &placed.history;
     let Some(up_to) = reports.iter().map(|r| r.seq).max() else {
         return Ok(fleet.store.agent_seq(&agent.agent_id).unwrap_or(0));
     };

@@ -87,8 +87,13 @@ fn wire_room(max_frame: usize) -> placement::Room {
 
 /// Whether an agent counts for placement, from its state and how long it
 /// has been in it.
-fn candidate(fleet: &Fleet, agent: &AgentRecord, now_ms: i64) -> Candidate {
-    let connected = fleet.registry.is_connected(&agent.agent_id);
+fn candidate(
+    fleet: &Fleet,
+    connected: &std::collections::HashSet<String>,
+    agent: &AgentRecord,
+    now_ms: i64,
+) -> Candidate {
+    let connected = connected.contains(&agent.agent_id);
     let replace_ms = i64::try_from(fleet.settings.replace_after.as_millis()).unwrap_or(i64::MAX);
     let lost_recently =
         agent.state == AgentState::Lost && now_ms - agent.state_since_ms < replace_ms;
@@ -158,6 +163,22 @@ fn keep_leaving(
     running < count
 }
 
+/// Whether an agent's acknowledgement of `generation` can change what a
+/// pass decides, so a pass is due: only when it lets a drain finish or
+/// shows containers gone (a stack this agent ran and runs no more, which a
+/// deletion or a move waits for). A fleet-wide update's ten thousand acks
+/// would otherwise each start a pass while the next ones arrive.
+pub fn ack_matters(agent: &AgentRecord, desired: &DesiredRecord, generation: u64) -> bool {
+    if generation < desired.generation {
+        return false;
+    }
+    let left_a_stack = desired
+        .history
+        .iter()
+        .any(|stack| !desired.placements.iter().any(|p| &p.stack_id == stack));
+    agent.drain.is_some() || left_a_stack
+}
+
 /// Whether a reported container may still exist on an agent that can
 /// still remove it: its last status is not a final one.
 fn container_may_exist(
@@ -193,6 +214,8 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     let store = &fleet.store;
     let now = clock::now_ms();
     let mut changed = 0;
+    // Acks wait in memory until a pass writes them, at least every tick.
+    changed += store.write_acks()?;
 
     let mut stacks = Vec::new();
     for stack in store.stacks()? {
@@ -213,12 +236,16 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             pools,
         });
     }
-    let agents: Vec<AgentRecord> = store
+    let agents: Vec<Arc<AgentRecord>> = store
         .agents()?
         .into_iter()
         .filter(|a| a.state != AgentState::Revoked)
         .collect();
-    let candidates: Vec<Candidate> = agents.iter().map(|a| candidate(fleet, a, now)).collect();
+    let connected = fleet.registry.connected();
+    let candidates: Vec<Candidate> = agents
+        .iter()
+        .map(|a| candidate(fleet, &connected, a, now))
+        .collect();
     let eligible: std::collections::HashSet<&str> = candidates
         .iter()
         .filter(|c| c.eligible)
@@ -227,7 +254,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
 
     // Placement.
     let mut wants = Vec::new();
-    let mut specs: HashMap<Slot, PlacementRecord> = HashMap::new();
+    let mut specs: HashMap<Slot, Arc<PlacementRecord>> = HashMap::new();
     let policies: HashMap<String, flotilla_common::policy::Policy> = store
         .pools()?
         .into_iter()
@@ -253,7 +280,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             if want.bytes > room.part_bytes {
                 tracing::warn!(stack_id = %want.stack_id, flag = %want.flag, bytes = want.bytes, max = room.part_bytes, "a placement too large for one frame is not placed");
             }
-            specs.insert((want.stack_id.clone(), want.flag.clone()), record);
+            specs.insert((want.stack_id.clone(), want.flag.clone()), Arc::new(record));
             wants.push(want);
         }
     }
@@ -262,7 +289,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     let by_id: HashMap<&str, (&AgentRecord, &Candidate)> = agents
         .iter()
         .zip(&candidates)
-        .map(|(a, c)| (a.agent_id.as_str(), (a, c)))
+        .map(|(a, c)| (a.agent_id.as_str(), (&**a, c)))
         .collect();
     // Stacks whose instances are moving off drained or lost agents, with why.
     let mut moving: HashMap<String, String> = HashMap::new();
@@ -299,7 +326,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         .filter(|l| l.stack.stack_status == StackStatus::DeleteComplete)
         .map(|l| l.stack.stack_id.as_str())
         .collect();
-    let mut per_agent: HashMap<&str, Vec<PlacementRecord>> = HashMap::new();
+    let mut per_agent: HashMap<&str, Vec<Arc<PlacementRecord>>> = HashMap::new();
     for (slot, agent_ids) in &placed {
         let Some(placement) = specs.get(slot) else {
             continue;
@@ -332,6 +359,10 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         }
     }
     let mut held: HashMap<String, bool> = HashMap::new();
+    // Changed desired states, and the agents among them with a new
+    // generation to push (the others changed only their history).
+    let mut new_states: Vec<(String, Arc<DesiredRecord>)> = Vec::new();
+    let mut bumped: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (agent, cand) in agents.iter().zip(&candidates) {
         let old = store.desired(&agent.agent_id)?;
         let mut placements = per_agent
@@ -360,7 +391,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             .cloned()
             .collect();
         history.extend(placements.iter().map(|p| p.stack_id.clone()));
-        let new = DesiredRecord {
+        let new = Arc::new(DesiredRecord {
             generation: if placements == old.placements {
                 old.generation
             } else {
@@ -368,14 +399,12 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             },
             placements,
             history,
-        };
+        });
         if new != old {
-            store.put_desired(&agent.agent_id, &new)?;
-            changed += 1;
             if new.generation != old.generation {
-                tracing::debug!(agent_id = %agent.agent_id, generation = new.generation, "desired state changed");
-                fleet.registry.push(&agent.agent_id, Arc::new(new.clone()));
+                bumped.insert(agent.agent_id.as_str());
             }
+            new_states.push((agent.agent_id.clone(), new.clone()));
         }
         if let Some(drain) = &agent.drain {
             let emptied = drain.drained_ms.is_none()
@@ -405,6 +434,14 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             }
         }
     }
+
+    changed += new_states.len();
+    store.put_desired(&new_states, |all| {
+        let pushed = all
+            .iter()
+            .filter(|(agent_id, _)| bumped.contains(agent_id.as_str()));
+        fleet.registry.push_all(pushed);
+    })?;
 
     // Stack status.
     for loaded in &stacks {

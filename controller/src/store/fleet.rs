@@ -1,9 +1,9 @@
-//! Agents, join tokens, desired states, placements and the idempotent
-//! application of status reports.
+//! Join tokens, placements and the idempotent application of status
+//! reports.
 
 use super::{
-    decode, encode, get, pair_key, scan, AgentRecord, DesiredRecord, InstanceStatusRecord,
-    JoinTokenRecord, Store, StoreError, StoreResult,
+    decode, encode, get, pair_key, scan, InstanceStatusRecord, JoinTokenRecord, Store, StoreError,
+    StoreResult,
 };
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
@@ -82,77 +82,6 @@ impl Store {
             },
         )?;
         Ok(outcome)
-    }
-
-    /// Stores a newly enrolled agent and indexes its certificate and its
-    /// instance id (the newest agent of an instance wins the index).
-    pub fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
-        let result = (&self.agents, &self.agent_certs, &self.agent_instances).transaction(
-            |(agents, certs, instances)| {
-                instances.insert(agent.instance_id.as_bytes(), agent.agent_id.as_bytes())?;
-                agents.insert(
-                    agent.agent_id.as_bytes(),
-                    encode("agents", agent).map_err(ConflictableTransactionError::Abort)?,
-                )?;
-                certs.insert(agent.cert_fingerprint.as_bytes(), agent.agent_id.as_bytes())?;
-                Ok(())
-            },
-        );
-        super::stacks::flatten(result)
-    }
-
-    /// Writes an agent record back (state changes, facts, acks).
-    pub fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
-        self.agents
-            .insert(agent.agent_id.as_bytes(), encode("agents", agent)?)?;
-        Ok(())
-    }
-
-    /// Changes one agent's record atomically (compare-and-swap, retried),
-    /// so concurrent writers (sessions, the scheduler, REST) lose nothing.
-    pub fn update_agent<F>(&self, agent_id: &str, change: F) -> StoreResult<Option<AgentRecord>>
-    where
-        F: FnMut(&mut AgentRecord),
-    {
-        super::update(&self.agents, "agents", agent_id.as_bytes(), change)
-    }
-
-    /// One agent.
-    pub fn agent(&self, agent_id: &str) -> StoreResult<Option<AgentRecord>> {
-        get(&self.agents, "agents", agent_id.as_bytes())
-    }
-
-    /// The agent a client certificate was issued to.
-    pub fn agent_by_cert(&self, fingerprint: &str) -> StoreResult<Option<AgentRecord>> {
-        match self.agent_certs.get(fingerprint.as_bytes())? {
-            Some(id) => self.agent(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
-    }
-
-    /// The agent most recently enrolled for an instance id.
-    pub fn agent_by_instance(&self, instance_id: &str) -> StoreResult<Option<AgentRecord>> {
-        match self.agent_instances.get(instance_id.as_bytes())? {
-            Some(id) => self.agent(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
-    }
-
-    /// Every agent, ordered by id.
-    pub fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        scan(&self.agents, "agents", b"")
-    }
-
-    /// An agent's desired state (generation 0, empty, when none yet).
-    pub fn desired(&self, agent_id: &str) -> StoreResult<DesiredRecord> {
-        Ok(get(&self.desired, "desired", agent_id.as_bytes())?.unwrap_or_default())
-    }
-
-    /// Replaces an agent's desired state.
-    pub fn put_desired(&self, agent_id: &str, desired: &DesiredRecord) -> StoreResult<()> {
-        self.desired
-            .insert(agent_id.as_bytes(), encode("desired", desired)?)?;
-        Ok(())
     }
 
     /// The agents a configuration is assigned to, in assignment order.

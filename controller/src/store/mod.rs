@@ -8,8 +8,10 @@
 //! Durability: sled only fsyncs every 500 ms on its own, so every write that
 //! is acknowledged to a client is followed by [`Store::flush`] first.
 
+mod agents;
 mod clients;
 mod deliveries;
+mod desired;
 mod events;
 mod fleet;
 mod hooks;
@@ -115,6 +117,15 @@ pub struct Store {
     latest_event: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Held by every writer of the delivery queue trees.
     delivery_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Placements named by desired states, each stored once (see
+    /// `desired.rs`).
+    desired_parts: sled::Tree,
+    /// Each agent's acknowledged generation (see `agents.rs`).
+    acks: sled::Tree,
+    /// Every agent record, in memory (see `agents.rs`).
+    agent_cache: agents::AgentCache,
+    /// Every desired state, in memory (see `desired.rs`).
+    desired_cache: desired::DesiredCache,
 }
 
 impl Store {
@@ -173,6 +184,10 @@ impl Store {
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             delivery_lock: Default::default(),
+            desired_parts: db.open_tree("desired_parts")?,
+            acks: db.open_tree("acks")?,
+            agent_cache: Default::default(),
+            desired_cache: Default::default(),
             db,
         };
         tracing::info!(

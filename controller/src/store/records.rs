@@ -259,6 +259,31 @@ pub struct AgentRecord {
     pub at_risk_ms: Option<i64>,
 }
 
+#[cfg(test)]
+impl AgentRecord {
+    /// A connected agent in the default pool, for tests.
+    pub(crate) fn for_test(agent_id: &str) -> Self {
+        AgentRecord {
+            agent_id: agent_id.into(),
+            instance_id: format!("i-{agent_id}"),
+            hostname: "h".into(),
+            cert_fingerprint: format!("sha256:{agent_id}"),
+            enrolled_ms: 0,
+            pin: None,
+            pool: DEFAULT_POOL.to_owned(),
+            labels: Default::default(),
+            state: AgentState::Connected,
+            state_since_ms: 0,
+            last_seen_ms: None,
+            facts: None,
+            acked_generation: 0,
+            lifecycle_id: 0,
+            drain: None,
+            at_risk_ms: None,
+        }
+    }
+}
+
 /// Why an agent is drained.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -323,7 +348,7 @@ pub struct JoinTokenRecord {
 }
 
 /// One placement in an agent's desired state, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PlacementRecord {
     pub stack_id: String,
     pub flag: String,
@@ -359,10 +384,15 @@ impl PlacementRecord {
 }
 
 /// An agent's desired state, numbered.
+///
+/// Placements are shared: every agent a configuration runs on holds the
+/// same one, so ten thousand agents cost one copy of its container section
+/// in memory (the store keeps these records cached, see
+/// [`Store::desired`](super::Store::desired)).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredRecord {
     pub generation: u64,
-    pub placements: Vec<PlacementRecord>,
+    pub placements: Vec<std::sync::Arc<PlacementRecord>>,
     /// Every stack ever placed on this agent (until the stack is gone):
     /// the agent may report statuses for these and no others.
     #[serde(default)]
