@@ -10,9 +10,11 @@
 //!   an end marker, and its bounded assembly on the agent.
 //! - [`codes`]: QUIC application close codes, so a refusal says why.
 //! - [`bounds`]: limits on the labels and facts an agent sends.
+//! - [`endpoint`]: a QUIC endpoint on a socket with large buffers.
 
 pub mod bounds;
 pub mod codes;
+pub mod endpoint;
 pub mod frame;
 pub mod handshake;
 pub mod messages;

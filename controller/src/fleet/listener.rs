@@ -16,29 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// Socket buffer size asked of the kernel (it may grant less).
-const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
-
 /// Binds the fleet endpoint.
 pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if let Err(err) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
-        tracing::warn!(error = %err, "cannot raise the UDP receive buffer");
-    }
-    if let Err(err) = socket.set_send_buffer_size(SOCKET_BUFFER) {
-        tracing::warn!(error = %err, "cannot raise the UDP send buffer");
-    }
-    socket.bind(&addr.into())?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
-    )
+    flotilla_common::wire::endpoint::bind(addr, Some(config))
 }
 
 /// Accepts connections until `shutdown`, then closes every session and

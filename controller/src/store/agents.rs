@@ -11,32 +11,17 @@
 use super::{decode, encode, AgentRecord, Store, StoreResult};
 use sled::transaction::{ConflictableTransactionError, Transactional};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 /// Every agent record by id, and the agents whose acknowledged generation
 /// is not written yet; one entry per enrolled agent, so bounded by the
-/// fleet.
+/// fleet. Kept in the store's [`Resident`](super::resident::Resident): no
+/// compare-and-swap is needed, and memory and the tree agree but for acks
+/// not written yet.
 #[derive(Default)]
-struct Agents {
+pub(super) struct Agents {
     records: BTreeMap<String, Arc<AgentRecord>>,
     unwritten_acks: BTreeSet<String>,
-}
-
-/// The agents in memory (loaded on first use). Every writer holds the lock
-/// from its read to its tree write, so the tree and memory never disagree
-/// (but for acks not written yet) and no compare-and-swap is needed.
-#[derive(Clone, Default)]
-pub(super) struct AgentCache {
-    loaded: Arc<Mutex<Option<Agents>>>,
-}
-
-impl AgentCache {
-    /// The records; a panic while they were held leaves at worst a change
-    /// in memory that the tree lacks (the same as a crash before the
-    /// write), so a poisoned lock is taken as it is.
-    fn lock(&self) -> MutexGuard<'_, Option<Agents>> {
-        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// An acknowledged generation as stored in `acks`.
@@ -47,15 +32,13 @@ fn generation_of(bytes: &[u8]) -> Option<u64> {
 impl Store {
     /// Runs `f` on every agent record, loading them first on first use.
     fn with_agents<T>(&self, f: impl FnOnce(&mut Agents) -> StoreResult<T>) -> StoreResult<T> {
-        let mut guard = self.agent_cache.lock();
-        let agents = match guard.take() {
-            Some(agents) => agents,
-            None => Agents {
+        let load = || {
+            Ok(Agents {
                 records: self.load_agents()?,
                 unwritten_acks: BTreeSet::new(),
-            },
+            })
         };
-        f(guard.insert(agents))
+        self.agent_cache.with(load, f)
     }
 
     fn load_agents(&self) -> StoreResult<BTreeMap<String, Arc<AgentRecord>>> {
@@ -153,19 +136,17 @@ impl Store {
     /// Writes the acknowledged generations recorded since the last call,
     /// in one batch. Returns how many.
     pub fn write_acks(&self) -> StoreResult<usize> {
-        let mut guard = self.agent_cache.lock();
-        let Some(agents) = guard.as_mut() else {
-            return Ok(0);
-        };
-        let mut batch = sled::Batch::default();
-        let written = agents.unwritten_acks.len();
-        for agent_id in std::mem::take(&mut agents.unwritten_acks) {
-            if let Some(agent) = agents.records.get(&agent_id) {
-                batch.insert(agent_id.as_bytes(), &agent.acked_generation.to_be_bytes());
+        let written = self.agent_cache.if_loaded(|agents| {
+            let mut batch = sled::Batch::default();
+            let written = agents.unwritten_acks.len();
+            for agent_id in std::mem::take(&mut agents.unwritten_acks) {
+                if let Some(agent) = agents.records.get(&agent_id) {
+                    batch.insert(agent_id.as_bytes(), &agent.acked_generation.to_be_bytes());
+                }
             }
-        }
-        self.acks.apply_batch(batch)?;
-        Ok(written)
+            self.acks.apply_batch(batch).map(|()| written)
+        });
+        Ok(written.transpose()?.unwrap_or(0))
     }
 
     /// One agent.

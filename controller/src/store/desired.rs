@@ -12,8 +12,9 @@
 use super::{decode, encode, DesiredRecord, PlacementRecord, Store, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 /// One agent's record on disk.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -36,11 +37,15 @@ struct Shared {
     refs: usize,
 }
 
-/// Everything in memory: every agent's record and every stored placement.
-/// Records in memory hold the very `Arc`s of `placements`, so a placement's
-/// key is found by its address, not by encoding it again.
+/// Everything in memory (the store's
+/// [`Resident`](super::resident::Resident), loaded whole on first use, so a
+/// pass never reads the disk): every agent's record and every stored
+/// placement; bounded by the fleet, one record per agent and one placement
+/// per configuration version some agent is given. Records in memory hold
+/// the very `Arc`s of `placements`, so a placement's key is found by its
+/// address, not by encoding it again.
 #[derive(Default)]
-struct Loaded {
+pub(super) struct Loaded {
     records: HashMap<String, Arc<DesiredRecord>>,
     placements: HashMap<String, Shared>,
     /// Key by the address of a placement in `placements`.
@@ -54,22 +59,32 @@ fn address(placement: &Arc<PlacementRecord>) -> usize {
 
 impl Loaded {
     /// The stored copy of `placement` (stored now if it is new, in
-    /// `parts`), one more reference counted, and its key.
+    /// `parts`), one more reference counted, and its key. `fresh` holds
+    /// the keys of placements that are not the stored copies, by address,
+    /// for one write (whose records keep them alive, so no address is
+    /// reused meanwhile): a configuration unchanged on ten thousand agents
+    /// is encoded once per write, not once per agent.
     fn hold(
         &mut self,
         placement: &Arc<PlacementRecord>,
+        fresh: &mut HashMap<usize, String>,
         parts: &mut sled::Batch,
     ) -> StoreResult<(Arc<PlacementRecord>, String)> {
-        let key = match self.keys.get(&address(placement)) {
+        let at = address(placement);
+        let key = match self.keys.get(&at).or_else(|| fresh.get(&at)) {
             Some(key) => key.clone(),
-            None => key_of(placement)?,
-        };
-        let shared = match self.placements.get_mut(&key) {
-            Some(shared) => shared,
             None => {
+                let key = key_of(placement)?;
+                fresh.insert(at, key.clone());
+                key
+            }
+        };
+        let shared = match self.placements.entry(key.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
                 parts.insert(key.as_bytes(), encode("desired_parts", &**placement)?);
-                self.keys.insert(address(placement), key.clone());
-                self.placements.entry(key.clone()).or_insert(Shared {
+                self.keys.insert(at, key.clone());
+                entry.insert(Shared {
                     placement: placement.clone(),
                     refs: 0,
                 })
@@ -113,14 +128,6 @@ impl Loaded {
     }
 }
 
-/// The desired states in memory (loaded on first use, whole, so a pass
-/// never reads the disk); bounded by the fleet: one record per agent, one
-/// placement per configuration version that some agent is given.
-#[derive(Clone, Default)]
-pub(super) struct DesiredCache {
-    loaded: Arc<Mutex<Option<Loaded>>>,
-}
-
 /// A placement's key: a digest of its encoding, so equal placements share
 /// one stored copy whoever wrote them.
 fn key_of(placement: &PlacementRecord) -> StoreResult<String> {
@@ -128,25 +135,11 @@ fn key_of(placement: &PlacementRecord) -> StoreResult<String> {
     Ok(hex::encode(&Sha256::digest(&bytes)[..16]))
 }
 
-impl DesiredCache {
-    /// The loaded state; a panic while it was held leaves at worst a
-    /// record the next write replaces, so a poisoned lock is taken as it is.
-    fn lock(&self) -> MutexGuard<'_, Option<Loaded>> {
-        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 impl Store {
     /// Runs `f` on the loaded desired states, loading them first if this
     /// is the first use.
     fn with_desired<T>(&self, f: impl FnOnce(&mut Loaded) -> StoreResult<T>) -> StoreResult<T> {
-        let mut guard = self.desired_cache.lock();
-        let loaded = match guard.take() {
-            Some(loaded) => loaded,
-            None => self.load_desired()?,
-        };
-        let loaded = guard.insert(loaded);
-        f(loaded)
+        self.desired_cache.with(|| self.load_desired(), f)
     }
 
     /// Reads every record and placement, sharing equal placements, and
@@ -221,11 +214,12 @@ impl Store {
         let mut parts = sled::Batch::default();
         let mut batch = sled::Batch::default();
         let mut released = Vec::new();
+        let mut fresh = HashMap::new();
         for (agent_id, desired) in records {
             let mut names = Vec::with_capacity(desired.placements.len());
             let mut shared = Vec::with_capacity(desired.placements.len());
             for placement in &desired.placements {
-                let (stored, key) = loaded.hold(placement, &mut parts)?;
+                let (stored, key) = loaded.hold(placement, &mut fresh, &mut parts)?;
                 shared.push(stored);
                 names.push(key);
             }

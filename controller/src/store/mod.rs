@@ -18,6 +18,7 @@ mod hooks;
 mod pools;
 mod records;
 mod reporters;
+mod resident;
 mod stacks;
 mod tokens;
 
@@ -123,9 +124,9 @@ pub struct Store {
     /// Each agent's acknowledged generation (see `agents.rs`).
     acks: sled::Tree,
     /// Every agent record, in memory (see `agents.rs`).
-    agent_cache: agents::AgentCache,
+    agent_cache: resident::Resident<agents::Agents>,
     /// Every desired state, in memory (see `desired.rs`).
-    desired_cache: desired::DesiredCache,
+    desired_cache: resident::Resident<desired::Loaded>,
 }
 
 impl Store {

@@ -51,30 +51,6 @@ struct Probe {
     acked_at_us: AtomicU64,
 }
 
-/// A client endpoint that many simulated agents share, with the socket
-/// buffers the controller's endpoint has: at the kernel's default, a
-/// desired state pushed to five hundred agents at once overflows it and
-/// the retransmissions, not the controller, set the figures. (A real agent
-/// has a socket of its own.)
-fn shared_client_endpoint() -> std::io::Result<quinn::Endpoint> {
-    const BUFFER: usize = 8 * 1024 * 1024;
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_recv_buffer_size(BUFFER)?;
-    socket.set_send_buffer_size(BUFFER)?;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-    socket.bind(&addr.into())?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
-    )
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -210,7 +186,11 @@ async fn main() -> anyhow::Result<()> {
     // Enroll N identities (each a fresh key and a CA-signed certificate).
     let started = Instant::now();
     let endpoints: Vec<quinn::Endpoint> = (0..n.div_ceil(args.per_endpoint))
-        .map(|_| shared_client_endpoint())
+        // Shared by many simulated agents, so with the controller's large
+        // buffers: at the kernel's default a desired state pushed to five
+        // hundred agents at once overflows it, and the retransmissions, not
+        // the controller, set the figures. (A real agent has its own.)
+        .map(|_| flotilla_common::wire::endpoint::bind(([127, 0, 0, 1], 0).into(), None))
         .collect::<Result<_, _>>()?;
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let mut enrolling = tokio::task::JoinSet::new();
