@@ -191,6 +191,7 @@ async fn start_inner(
             metrics: Arc::new(crate::metrics::Metrics::new()),
             unauthenticated: Default::default(),
             shed_log: crate::fleet::shed::ShedLog::new(crate::fleet::shed::WINDOW),
+            stack_tokens: Default::default(),
         });
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {

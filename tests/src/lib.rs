@@ -7,6 +7,7 @@
 pub mod hostile;
 pub mod metadata;
 pub mod spot;
+pub mod system;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -643,6 +644,7 @@ pub fn ensure_image(tag: &str) -> anyhow::Result<()> {
     if built.iter().any(|t| t == tag) {
         return Ok(());
     }
+    system::tool("/bin/busybox", "busybox-static")?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/build-image");
     let output = Command::new(&script)
         .arg(tag)

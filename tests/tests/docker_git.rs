@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
+    let output = Command::new(flotilla_tests::system::tool("git", "git")?)
         .args([
             "-c",
             "user.name=Flotilla Test",
@@ -205,10 +205,13 @@ impl Drop for SshServer {
 }
 
 fn keygen(path: &Path) -> anyhow::Result<()> {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()?;
+    let status = Command::new(flotilla_tests::system::tool(
+        "ssh-keygen",
+        "openssh-client",
+    )?)
+    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+    .arg(path)
+    .status()?;
     anyhow::ensure!(status.success(), "ssh-keygen failed");
     Ok(())
 }
@@ -233,12 +236,15 @@ fn ssh_server() -> anyhow::Result<SshServer> {
     let config_path = dir.path().join("sshd_config");
     std::fs::write(&config_path, config)?;
     std::fs::create_dir_all("/run/sshd")?;
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let child = Command::new(flotilla_tests::system::tool(
+        "/usr/sbin/sshd",
+        "openssh-server",
+    )?)
+    .args(["-D", "-e", "-f"])
+    .arg(&config_path)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()?;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             let host_public_key = std::fs::read_to_string(dir.path().join("host_key.pub"))?;

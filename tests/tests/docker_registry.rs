@@ -25,7 +25,7 @@ impl Drop for Registry {
 
 fn registry() -> anyhow::Result<Registry> {
     let dir = tempfile::tempdir()?;
-    let htpasswd = Command::new("htpasswd")
+    let htpasswd = Command::new(flotilla_tests::system::tool("htpasswd", "apache2-utils")?)
         .args(["-Bbn", USER, PASSWORD])
         .output()?;
     anyhow::ensure!(htpasswd.status.success(), "htpasswd failed");
@@ -39,12 +39,15 @@ fn registry() -> anyhow::Result<Registry> {
     );
     let config_path = dir.path().join("config.yml");
     std::fs::write(&config_path, config)?;
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let child = Command::new(flotilla_tests::system::tool(
+        "docker-registry",
+        "docker-registry",
+    )?)
+    .arg("serve")
+    .arg(&config_path)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
     for _ in 0..100 {
         if std::net::TcpStream::connect(&addr).is_ok() {
             return Ok(Registry {

@@ -12,6 +12,7 @@
 //! - [`session`]: handshake, hello, acks, status reports.
 //! - [`push`]: the session's writer; desired states in parts.
 //! - [`join_tokens`]: creating, listing and revoking join tokens.
+//! - [`stack_tokens`]: stacks' tokens as the last pass read them, for pushes.
 //! - [`registry`]: who is connected, last seen, and the push channels.
 //! - [`drain`]: cloud notices and operator drains on agent records.
 
@@ -26,6 +27,7 @@ pub mod push;
 pub mod registry;
 pub mod session;
 pub mod shed;
+pub mod stack_tokens;
 pub mod tls;
 
 use std::time::Duration;
@@ -101,6 +103,8 @@ pub struct Fleet {
     pub unauthenticated: Arc<pending::Unauthenticated>,
     /// Aggregated warnings about shed connections.
     pub shed_log: shed::ShedLog,
+    /// The stacks' tokens for pushes, as the last pass read them.
+    pub stack_tokens: stack_tokens::StackTokens,
 }
 
 impl Fleet {

@@ -8,7 +8,6 @@ use super::Fleet;
 use crate::store::{DesiredRecord, PlacementRecord};
 use flotilla_common::wire::messages::{ControllerMessage, Placement};
 use flotilla_common::wire::{frame, parts};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -91,7 +90,10 @@ async fn send_generation(
     desired: &watch::Receiver<Arc<DesiredRecord>>,
 ) -> Result<Sent, frame::FrameError> {
     let max = fleet.settings.max_frame;
-    let tokens = stack_tokens(fleet, &current.placements);
+    let tokens = fleet.stack_tokens.of(
+        &fleet.store,
+        current.placements.iter().map(|p| p.stack_id.as_str()),
+    );
     let placements = current
         .placements
         .iter()
@@ -127,26 +129,6 @@ async fn send_generation(
     }
     send.write_all(&batch).await.map_err(std::io::Error::from)?;
     Ok(Sent::Whole)
-}
-
-/// Each placed stack's `auth_token` (for the agent's REST fallback), read
-/// once per stack.
-fn stack_tokens(fleet: &Fleet, placements: &[Arc<PlacementRecord>]) -> HashMap<String, String> {
-    let mut tokens = HashMap::new();
-    for placement in placements {
-        if tokens.contains_key(placement.stack_id.as_str()) {
-            continue;
-        }
-        let token = match fleet.store.stack(&placement.stack_id) {
-            Ok(stack) => stack.map(|s| s.auth_token).unwrap_or_default(),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read a stack's token");
-                String::new()
-            }
-        };
-        tokens.insert(placement.stack_id.clone(), token);
-    }
-    tokens
 }
 
 /// The wire form of one placement, with its stack's token.

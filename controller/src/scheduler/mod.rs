@@ -211,11 +211,10 @@ pub async fn pass(fleet: &Arc<Fleet>) -> StoreResult<usize> {
 
 fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
     let _span = tracing::debug_span!("schedule").entered();
+    let started = std::time::Instant::now();
     let store = &fleet.store;
     let now = clock::now_ms();
     let mut changed = 0;
-    // Acks wait in memory until a pass writes them, at least every tick.
-    changed += store.write_acks()?;
 
     let mut stacks = Vec::new();
     for stack in store.stacks()? {
@@ -236,6 +235,12 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             pools,
         });
     }
+    fleet.stack_tokens.replace(
+        stacks
+            .iter()
+            .map(|l| (l.stack.stack_id.clone(), l.stack.auth_token.clone()))
+            .collect(),
+    );
     let agents: Vec<Arc<AgentRecord>> = store
         .agents()?
         .into_iter()
@@ -442,6 +447,11 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             .filter(|(agent_id, _)| bumped.contains(agent_id.as_str()));
         fleet.registry.push_all(pushed);
     })?;
+    tracing::debug!(
+        pushed = bumped.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "desired states pushed"
+    );
 
     // Stack status.
     for loaded in &stacks {
@@ -509,6 +519,9 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         tracing::info!(stack_id = %stack.stack_id, from = ?stack.stack_status, to = ?next, reason = ?reason, "stack status changed");
         changed += 1;
     }
+    // Acks wait in memory until a pass writes them (at least every tick),
+    // last, so writing them never delays a push.
+    changed += store.write_acks()?;
     Ok(changed)
 }
 

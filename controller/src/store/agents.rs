@@ -134,9 +134,16 @@ impl Store {
     }
 
     /// Writes the acknowledged generations recorded since the last call,
-    /// in one batch. Returns how many.
+    /// in one batch. Returns how many. The batch is taken under the agents'
+    /// lock and written outside it, so sessions recording acks meanwhile
+    /// never wait for the disk.
     pub fn write_acks(&self) -> StoreResult<usize> {
-        let written = self.agent_cache.if_loaded(|agents| {
+        // It guards no data, so a poisoned lock is as good as any.
+        let _order = self
+            .ack_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = self.agent_cache.if_loaded(|agents| {
             let mut batch = sled::Batch::default();
             let written = agents.unwritten_acks.len();
             for agent_id in std::mem::take(&mut agents.unwritten_acks) {
@@ -144,9 +151,15 @@ impl Store {
                     batch.insert(agent_id.as_bytes(), &agent.acked_generation.to_be_bytes());
                 }
             }
-            self.acks.apply_batch(batch).map(|()| written)
+            (batch, written)
         });
-        Ok(written.transpose()?.unwrap_or(0))
+        let Some((batch, written)) = taken else {
+            return Ok(0);
+        };
+        if written > 0 {
+            self.acks.apply_batch(batch)?;
+        }
+        Ok(written)
     }
 
     /// One agent.

@@ -185,7 +185,7 @@ impl Store {
             loaded.records.insert(agent_id, Arc::new(record));
         }
         if !inline.is_empty() {
-            self.write_desired(&mut loaded, &inline)?;
+            self.stage_desired(&mut loaded, &inline)?.write(self)?;
             tracing::info!(
                 records = inline.len(),
                 "desired states rewritten with shared placements"
@@ -204,32 +204,34 @@ impl Store {
         Ok(loaded)
     }
 
-    /// Stores records: new placements first, then the records naming
-    /// them, then the placements nobody names any more are removed.
-    fn write_desired(
+    /// Takes records into memory and returns their writes: new
+    /// placements first, then the records naming them, then the
+    /// placements nobody names any more.
+    fn stage_desired(
         &self,
         loaded: &mut Loaded,
         records: &[(String, Arc<DesiredRecord>)],
-    ) -> StoreResult<()> {
-        let mut parts = sled::Batch::default();
-        let mut batch = sled::Batch::default();
+    ) -> StoreResult<Staged> {
+        let mut staged = Staged::default();
         let mut released = Vec::new();
         let mut fresh = HashMap::new();
         for (agent_id, desired) in records {
             let mut names = Vec::with_capacity(desired.placements.len());
             let mut shared = Vec::with_capacity(desired.placements.len());
             for placement in &desired.placements {
-                let (stored, key) = loaded.hold(placement, &mut fresh, &mut parts)?;
+                let (stored, key) = loaded.hold(placement, &mut fresh, &mut staged.parts)?;
                 shared.push(stored);
                 names.push(key);
             }
-            let stored = StoredDesired {
-                generation: desired.generation,
-                placements: Vec::new(),
-                parts: names,
-                history: desired.history.clone(),
-            };
-            batch.insert(agent_id.as_bytes(), encode("desired", &stored)?);
+            staged.records.push((
+                agent_id.clone(),
+                StoredDesired {
+                    generation: desired.generation,
+                    placements: Vec::new(),
+                    parts: names,
+                    history: desired.history.clone(),
+                },
+            ));
             let record = Arc::new(DesiredRecord {
                 generation: desired.generation,
                 placements: shared,
@@ -241,12 +243,8 @@ impl Store {
                 }
             }
         }
-        let mut gone = sled::Batch::default();
-        loaded.forget_unnamed(released, &mut gone);
-        self.desired_parts.apply_batch(parts)?;
-        self.desired.apply_batch(batch)?;
-        self.desired_parts.apply_batch(gone)?;
-        Ok(())
+        loaded.forget_unnamed(released, &mut staged.gone);
+        Ok(staged)
     }
 
     /// An agent's desired state (generation 0, empty, when none yet).
@@ -258,17 +256,50 @@ impl Store {
     /// first (the scheduler pushes them to their agents there, so ten
     /// thousand agents wait for no encoding), under the lock that readers
     /// take, so nobody reads the old state of an agent that may already
-    /// act on the new one. As everywhere, they are durable after the next
-    /// flush.
+    /// act on the new one. The records are encoded and written after that
+    /// lock is released (a session reading its agent's state meanwhile
+    /// waits for no disk), under a writer lock held from the change in
+    /// memory to its write, so writes land in the order of the changes.
+    /// As everywhere, they are durable after the next flush.
     pub fn put_desired(
         &self,
         records: &[(String, Arc<DesiredRecord>)],
         announce: impl FnOnce(&[(String, Arc<DesiredRecord>)]),
     ) -> StoreResult<()> {
-        self.with_desired(|loaded| {
+        let _order = self
+            .desired_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let staged = self.with_desired(|loaded| {
             announce(records);
-            self.write_desired(loaded, records)
-        })
+            self.stage_desired(loaded, records)
+        })?;
+        staged.write(self)
+    }
+}
+
+/// The tree writes of one change of desired states, in the order they
+/// must land.
+#[derive(Default)]
+struct Staged {
+    /// Placements stored for the first time.
+    parts: sled::Batch,
+    /// The records, naming their placements.
+    records: Vec<(String, StoredDesired)>,
+    /// Placements no record names any more.
+    gone: sled::Batch,
+}
+
+impl Staged {
+    fn write(self, store: &Store) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for (agent_id, stored) in &self.records {
+            batch.insert(agent_id.as_bytes(), encode("desired", stored)?);
+        }
+        store.desired_parts.apply_batch(self.parts)?;
+        store.desired.apply_batch(batch)?;
+        store.desired_parts.apply_batch(self.gone)?;
+        Ok(())
     }
 }
 

@@ -123,6 +123,12 @@ pub struct Store {
     desired_parts: sled::Tree,
     /// Each agent's acknowledged generation (see `agents.rs`).
     acks: sled::Tree,
+    /// Held while a batch of acks is taken and written, so batches land
+    /// in the order they were taken and no older one overwrites a newer.
+    ack_writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Held from a change of desired states in memory to its write (see
+    /// `desired.rs`).
+    desired_writer: std::sync::Arc<std::sync::Mutex<()>>,
     /// Every agent record, in memory (see `agents.rs`).
     agent_cache: resident::Resident<agents::Agents>,
     /// Every desired state, in memory (see `desired.rs`).
@@ -187,6 +193,8 @@ impl Store {
             delivery_lock: Default::default(),
             desired_parts: db.open_tree("desired_parts")?,
             acks: db.open_tree("acks")?,
+            ack_writer: Default::default(),
+            desired_writer: Default::default(),
             agent_cache: Default::default(),
             desired_cache: Default::default(),
             db,
