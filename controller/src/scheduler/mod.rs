@@ -285,7 +285,9 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             if want.bytes > room.part_bytes {
                 tracing::warn!(stack_id = %want.stack_id, flag = %want.flag, bytes = want.bytes, max = room.part_bytes, "a placement too large for one frame is not placed");
             }
-            specs.insert((want.stack_id.clone(), want.flag.clone()), Arc::new(record));
+            // The stored copy when unchanged: agents' states then compare by address.
+            let record = store.shared_placement(record)?;
+            specs.insert((want.stack_id.clone(), want.flag.clone()), record);
             wants.push(want);
         }
     }

@@ -247,6 +247,24 @@ impl Store {
         Ok(staged)
     }
 
+    /// The stored copy of a placement equal to `placement`, if some agent
+    /// holds one, else `placement` itself. A pass that builds its
+    /// placements afresh takes the stored copies, so comparing an agent's
+    /// new state with its old one compares addresses, not container
+    /// sections, and a write finds their keys without encoding them.
+    pub fn shared_placement(
+        &self,
+        placement: PlacementRecord,
+    ) -> StoreResult<Arc<PlacementRecord>> {
+        let key = key_of(&placement)?;
+        self.with_desired(|loaded| {
+            Ok(match loaded.placements.get(&key) {
+                Some(shared) if *shared.placement == placement => shared.placement.clone(),
+                _ => Arc::new(placement),
+            })
+        })
+    }
+
     /// An agent's desired state (generation 0, empty, when none yet).
     pub fn desired(&self, agent_id: &str) -> StoreResult<Arc<DesiredRecord>> {
         self.with_desired(|loaded| Ok(loaded.records.get(agent_id).cloned().unwrap_or_default()))
@@ -331,6 +349,26 @@ mod tests {
             .map(|(id, d)| ((*id).to_owned(), d.clone()))
             .collect();
         store.put_desired(&records, |_| {}).expect("put");
+    }
+
+    #[test]
+    fn a_placement_built_again_is_the_stored_copy_and_a_changed_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        let v1 = placement("s1", "v1");
+        put(&store, &[("a1", state(1, &[&v1]))]);
+        let again = store
+            .shared_placement(PlacementRecord::clone(&v1))
+            .expect("shared");
+        assert!(Arc::ptr_eq(
+            &again,
+            &store.desired("a1").expect("desired").placements[0]
+        ));
+        let changed = store
+            .shared_placement(PlacementRecord::clone(&placement("s1", "v2")))
+            .expect("shared");
+        assert_eq!(changed.version_id, "v2");
+        assert!(!Arc::ptr_eq(&changed, &again));
     }
 
     #[test]
