@@ -84,7 +84,9 @@ pub async fn update(
     finish(client, out, &updated, stack_id, "updated", wait_for).await
 }
 
-async fn finish(
+/// Prints what a call that stored a version answered, or (waiting) follows
+/// the stack until it settles.
+pub(crate) async fn finish(
     client: &Client,
     out: Output,
     answer: &Value,

@@ -11,10 +11,12 @@
 //!   container logs.
 //! - [`commands`]: one function per subcommand.
 //! - [`pools`]: pools and join tokens.
+//! - [`releases`]: scale, rollback and config vars.
 
 pub mod client;
 pub mod commands;
 pub mod pools;
+pub mod releases;
 pub mod session;
 pub mod stream;
 pub mod table;

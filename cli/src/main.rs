@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flotilla_cli::client::Client;
 use flotilla_cli::commands::{self, Output};
+use flotilla_cli::releases;
 use flotilla_cli::session;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +64,28 @@ enum Command {
     },
     /// A stack's versions, newest first.
     Versions { stack_id: String },
+    /// Set instance counts: a new version, the latest with these counts.
+    Scale {
+        stack_id: String,
+        /// `FLAG=COUNT`, one per configuration to change.
+        #[arg(required = true, value_name = "FLAG=COUNT")]
+        counts: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Run an earlier version's template again, as a new version.
+    Rollback {
+        stack_id: String,
+        /// The version to go back to (default: the one before the latest).
+        version_id: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// A configuration's environment variables (secrets redacted).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// List stacks.
     Stacks {
         /// Include deleted stacks.
@@ -161,6 +184,30 @@ enum Command {
         instance_id: String,
         #[arg(long)]
         flag: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Show the variables.
+    Get { stack_id: String, flag: String },
+    /// Set variables, in one new version.
+    Set {
+        stack_id: String,
+        flag: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Remove variables, in one new version.
+    Unset {
+        stack_id: String,
+        flag: String,
+        #[arg(required = true, value_name = "KEY")]
+        names: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -301,6 +348,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Versions { stack_id } => commands::versions(&client, out, &stack_id).await,
+        Command::Scale {
+            stack_id,
+            counts,
+            wait,
+        } => releases::scale(&client, out, &stack_id, &counts, wait.duration()).await,
+        Command::Rollback {
+            stack_id,
+            version_id,
+            wait,
+        } => {
+            releases::rollback(
+                &client,
+                out,
+                &stack_id,
+                version_id.as_deref(),
+                wait.duration(),
+            )
+            .await
+        }
+        Command::Config { action } => match action {
+            ConfigAction::Get { stack_id, flag } => {
+                releases::get(&client, out, &stack_id, &flag).await
+            }
+            ConfigAction::Set {
+                stack_id,
+                flag,
+                vars,
+                wait,
+            } => {
+                let changes = releases::to_set(&vars)?;
+                releases::change(&client, out, &stack_id, &flag, changes, wait.duration()).await
+            }
+            ConfigAction::Unset {
+                stack_id,
+                flag,
+                names,
+                wait,
+            } => {
+                let changes = releases::to_unset(&names);
+                releases::change(&client, out, &stack_id, &flag, changes, wait.duration()).await
+            }
+        },
         Command::Stacks { all } => commands::stacks(&client, out, all).await,
         Command::Describe { stack_id } => commands::describe(&client, out, &stack_id).await,
         Command::Delete { stack_id, wait } => {

@@ -9,6 +9,9 @@
 //!   extractors, and the generated OpenAPI document.
 //! - [`auth`]: clients, secrets and access tokens.
 //! - [`template`]: template validation and comparison.
+//! - [`stacks`]: operations on stacks (apply, update, scale, rollback,
+//!   config vars) between the handlers and the store: every new version
+//!   is made in one place.
 //! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
 //! - [`hook_targets`]: where a webhook may deliver (never inward), checked
 //!   at subscription and after DNS at every connection.
@@ -40,5 +43,6 @@ pub mod rest_tls;
 pub mod scheduler;
 pub mod serve;
 pub mod server;
+pub mod stacks;
 pub mod store;
 pub mod template;

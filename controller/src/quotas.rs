@@ -145,6 +145,8 @@ impl fmt::Display for Exceeded {
     }
 }
 
+impl std::error::Error for Exceeded {}
+
 /// Whether a user holding `used` of `quota` may create one more.
 pub fn admit(quota: Quota, quotas: &Quotas, used: usize) -> Result<(), Exceeded> {
     let limit = quota.limit(quotas);

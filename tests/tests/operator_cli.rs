@@ -1,7 +1,7 @@
 //! The `flotilla` operator CLI against a real controller and agent: login,
 //! apply/update/delete with `--wait` (to completion and to failure),
-//! tables and `--json`, diff, versions, agents, drain, events (also
-//! followed), logs, restart, and clear errors.
+//! tables and `--json`, config vars, scale, rollback, diff, versions,
+//! agents, drain, events (also followed), logs, restart, and clear errors.
 
 use flotilla_tests::spot::enrolled_agent;
 use flotilla_tests::{
@@ -136,6 +136,57 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     );
     let diff = ok(cfg, &["diff", &stack])?;
     assert!(diff.contains("~ label") || diff.contains("label"), "{diff}");
+    // Config vars, scale and rollback: each a new version, followed to
+    // completion on the agent.
+    let out = ok(
+        cfg,
+        &[
+            "config",
+            "set",
+            &stack,
+            "Web01",
+            "STAGE=blue",
+            "LABEL=three",
+            "--wait",
+        ],
+    )?;
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    let vars = json(cfg, &["config", "get", &stack, "Web01"])?;
+    assert_eq!(vars, serde_json::json!({"LABEL": "three", "STAGE": "blue"}));
+    let table = ok(cfg, &["config", "get", &stack, "Web01"])?;
+    assert!(
+        table.starts_with("NAME") && table.contains("blue"),
+        "{table}"
+    );
+    let out = ok(
+        cfg,
+        &["config", "unset", &stack, "Web01", "STAGE", "--wait"],
+    )?;
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    let out = ok(cfg, &["scale", &stack, "Web01=0", "--wait"])?;
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    let (success, _, err) = flotilla(cfg, &["scale", &stack, "Web01=-1"])?;
+    assert!(!success && err.contains("whole number"), "{err}");
+    let (success, _, err) = flotilla(cfg, &["scale", &stack, "Nope=1"])?;
+    assert!(!success && err.contains("404"), "{err}");
+    // Back to the version before the scale: one instance, LABEL three.
+    let out = ok(cfg, &["rollback", &stack, "--wait"])?;
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    let body = json(cfg, &["describe", &stack])?;
+    assert_eq!(
+        body["stack"]["configuration"]["configurations"][0]["provision"]["instance_count"],
+        1
+    );
+    assert_eq!(
+        json(cfg, &["config", "get", &stack, "Web01"])?,
+        serde_json::json!({"LABEL": "three"})
+    );
+    let described = ok(cfg, &["describe", &stack])?;
+    assert!(described.contains("running"), "{described}");
+    let versions = json(cfg, &["versions", &stack])?;
+    assert_eq!(versions.as_array().map(Vec::len), Some(6), "{versions}");
+    let (success, _, err) = flotilla(cfg, &["rollback", &stack, "no-such-version"])?;
+    assert!(!success && err.contains("404"), "{err}");
     let described = ok(cfg, &["describe", &stack])?;
     assert!(
         described.contains("i-cli") && described.contains("running"),

@@ -66,6 +66,10 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     /// `NAME=value`, sorted by name.
     pub env: Vec<String>,
+    /// Names of environment variables whose values are secrets: the
+    /// controller shows them as `[redacted]` to operators (describe,
+    /// config vars, the CLI) and never logs them; agents still get them.
+    pub secret_variables: Vec<String>,
     /// Exposed and published ports.
     pub ports: Vec<Port>,
     /// Host binds and named volumes, in template order.
@@ -139,6 +143,12 @@ fn section(check: &mut Checker, value: &Value) -> Option<ContainerSpec> {
     let command = check.optional(section, "", "command", fields::words);
     let entrypoint = check.optional(section, "", "entrypoint", fields::words);
     let env = environment(check, section);
+    let secret_variables = check.list(section, "", "secret_variables", ENV_COUNT, |value| {
+        match value.as_str() {
+            Some(name) if env_name_ok(name) => Ok(name.to_owned()),
+            _ => Err("must be an environment variable name (letters, digits and '_', not starting with a digit, at most 256)".into()),
+        }
+    });
     let host = host::host_access(check, section);
     let bridged = host.bridged();
     let ports = check.list(section, "", "ports", limits::PORT_COUNT, |value| {
@@ -199,6 +209,7 @@ fn section(check: &mut Checker, value: &Value) -> Option<ContainerSpec> {
         command,
         entrypoint,
         env,
+        secret_variables,
         ports,
         volumes,
         labels,
@@ -215,7 +226,9 @@ fn section(check: &mut Checker, value: &Value) -> Option<ContainerSpec> {
     })
 }
 
-fn env_name_ok(name: &str) -> bool {
+/// Whether `name` may name an environment variable: letters, digits and
+/// `_`, not starting with a digit, at most 256 bytes.
+pub fn env_name_ok(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= NAME_LEN
         && chars

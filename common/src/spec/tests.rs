@@ -30,10 +30,12 @@ fn a_full_spec_parses() {
             "ipc_mode": "host",
             "gitRepo": "https://git.example.com/site.git",
             "gitPoll": "1m",
+            "secret_variables": ["DEBUG"],
             "x-unknown": {"kept": "ignored"}
         }"#,
     )
     .expect("valid");
+    assert_eq!(spec.secret_variables, ["DEBUG"]);
     assert_eq!(
         spec.command.as_deref(),
         Some(&["httpd".to_owned(), "-f".into(), "-p".into(), "80".into()][..])
@@ -125,6 +127,14 @@ fn each_refusal_has_its_pointer() {
         (
             json!({"image": "web", "environment_variables": {"X": "a\u{0}b"}}),
             "/environment_variables/X",
+        ),
+        (
+            json!({"image": "web", "secret_variables": ["OK", "1BAD"]}),
+            "/secret_variables/1",
+        ),
+        (
+            json!({"image": "web", "secret_variables": "TOKEN"}),
+            "/secret_variables",
         ),
         (json!({"image": "web", "ports": ["abc"]}), "/ports/0"),
         (

@@ -255,8 +255,8 @@ pub async fn create_join_token(
     let (pin, pool) = match (request.stack_id, request.flag) {
         (Some(stack_id), Some(flag)) => {
             let stack = load_owned_stack(&state, &operator, &stack_id)?;
-            let version = super::templates::latest_version(&state, &stack)?;
-            let body = super::templates::stored_body(&version)?;
+            let version = state.stacks().latest(&stack)?;
+            let body = crate::stacks::versions::stored_body(&version)?;
             crate::template::configuration(&body, &flag)
                 .ok_or_else(|| ApiError::not_found("flag", &flag))?;
             let pool = version.pool_of(&flag).to_owned();

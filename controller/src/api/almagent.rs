@@ -7,8 +7,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
 use super::report_rules::{self, AlmVerdict};
 use super::state::AppState;
-use super::templates::{latest_version, stored_body};
 use crate::clock;
+use crate::stacks::versions::stored_body;
 use crate::store::{AlmIdOutcome, InstanceStatusRecord, StackRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -173,8 +173,12 @@ pub async fn config(
         ));
     };
     let stack = stack_for(&state, &caller, &stack_id)?;
-    let version = latest_version(&state, &stack)?;
-    let body = stored_body(&version)?;
+    let version = state.stacks().latest(&stack)?;
+    let mut body = stored_body(&version)?;
+    // Operators see secret variables redacted; the stack's agents get them.
+    if matches!(caller.0 .0, crate::store::Principal::Client { .. }) {
+        crate::stacks::config_vars::redact(&mut body);
+    }
     let created: Vec<i64> = state
         .store
         .versions(&stack.stack_id)?
@@ -310,7 +314,7 @@ fn admit(state: &AppState, stack: &StackRecord, id: &str, flag: Option<&str>) ->
         AlmVerdict::NotFound => return Err(ApiError::not_found("instance_id", id)),
         AlmVerdict::Counted => {}
     }
-    let body = stored_body(&latest_version(state, stack)?)?;
+    let body = state.stacks().latest_body(stack)?;
     let limit = crate::template::instance_count(&body, flag)
         .ok_or_else(|| ApiError::not_found("flag", flag.unwrap_or_default()))?;
     let key = format!("{}\0{}", stack.stack_id, flag.unwrap_or_default());

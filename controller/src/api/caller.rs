@@ -124,6 +124,15 @@ impl Operator {
         }
     }
 
+    /// This operator as the actor of a stack operation.
+    pub fn actor(&self) -> crate::stacks::Actor<'_> {
+        crate::stacks::Actor {
+            user_id: &self.user_id,
+            username: &self.username,
+            admin: self.admin,
+        }
+    }
+
     /// Whether this operator may see `stack` (its owner, or an admin).
     pub fn owns(&self, stack: &StackRecord) -> bool {
         self.admin || stack.user_id == self.user_id

@@ -175,3 +175,96 @@ impl From<PathRejection> for ApiError {
 
 /// What a handler returns.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// One detail per problem, each with its pointer and `extra` in its
+/// context.
+fn problem_details(
+    problems: Vec<crate::template::validate::Problem>,
+    code: &str,
+    extra: &Value,
+) -> Vec<ErrorDetail> {
+    problems
+        .into_iter()
+        .map(|problem| {
+            let mut context = json!({ "path": problem.path });
+            if let (Some(context), Some(extra)) = (context.as_object_mut(), extra.as_object()) {
+                context.extend(extra.clone());
+            }
+            ErrorDetail {
+                code: code.into(),
+                message: problem.message,
+                context,
+            }
+        })
+        .collect()
+}
+
+impl From<crate::stacks::StackError> for ApiError {
+    /// Each refusal of a stack operation as its status and code: a
+    /// malformed body 400 (every problem listed), a well-formed one the
+    /// operator's policy refuses 403, a missing thing 404, a state that
+    /// does not allow it 409.
+    fn from(err: crate::stacks::StackError) -> Self {
+        use crate::stacks::StackError as E;
+        let message = err.to_string();
+        let with = |status, code: &str, details: Vec<ErrorDetail>| {
+            let mut error = ApiError::new(status, code, message.clone());
+            if !details.is_empty() {
+                error.errors = details;
+            }
+            error
+        };
+        match err {
+            E::Invalid(problems) => with(
+                StatusCode::BAD_REQUEST,
+                "invalid_template",
+                problem_details(problems, "invalid_template", &json!({})),
+            ),
+            E::DuplicateFlag(problems) => with(
+                StatusCode::CONFLICT,
+                "duplicate_flag",
+                problem_details(problems, "duplicate_flag", &json!({})),
+            ),
+            E::TooLarge { problems, limit } => with(
+                StatusCode::FORBIDDEN,
+                "container_section_too_large",
+                problem_details(
+                    problems,
+                    "container_section_too_large",
+                    &json!({ "limit": limit }),
+                ),
+            ),
+            E::PolicyDenied(denials) => with(
+                StatusCode::FORBIDDEN,
+                "policy_denied",
+                denials
+                    .into_iter()
+                    .map(|d| ErrorDetail {
+                        code: "policy_denied".into(),
+                        message: d.message,
+                        context: json!({ "path": d.path, "pool": d.pool }),
+                    })
+                    .collect(),
+            ),
+            E::UnknownPool { ref name, ref path } => {
+                ApiError::not_found("pool", name).context(json!({ "pool": name, "path": path }))
+            }
+            E::ForbiddenPool {
+                ref name, ref path, ..
+            } => {
+                ApiError::forbidden(message.clone()).context(json!({ "pool": name, "path": path }))
+            }
+            E::NoPool { ref path, .. } => {
+                ApiError::forbidden(message.clone()).context(json!({ "path": path }))
+            }
+            E::NotFound { kind, ref id } => ApiError::not_found(kind, id),
+            E::Deleting { status, .. } => {
+                ApiError::conflict(message).context(json!({ "stack_status": status }))
+            }
+            E::Conflict(message) => ApiError::conflict(message),
+            E::Quota(err) => err.into(),
+            E::Store(err) => err.into(),
+            E::Damaged { .. } => ApiError::internal(),
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod openapi;
 pub mod pools;
 pub mod rate_limit;
+pub mod releases;
 pub mod report_rules;
 pub mod schemas;
 pub mod stacks;
@@ -171,6 +172,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(templates::compare))
         .routes(routes!(templates::describe, templates::update))
         .routes(routes!(templates::container))
+        .routes(routes!(releases::rollback))
+        .routes(routes!(releases::formation))
+        .routes(routes!(releases::config_get, releases::config_set))
         .routes(routes!(stacks::list, stacks::list_post))
         .routes(routes!(
             stacks::describe,

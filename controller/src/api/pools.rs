@@ -286,7 +286,7 @@ pub async fn update(
         updated_ms: clock::now_ms(),
         ..old.clone()
     };
-    let running = super::templates::running_in_pool(&state, &name)?;
+    let running = state.stacks().running_in_pool(&name)?;
     let in_pool: Vec<pools::rules::InPool<'_>> = running
         .iter()
         .map(|r| pools::rules::InPool {
@@ -349,7 +349,7 @@ pub async fn delete(
         ))
         .context(json!({ "pool": name, "agents": shown.agents })));
     }
-    let running = super::templates::running_in_pool(&state, &name)?;
+    let running = state.stacks().running_in_pool(&name)?;
     if !running.is_empty() {
         let found = running
             .iter()

@@ -124,15 +124,37 @@ fn capabilities() -> Vec<String> {
     names
 }
 
+/// A value an environment variable may take in a template.
+fn env_value() -> Value {
+    json!({"anyOf": [
+        {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": "^[^\\u0000]*$"},
+        {"type": "number"},
+        {"type": "boolean"},
+    ]})
+}
+
+/// The name pattern of an environment variable.
+fn env_name() -> Value {
+    json!({"pattern": format!("^[A-Za-z_][A-Za-z0-9_]{{0,{}}}$", NAME_LEN - 1)})
+}
+
+/// A config vars change: names to new values, or to `null` to remove.
+pub fn config_changes() -> Value {
+    json!({
+        "type": "object",
+        "description": "Names to values to set (string, number or boolean), or to null to remove.",
+        "minProperties": 1,
+        "maxProperties": ENV_COUNT,
+        "propertyNames": env_name(),
+        "additionalProperties": {"anyOf": [env_value(), {"type": "null"}]},
+    })
+}
+
 /// The container section, as `flotilla_common::spec` parses it.
 pub fn container_section() -> Value {
     let ws = "[^\\s\\u0000-\\u001f\\u007f-\\u009f";
     let image = format!("^[a-z0-9._:][a-z0-9._:-]*(/[a-z0-9._:-]+)*(:{ws}/@:]*)?(@{ws}]*)?$");
-    let env_value = json!({"anyOf": [
-        {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": "^[^\\u0000]*$"},
-        {"type": "number"},
-        {"type": "boolean"},
-    ]});
+    let env_value = env_value();
     let volume_name = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
     let volume = format!("^({volume_name}|/[^\\u0000:]*):{DEEP_PATH}(:(ro|rw))?$");
     let permissions = "r|w|m|rw|wr|rm|mr|wm|mw|rwm|rmw|wrm|wmr|mrw|mwr";
@@ -154,8 +176,14 @@ pub fn container_section() -> Value {
             "environment_variables": {
                 "type": ["object", "null"],
                 "maxProperties": ENV_COUNT,
-                "propertyNames": {"pattern": format!("^[A-Za-z_][A-Za-z0-9_]{{0,{}}}$", NAME_LEN - 1)},
+                "propertyNames": env_name(),
                 "additionalProperties": env_value,
+            },
+            "secret_variables": {
+                "type": ["array", "null"],
+                "description": "Names of environment variables whose values operators see as \"[redacted]\" (describe, config vars); agents get the values.",
+                "maxItems": ENV_COUNT,
+                "items": {"type": "string", "pattern": env_name()["pattern"]},
             },
             "ports": {"type": ["array", "null"], "maxItems": PORT_COUNT, "items": port(true)},
             "volumes": {"type": ["array", "null"], "maxItems": VOLUME_COUNT, "items": {"type": "string", "maxLength": TEXT_LEN, "pattern": volume}},
@@ -354,12 +382,22 @@ pub fn install(doc: &mut Value) {
             schema.insert(keyword.into(), value);
         }
     }
+    schemas.insert("ConfigChanges".into(), config_changes());
     let template = json!({"$ref": "#/components/schemas/Template"});
     let create_pool = json!({"$ref": "#/components/schemas/CreatePool"});
+    let config_changes = json!({"$ref": "#/components/schemas/ConfigChanges"});
+    let formation = json!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1024,
+        "items": {"$ref": "#/components/schemas/FormationItem"},
+    });
     for (pointer, schema) in [
         ("/paths/~1v3~1alm~1template/post/requestBody/content/application~1json/schema", &template),
         ("/paths/~1v3~1alm~1template~1{template_id}/put/requestBody/content/application~1json/schema", &template),
         ("/paths/~1v3~1alm~1pools/post/requestBody/content/application~1json/schema", &create_pool),
+        ("/paths/~1v3~1alm~1stack~1{stack_id}~1config~1{flag}/patch/requestBody/content/application~1json/schema", &config_changes),
+        ("/paths/~1v3~1alm~1stack~1{stack_id}~1formation/patch/requestBody/content/application~1json/schema", &formation),
     ] {
         if let Some(slot) = doc.pointer_mut(pointer) {
             *slot = schema.clone();

@@ -4,7 +4,6 @@ use super::caller::{Caller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::state::AppState;
-use super::templates::{latest_version, stored_body};
 use crate::clock;
 use crate::store::{InstanceStatusRecord, StackRecord, StackStatus};
 use axum::extract::State;
@@ -91,8 +90,9 @@ pub(super) fn load_visible_stack(
 }
 
 fn view(state: &AppState, stack: StackRecord) -> ApiResult<StackView> {
-    let version = latest_version(state, &stack)?;
-    let configuration = stored_body(&version)?;
+    let version = state.stacks().latest(&stack)?;
+    let mut configuration = crate::stacks::versions::stored_body(&version)?;
+    crate::stacks::config_vars::redact(&mut configuration);
     let pools = configuration
         .get("configurations")
         .and_then(Value::as_array)

@@ -46,6 +46,16 @@ impl AppState {
         Ok(crate::quotas::admit(quota, &self.settings.quotas, used)?)
     }
 
+    /// The stack operations, over this state's store and limits.
+    pub fn stacks(&self) -> crate::stacks::Stacks<'_> {
+        crate::stacks::Stacks {
+            store: &self.store,
+            fleet: &self.fleet,
+            max_container_section: self.settings.max_container_section,
+            quotas: &self.settings.quotas,
+        }
+    }
+
     /// Asks the scheduler to look again (coalesced, never blocks).
     pub fn nudge(&self) {
         self.fleet.nudge();

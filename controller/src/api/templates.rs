@@ -7,16 +7,15 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::stacks::{load_owned_stack, load_visible_stack};
 use super::state::AppState;
 use crate::clock;
-use crate::pools::PoolChoice;
-use crate::store::{StackRecord, StackStatus, VersionOutcome, VersionRecord};
-use crate::template::{self, diff, validate};
+use crate::stacks::versions::stored_body;
+use crate::stacks::{config_vars, Change, Released};
+use crate::store::StackStatus;
+use crate::template::{self, diff};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// Answer to apply and update.
@@ -27,6 +26,18 @@ pub struct ApplyResponse {
     pub stack_status: StackStatus,
     pub template_id: String,
     pub version_id: String,
+}
+
+impl ApplyResponse {
+    /// The answer for a version just stored.
+    pub fn of(released: Released) -> Self {
+        ApplyResponse {
+            status: "success".into(),
+            stack_status: released.stack.stack_status,
+            template_id: released.stack.stack_id,
+            version_id: released.version_id,
+        }
+    }
 }
 
 /// One version in the version list.
@@ -103,269 +114,6 @@ pub struct CompareResponse {
     pub diff: diff::Diff,
 }
 
-/// Turns validation problems into one 400 listing all of them.
-fn invalid(problems: Vec<validate::Problem>) -> ApiError {
-    let mut error = ApiError::bad_request("invalid_template", "template is invalid");
-    error.errors = problems
-        .into_iter()
-        .map(|problem| super::error::ErrorDetail {
-            code: "invalid_template".into(),
-            message: problem.message,
-            context: json!({ "path": problem.path }),
-        })
-        .collect();
-    error
-}
-
-/// Checks a template body: a malformed one is 400 with every problem
-/// (repeated flags too); a well-formed one that names a configuration
-/// twice is 409 `duplicate_flag`, each repeat with its pointer.
-fn check_template(body: &Value) -> ApiResult<()> {
-    let repeats = validate::repeated_flags(body);
-    if let Err(mut problems) = validate::validate(body) {
-        problems.extend(repeats);
-        return Err(invalid(problems));
-    }
-    if repeats.is_empty() {
-        return Ok(());
-    }
-    Err(refused(
-        invalid(repeats),
-        StatusCode::CONFLICT,
-        "duplicate_flag",
-        json!({}),
-    ))
-}
-
-/// `error` (from [`invalid`]) as a refusal of a well-formed body: another
-/// status and code, and `extra` added to every context.
-fn refused(mut error: ApiError, status: StatusCode, code: &str, extra: Value) -> ApiError {
-    error.status = status;
-    for detail in &mut error.errors {
-        detail.code = code.into();
-        if let (Some(context), Some(extra)) = (detail.context.as_object_mut(), extra.as_object()) {
-            context.extend(extra.clone());
-        }
-    }
-    error
-}
-
-fn encode_body(body: &Value) -> ApiResult<String> {
-    serde_json::to_string(body).map_err(|err| {
-        tracing::error!(error = %err, "template body could not be encoded");
-        ApiError::internal()
-    })
-}
-
-/// Parses a stored body. Stored bodies were validated JSON, so a failure
-/// here means damage, reported as an internal error.
-pub(super) fn stored_body(version: &VersionRecord) -> ApiResult<Value> {
-    serde_json::from_str(&version.body).map_err(|err| {
-        tracing::error!(stack_id = %version.stack_id, seq = version.seq, error = %err, "stored template body unreadable");
-        ApiError::internal()
-    })
-}
-
-/// The latest version of a stack.
-pub(super) fn latest_version(state: &AppState, stack: &StackRecord) -> ApiResult<VersionRecord> {
-    state
-        .store
-        .version_by_seq(&stack.stack_id, stack.latest_seq)?
-        .ok_or_else(|| {
-            tracing::error!(stack_id = %stack.stack_id, seq = stack.latest_seq, "latest version missing");
-            ApiError::internal()
-        })
-}
-
-/// Refuses (403 `container_section_too_large`, each with its pointer and
-/// the limit) container sections larger than `max_container_section`:
-/// whatever the stacks, no placement grows past what the fleet link
-/// carries. A well-formed section over the operator's limit is refused by
-/// policy, not malformed (the document bounds each value, not the total).
-fn check_sizes(state: &AppState, body: &Value) -> ApiResult<()> {
-    let limit = state.settings.max_container_section;
-    let problems: Vec<validate::Problem> = template::configurations(body)
-        .iter()
-        .enumerate()
-        .filter_map(|(index, config)| {
-            let size = config.get("container")?.to_string().len();
-            (size > limit).then(|| validate::Problem {
-                path: format!("/configurations/{index}/container"),
-                message: format!(
-                    "the container section is {size} bytes; at most {limit} (max_container_section)"
-                ),
-            })
-        })
-        .collect();
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(refused(
-        invalid(problems),
-        StatusCode::FORBIDDEN,
-        "container_section_too_large",
-        json!({ "limit": limit }),
-    ))
-}
-
-/// Resolves the pool of every configuration of a (valid) body for the
-/// stack's owner (`admin` when an admin client of the owner acts):
-/// `provision.pool` when given, else the owner's first pool, else
-/// `default` for admins. Unknown pools are 404, pools the owner may not
-/// use 403, each naming the configuration.
-fn resolve_pools(
-    state: &AppState,
-    owner: &str,
-    admin: bool,
-    body: &Value,
-) -> ApiResult<BTreeMap<String, String>> {
-    let pools = state.store.pools()?;
-    let mut resolved = BTreeMap::new();
-    for (index, config) in template::configurations(body).iter().enumerate() {
-        let Some(flag) = config.get("flag").and_then(Value::as_str) else {
-            continue;
-        };
-        let path = format!("/configurations/{index}/provision/pool");
-        let requested = match config.pointer("/provision/pool") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(name)) => Some(name.as_str()),
-            Some(_) => {
-                return Err(invalid(vec![validate::Problem {
-                    path,
-                    message: "pool must be a string naming a pool".into(),
-                }]))
-            }
-        };
-        let pool = match crate::pools::resolve(requested, &pools, owner, admin) {
-            PoolChoice::Pool(pool) => pool,
-            PoolChoice::Unknown(name) => {
-                return Err(ApiError::not_found("pool", &name)
-                    .context(json!({ "pool": name, "path": path })))
-            }
-            PoolChoice::Forbidden(name) => {
-                return Err(ApiError::forbidden(format!(
-                    "user {owner} may not use pool {name}"
-                ))
-                .context(json!({ "pool": name, "path": path })))
-            }
-            PoolChoice::NoPool => {
-                return Err(ApiError::forbidden(format!(
-                    "user {owner} is in no pool; an admin adds users to a pool (PUT /v3/alm/pools/{{name}})"
-                ))
-                .context(json!({ "path": path })))
-            }
-        };
-        resolved.insert(flag.to_owned(), pool);
-    }
-    Ok(resolved)
-}
-
-/// Refuses (403 `policy_denied`, every violation with its pointer and the
-/// pool that forbids it) a body whose containers ask for what their pools
-/// do not allow. Nothing is stored then.
-fn check_policies(
-    state: &AppState,
-    body: &Value,
-    pools: &BTreeMap<String, String>,
-) -> ApiResult<()> {
-    let mut found = Vec::new();
-    for (index, config) in template::configurations(body).iter().enumerate() {
-        let (Some(flag), Some(container)) = (
-            config.get("flag").and_then(Value::as_str),
-            config.get("container"),
-        ) else {
-            continue;
-        };
-        let Some(pool) = pools.get(flag) else {
-            continue;
-        };
-        let policy = state
-            .store
-            .pool(pool)?
-            .map(|p| p.policy)
-            .unwrap_or_default();
-        let Some(spec) = validate::container_spec(container) else {
-            continue;
-        };
-        for violation in flotilla_common::policy::check(&spec, &policy) {
-            found.push(super::error::ErrorDetail {
-                code: "policy_denied".into(),
-                message: format!("pool {pool} does not allow this: {}", violation.message),
-                context: json!({
-                    "path": format!("/configurations/{index}/container{}", violation.path),
-                    "pool": pool,
-                }),
-            });
-        }
-    }
-    if found.is_empty() {
-        return Ok(());
-    }
-    let mut error = ApiError::new(
-        StatusCode::FORBIDDEN,
-        "policy_denied",
-        "the pool's container policy forbids this",
-    );
-    error.errors = found;
-    Err(error)
-}
-
-/// One configuration of a live stack that runs in a pool, for checks
-/// before the pool changes.
-pub(super) struct RunningConfig {
-    pub stack_id: String,
-    pub owner: String,
-    pub flag: String,
-    pub container: Value,
-}
-
-impl RunningConfig {
-    /// What `policy` would forbid in its container section, each as
-    /// `pointer: message` (pointers within the section).
-    pub fn violations(&self, policy: &flotilla_common::policy::Policy) -> Vec<String> {
-        match validate::container_spec(&self.container) {
-            Some(spec) => flotilla_common::policy::check(&spec, policy)
-                .into_iter()
-                .map(|v| format!("{}: {}", v.path, v.message))
-                .collect(),
-            None if self.container.is_null() => Vec::new(),
-            None => vec!["the container section does not parse".to_owned()],
-        }
-    }
-}
-
-/// Every configuration of a stack that is not being deleted whose latest
-/// version runs in `pool`.
-pub(super) fn running_in_pool(state: &AppState, pool: &str) -> ApiResult<Vec<RunningConfig>> {
-    let mut found = Vec::new();
-    for stack in state.store.stacks()? {
-        if stack.stack_status.is_deleting() {
-            continue;
-        }
-        let version = latest_version(state, &stack)?;
-        let body = stored_body(&version)?;
-        for config in body
-            .get("configurations")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(flag) = config.get("flag").and_then(Value::as_str) else {
-                continue;
-            };
-            if version.pool_of(flag) == pool {
-                found.push(RunningConfig {
-                    stack_id: stack.stack_id.clone(),
-                    owner: stack.username.clone(),
-                    flag: flag.to_owned(),
-                    container: config.get("container").cloned().unwrap_or(Value::Null),
-                });
-            }
-        }
-    }
-    Ok(found)
-}
-
 /// Applies a template: validates it, stores version 1 and creates the stack.
 #[utoipa::path(post, path = "/v3/alm/template", tag = "templates",
     security(("bearer" = [])),
@@ -385,65 +133,8 @@ pub async fn apply(
     operator: Operator,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
-    check_template(&body)?;
-    check_sizes(&state, &body)?;
-    let pools = resolve_pools(&state, &operator.username, operator.admin, &body)?;
-    check_policies(&state, &body, &pools)?;
-    let owned = state
-        .store
-        .stacks()?
-        .iter()
-        .filter(|s| s.user_id == operator.user_id && s.stack_status != StackStatus::DeleteComplete)
-        .count();
-    state.admit(crate::quotas::Quota::StacksPerUser, owned)?;
-    let now = clock::now_ms();
-    let stack_id = flotilla_common::ids::template_id(&operator.user_id);
-    let version = VersionRecord {
-        stack_id: stack_id.clone(),
-        seq: 1,
-        version_id: flotilla_common::ids::version_id(),
-        created_ms: now,
-        body: encode_body(&body)?,
-        pools,
-    };
-    let stack = StackRecord {
-        stack_id: stack_id.clone(),
-        user_id: operator.user_id.clone(),
-        username: operator.username.clone(),
-        nickname: crate::nickname::generate(),
-        auth_token: flotilla_common::ids::random_alphanumeric(crate::auth::secret::STACK_TOKEN_LEN),
-        create_time_ms: now,
-        stack_status: StackStatus::CreateInProgress,
-        status_reason: None,
-        vendor: body.get("vendor").cloned(),
-        latest_seq: 1,
-        latest_version_id: version.version_id.clone(),
-        updated_ms: now,
-    };
-    state.store.create_stack(
-        &stack,
-        &crate::auth::secret::digest(&stack.auth_token),
-        &version,
-    )?;
-    state.store.append_event(
-        "stack.created",
-        Some(&stack_id),
-        None,
-        clock::rfc3339_ms(now),
-        json!({ "version_id": version.version_id }),
-    )?;
-    state.store.flush().await?;
-    state.nudge();
-    tracing::info!(stack_id = %stack_id, version_id = %version.version_id, "template applied");
-    Ok((
-        StatusCode::CREATED,
-        Json(ApplyResponse {
-            status: "success".into(),
-            stack_status: stack.stack_status,
-            template_id: stack_id,
-            version_id: version.version_id,
-        }),
-    ))
+    let released = state.stacks().create(operator.actor(), body).await?;
+    Ok((StatusCode::CREATED, Json(ApplyResponse::of(released))))
 }
 
 /// Updates a template: stores a new version (keeping the stack's vendor)
@@ -466,55 +157,14 @@ pub async fn update(
     State(state): State<AppState>,
     operator: Operator,
     ApiPath(template_id): ApiPath<String>,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<ApplyResponse>)> {
     let stack = load_owned_stack(&state, &operator, &template_id)?;
-    check_template(&body)?;
-    check_sizes(&state, &body)?;
-    // The pools are resolved for the stack's owner, whoever updates it.
-    let owner_admin = operator.admin && operator.user_id == stack.user_id;
-    let pools = resolve_pools(&state, &stack.username, owner_admin, &body)?;
-    check_policies(&state, &body, &pools)?;
-    template::keep_vendor(&mut body, stack.vendor.as_ref());
-    let version_id = flotilla_common::ids::version_id();
-    let now = clock::now_ms();
-    let outcome = state.store.add_version(
-        &template_id,
-        &version_id,
-        now,
-        &encode_body(&body)?,
-        &pools,
-        StackStatus::UpdateInProgress,
-    )?;
-    let stack = match outcome {
-        VersionOutcome::Added(stack) => stack,
-        VersionOutcome::NoStack => return Err(ApiError::not_found("template_id", &template_id)),
-        VersionOutcome::Deleting(status) => {
-            return Err(ApiError::conflict(format!(
-                "stack {template_id} is {status:?} and takes no more updates"
-            ))
-            .context(json!({ "stack_status": status })))
-        }
-    };
-    state.store.append_event(
-        "stack.updated",
-        Some(&template_id),
-        None,
-        clock::rfc3339_ms(now),
-        json!({ "version_id": version_id }),
-    )?;
-    state.store.flush().await?;
-    state.nudge();
-    tracing::info!(stack_id = %template_id, version_id = %version_id, "template updated");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(ApplyResponse {
-            status: "success".into(),
-            stack_status: stack.stack_status,
-            template_id,
-            version_id,
-        }),
-    ))
+    let released = state
+        .stacks()
+        .release(&stack, operator.actor(), body, Change::Updated)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(ApplyResponse::of(released))))
 }
 
 /// Lists a template's versions, newest first.
@@ -553,21 +203,6 @@ pub async fn versions(
     ))
 }
 
-/// Finds a version by id (empty or `latest`: the newest).
-fn find_version(
-    state: &AppState,
-    stack: &StackRecord,
-    version_id: Option<&str>,
-) -> ApiResult<VersionRecord> {
-    match version_id {
-        None | Some("") | Some("latest") => latest_version(state, stack),
-        Some(id) => state
-            .store
-            .version(&stack.stack_id, id)?
-            .ok_or_else(|| ApiError::not_found("version_id", id)),
-    }
-}
-
 /// Returns the body of one template version.
 #[utoipa::path(get, path = "/v3/alm/template/{template_id}", tag = "templates",
     security(("bearer" = [])),
@@ -583,10 +218,14 @@ pub async fn describe(
     operator: Operator,
     ApiPath(template_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DescribeQuery>,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<Value>> {
     let stack = load_owned_stack(&state, &operator, &template_id)?;
-    let version = find_version(&state, &stack, query.version_id.as_deref())?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], version.body).into_response())
+    let version = state
+        .stacks()
+        .find_version(&stack, query.version_id.as_deref())?;
+    let mut body = stored_body(&version)?;
+    config_vars::redact(&mut body);
+    Ok(Json(body))
 }
 
 /// The `container` section of one configuration, with `updated` (when its
@@ -612,7 +251,7 @@ pub async fn container(
         .filter(|flag| !flag.is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_query", "flag is required"))?;
     let stack = load_visible_stack(&state, &caller, &template_id)?;
-    let version = latest_version(&state, &stack)?;
+    let version = state.stacks().latest(&stack)?;
     let body = stored_body(&version)?;
     let config =
         template::configuration(&body, &flag).ok_or_else(|| ApiError::not_found("flag", &flag))?;
@@ -628,6 +267,15 @@ pub async fn container(
             )
             .context(json!({ "flag": flag }))
         })?;
+    // Operators see secrets redacted; the stack's own agents get them.
+    if matches!(caller.0, crate::store::Principal::Client { .. }) {
+        let mut section = Value::Object(container);
+        config_vars::redact_container(&mut section);
+        container = match section {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+    }
     container.insert(
         "updated".into(),
         json!(clock::unix_secs(version.created_ms)),
@@ -649,8 +297,12 @@ fn compare_side(
         ));
     };
     let stack = load_owned_stack(state, operator, template_id)?;
-    let version = find_version(state, &stack, reference.version.as_deref())?;
-    stored_body(&version)
+    let version = state
+        .stacks()
+        .find_version(&stack, reference.version.as_deref())?;
+    let mut body = stored_body(&version)?;
+    config_vars::redact(&mut body);
+    Ok(body)
 }
 
 fn body_side(index: usize, item: Value) -> ApiResult<Value> {
