@@ -85,7 +85,7 @@ pub async fn update(
 }
 
 /// Prints what a call that stored a version answered, or (waiting) follows
-/// the stack until it settles.
+/// the stack until it settles and then its task until it ends.
 pub(crate) async fn finish(
     client: &Client,
     out: Output,
@@ -108,7 +108,16 @@ pub(crate) async fn finish(
     if !out.json {
         println!("stack {stack_id} {what}; waiting for it to settle");
     }
+    let started = std::time::Instant::now();
     let stack = wait::until_settled(client, stack_id, timeout).await?;
+    if let Some(task_id) = answer["task_id"].as_str() {
+        // The task settles in the same pass as the stack: a few seconds
+        // cover the moment between the two writes even at the deadline.
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(5));
+        wait::task(client, task_id, left).await?;
+    }
     if out.json {
         out.value(&stack);
     } else {

@@ -28,8 +28,46 @@ pub enum WaitError {
         status: String,
         waited: Duration,
     },
+    #[error("task {task_id} ({operation}) FAILED: {reason}")]
+    TaskFailed {
+        task_id: String,
+        operation: String,
+        reason: String,
+    },
+    #[error("task {task_id} still PENDING after {waited:?}")]
+    TaskTimedOut { task_id: String, waited: Duration },
     #[error(transparent)]
     Call(#[from] CallError),
+}
+
+/// Follows a task until it is no longer `PENDING`: the stack settling is
+/// not enough, as a later version may have superseded this one. A FAILED
+/// task is an error with its reason.
+pub async fn task(client: &Client, task_id: &str, timeout: Duration) -> Result<Value, WaitError> {
+    let started = Instant::now();
+    loop {
+        let task = client.get(&format!("/v3/tasks/{task_id}")).await?;
+        match task["taskStatus"].as_str() {
+            Some("SUCCESS") => return Ok(task),
+            Some("FAILED") => {
+                return Err(WaitError::TaskFailed {
+                    task_id: task_id.to_owned(),
+                    operation: task["operation"].as_str().unwrap_or("-").to_owned(),
+                    reason: task["reason"]
+                        .as_str()
+                        .unwrap_or("no reason given")
+                        .to_owned(),
+                })
+            }
+            _ if started.elapsed() >= timeout => {
+                return Err(WaitError::TaskTimedOut {
+                    task_id: task_id.to_owned(),
+                    waited: timeout,
+                })
+            }
+            _ => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 /// Whether a status is final.

@@ -308,8 +308,9 @@ fn mark_sessions_lost(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hourly removal of expired tokens, and of events and finished webhook
-/// deliveries older than the retention (`None`: kept forever).
+/// Hourly removal of expired tokens, and of events, finished webhook
+/// deliveries and finished tasks older than the retention (`None`: kept
+/// forever).
 async fn housekeeping(store: Store, retention: Option<std::time::Duration>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
@@ -325,10 +326,16 @@ async fn housekeeping(store: Store, retention: Option<std::time::Duration>) {
         match store
             .prune_events(cutoff)
             .and_then(|events| Ok((events, store.prune_deliveries(cutoff)?)))
+            .and_then(|(events, deliveries)| Ok((events, deliveries, store.prune_tasks(cutoff)?)))
         {
-            Ok((0, 0)) => {}
-            Ok((events, deliveries)) => {
-                tracing::info!(events, deliveries, "old events and deliveries pruned")
+            Ok((0, 0, 0)) => {}
+            Ok((events, deliveries, tasks)) => {
+                tracing::info!(
+                    events,
+                    deliveries,
+                    tasks,
+                    "old events, deliveries and tasks pruned"
+                )
             }
             Err(err) => tracing::error!(error = %err, "event pruning failed"),
         }

@@ -270,6 +270,7 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/alm/template/{template_id}/rollback", &["post"]),
         ("/v3/alm/stack/{stack_id}/formation", &["patch"]),
         ("/v3/alm/stack/{stack_id}/config/{flag}", &["get", "patch"]),
+        ("/v3/tasks/{task_id}", &["get"]),
         ("/v3/alm/stack", &["get", "post"]),
         ("/v3/alm/stack/{stack_id}", &["get", "post", "delete"]),
         ("/v3/alm/stack/{stack_id}/containers", &["get"]),

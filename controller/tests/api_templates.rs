@@ -19,7 +19,13 @@ async fn apply_and_update_answer_as_the_reference_does() {
     let created = reply.json();
     assert_eq!(
         keys(&created),
-        ["status", "stack_status", "template_id", "version_id"]
+        [
+            "status",
+            "stack_status",
+            "template_id",
+            "version_id",
+            "task_id"
+        ]
     );
     assert_eq!(created["status"], "success");
     assert_eq!(created["stack_status"], "CREATE_IN_PROGRESS");
@@ -45,7 +51,13 @@ async fn apply_and_update_answer_as_the_reference_does() {
     let updated = reply.json();
     assert_eq!(
         keys(&updated),
-        ["status", "stack_status", "template_id", "version_id"]
+        [
+            "status",
+            "stack_status",
+            "template_id",
+            "version_id",
+            "task_id"
+        ]
     );
     assert_eq!(updated["stack_status"], "UPDATE_IN_PROGRESS");
     assert_eq!(updated["template_id"], template_id);

@@ -26,6 +26,7 @@ pub mod report_rules;
 pub mod schemas;
 pub mod stacks;
 pub mod state;
+pub mod tasks;
 pub mod templates;
 pub mod token;
 
@@ -175,6 +176,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::rollback))
         .routes(routes!(releases::formation))
         .routes(routes!(releases::config_get, releases::config_set))
+        .routes(routes!(tasks::get))
         .routes(routes!(stacks::list, stacks::list_post))
         .routes(routes!(
             stacks::describe,

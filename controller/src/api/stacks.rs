@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 /// A stack as Mobingi describes it.
@@ -52,6 +52,8 @@ pub struct DeleteResponse {
     pub status: String,
     pub stack_id: String,
     pub stack_status: StackStatus,
+    /// The task that succeeds once the stack is gone (`GET /v3/tasks/{id}`).
+    pub task_id: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -223,31 +225,14 @@ pub async fn delete(
     ApiPath(stack_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DeleteResponse>)> {
     let stack = load_owned_stack(&state, &operator, &stack_id)?;
-    let status = if stack.stack_status.is_deleting() {
-        stack.stack_status
-    } else {
-        let now = clock::now_ms();
-        state
-            .store
-            .set_stack_status(&stack_id, StackStatus::DeleteInProgress, None, now)?;
-        state.store.append_event(
-            "stack.deleting",
-            Some(&stack_id),
-            None,
-            clock::rfc3339_ms(now),
-            json!({}),
-        )?;
-        state.store.flush().await?;
-        state.nudge();
-        tracing::info!(stack_id = %stack_id, "stack deletion started");
-        StackStatus::DeleteInProgress
-    };
+    let deleted = state.stacks().delete(&stack).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DeleteResponse {
             status: "success".into(),
             stack_id,
-            stack_status: status,
+            stack_status: deleted.status,
+            task_id: deleted.task_id,
         }),
     ))
 }

@@ -26,6 +26,8 @@ pub struct ApplyResponse {
     pub stack_status: StackStatus,
     pub template_id: String,
     pub version_id: String,
+    /// The task that settles with this version (`GET /v3/tasks/{id}`).
+    pub task_id: String,
 }
 
 impl ApplyResponse {
@@ -36,6 +38,7 @@ impl ApplyResponse {
             stack_status: released.stack.stack_status,
             template_id: released.stack.stack_id,
             version_id: released.version_id,
+            task_id: released.task_id,
         }
     }
 }

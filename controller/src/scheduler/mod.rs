@@ -501,6 +501,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         // Only if no operator changed the stack since it was read.
         if !store.transition_stack_status(
             &stack.stack_id,
+            &stack.latest_version_id,
             stack.stack_status,
             next,
             reason.clone(),
@@ -514,6 +515,14 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             None,
             clock::rfc3339_ms(now),
             json!({ "from": stack.stack_status, "to": next, "reason": reason }),
+        )?;
+        crate::stacks::tasks::settle(
+            store,
+            &stack.stack_id,
+            &stack.latest_version_id,
+            next,
+            reason.as_deref(),
+            now,
         )?;
         if next == StackStatus::DeleteComplete {
             store.forget_alm_ids(&stack.stack_id)?;

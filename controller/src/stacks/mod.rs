@@ -11,20 +11,30 @@
 //! - [`versions`]: creating a stack and storing its next version.
 //! - [`formation`], [`rollback`], [`config_vars`]: what scale, rollback
 //!   and config changes make of the latest body (pure functions).
+//! - [`tasks`]: the task each operation answers with, and when it settles.
+//! - [`Stacks::delete`]: the one operation that makes no version.
 
 pub mod checks;
 pub mod config_vars;
 pub mod error;
 pub mod formation;
 pub mod rollback;
+pub mod tasks;
 pub mod versions;
 
 pub use error::{StackError, StackResult};
 pub use versions::{Actor, Change, Released, RunningConfig};
 
 use crate::fleet::Fleet;
-use crate::store::{StackRecord, Store};
+use crate::store::{StackRecord, StackStatus, Store, TaskStatus};
 use serde_json::{Map, Value};
+
+/// A delete under way.
+#[derive(Debug)]
+pub struct Deleted {
+    pub status: StackStatus,
+    pub task_id: String,
+}
 
 /// What stack operations need: the store, the operator's limits, and the
 /// scheduler to wake once a version is stored.
@@ -82,6 +92,68 @@ impl Stacks<'_> {
             unset: changed.unset,
         };
         self.release(stack, actor, body, change).await
+    }
+
+    /// Starts deleting a stack (`DELETE_IN_PROGRESS`; the scheduler
+    /// completes it once its containers are gone). Repeating it is
+    /// harmless: the answer names the delete task already under way.
+    pub async fn delete(&self, stack: &StackRecord) -> StackResult<Deleted> {
+        let now = crate::clock::now_ms();
+        if stack.stack_status.is_deleting() {
+            let pending = self
+                .store
+                .pending_tasks(&stack.stack_id)?
+                .into_iter()
+                .find(|t| t.operation == tasks::DELETE);
+            let task = match pending {
+                Some(task) => task,
+                None => {
+                    // Deleted before tasks existed, or already gone.
+                    let mut task = tasks::pending(tasks::DELETE, &stack.stack_id, None, now);
+                    if stack.stack_status != StackStatus::DeleteInProgress {
+                        task.status = if stack.stack_status == StackStatus::DeleteComplete {
+                            TaskStatus::Success
+                        } else {
+                            TaskStatus::Failed
+                        };
+                        task.finished_ms = Some(now);
+                    }
+                    self.store.put_task(&task)?;
+                    self.store.flush().await?;
+                    task
+                }
+            };
+            return Ok(Deleted {
+                status: stack.stack_status,
+                task_id: task.task_id,
+            });
+        }
+        let task = tasks::pending(tasks::DELETE, &stack.stack_id, None, now);
+        self.store.put_task(&task)?;
+        self.store
+            .set_stack_status(&stack.stack_id, StackStatus::DeleteInProgress, None, now)?;
+        tasks::supersede(
+            self.store,
+            &stack.stack_id,
+            &task.task_id,
+            tasks::DELETE,
+            None,
+            now,
+        )?;
+        self.store.append_event(
+            "stack.deleting",
+            Some(&stack.stack_id),
+            None,
+            crate::clock::rfc3339_ms(now),
+            serde_json::json!({ "task_id": task.task_id }),
+        )?;
+        self.store.flush().await?;
+        self.fleet.nudge();
+        tracing::info!(stack_id = %stack.stack_id, task_id = %task.task_id, "stack deletion started");
+        Ok(Deleted {
+            status: StackStatus::DeleteInProgress,
+            task_id: task.task_id,
+        })
     }
 
     /// The variables of configuration `flag` in the latest version,

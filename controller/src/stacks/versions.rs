@@ -6,6 +6,7 @@
 use super::checks;
 use super::config_vars;
 use super::error::{StackError, StackResult};
+use super::tasks;
 use super::Stacks;
 use crate::clock;
 use crate::store::{StackRecord, StackStatus, VersionOutcome, VersionRecord};
@@ -42,6 +43,17 @@ pub enum Change {
 }
 
 impl Change {
+    /// The operation's name in its task.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Change::Created => "apply",
+            Change::Updated => "update",
+            Change::Scaled(_) => "formation",
+            Change::RolledBack { .. } => "rollback",
+            Change::Config { .. } => "config",
+        }
+    }
+
     /// The event type this change is recorded as.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,6 +95,8 @@ impl Change {
 pub struct Released {
     pub stack: StackRecord,
     pub version_id: String,
+    /// The task that settles when the stack has settled on this version.
+    pub task_id: String,
 }
 
 /// Parses a stored body. Stored bodies were validated JSON, so a failure
@@ -186,15 +200,31 @@ impl Stacks<'_> {
             latest_version_id: version.version_id.clone(),
             updated_ms: now,
         };
-        self.store.create_stack(
+        // The task is stored first, so no pass can settle the version
+        // before it has a task to settle.
+        let task = tasks::pending(
+            Change::Created.operation(),
+            &stack_id,
+            Some(&version.version_id),
+            now,
+        );
+        self.store.put_task(&task)?;
+        if let Err(err) = self.store.create_stack(
             &stack,
             &crate::auth::secret::digest(&stack.auth_token),
             &version,
-        )?;
+        ) {
+            self.store.remove_task(&task)?;
+            return Err(err.into());
+        }
         let version_id = version.version_id;
-        self.record(&stack_id, &Change::Created, &version_id, now)
+        self.record(&stack_id, &Change::Created, &version_id, &task.task_id, now)
             .await?;
-        Ok(Released { stack, version_id })
+        Ok(Released {
+            stack,
+            version_id,
+            task_id: task.task_id,
+        })
     }
 
     /// Stores `body` as the stack's next version and starts rolling it
@@ -227,6 +257,8 @@ impl Stacks<'_> {
         template::keep_vendor(&mut body, stack.vendor.as_ref());
         let version_id = flotilla_common::ids::version_id();
         let now = clock::now_ms();
+        let task = tasks::pending(change.operation(), &stack.stack_id, Some(&version_id), now);
+        self.store.put_task(&task)?;
         let outcome = self.store.add_version(
             &stack.stack_id,
             &version_id,
@@ -234,25 +266,41 @@ impl Stacks<'_> {
             &encode_body(&body)?,
             &pools,
             StackStatus::UpdateInProgress,
-        )?;
-        let stack = match outcome {
-            VersionOutcome::Added(stack) => *stack,
-            VersionOutcome::NoStack => {
-                return Err(StackError::NotFound {
-                    kind: "template_id",
-                    id: stack.stack_id.clone(),
-                })
-            }
-            VersionOutcome::Deleting(status) => {
-                return Err(StackError::Deleting {
-                    stack_id: stack.stack_id.clone(),
-                    status,
-                })
+        );
+        let refused = match outcome {
+            Ok(VersionOutcome::Added(stack)) => Ok(*stack),
+            Ok(VersionOutcome::NoStack) => Err(StackError::NotFound {
+                kind: "template_id",
+                id: stack.stack_id.clone(),
+            }),
+            Ok(VersionOutcome::Deleting(status)) => Err(StackError::Deleting {
+                stack_id: stack.stack_id.clone(),
+                status,
+            }),
+            Err(err) => Err(err.into()),
+        };
+        let stack = match refused {
+            Ok(stack) => stack,
+            Err(err) => {
+                self.store.remove_task(&task)?;
+                return Err(err);
             }
         };
-        self.record(&stack.stack_id, &change, &version_id, now)
+        tasks::supersede(
+            self.store,
+            &stack.stack_id,
+            &task.task_id,
+            change.operation(),
+            Some(&version_id),
+            now,
+        )?;
+        self.record(&stack.stack_id, &change, &version_id, &task.task_id, now)
             .await?;
-        Ok(Released { stack, version_id })
+        Ok(Released {
+            stack,
+            version_id,
+            task_id: task.task_id,
+        })
     }
 
     /// Records the change as an event, makes it durable, and wakes the
@@ -262,14 +310,19 @@ impl Stacks<'_> {
         stack_id: &str,
         change: &Change,
         version_id: &str,
+        task_id: &str,
         now: i64,
     ) -> StackResult<()> {
+        let mut data = change.data(version_id);
+        if let Some(data) = data.as_object_mut() {
+            data.insert("task_id".into(), json!(task_id));
+        }
         self.store.append_event(
             change.kind(),
             Some(stack_id),
             None,
             clock::rfc3339_ms(now),
-            change.data(version_id),
+            data,
         )?;
         self.store.flush().await?;
         self.fleet.nudge();

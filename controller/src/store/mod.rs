@@ -20,6 +20,7 @@ mod records;
 mod reporters;
 mod resident;
 mod stacks;
+mod tasks;
 mod tokens;
 
 pub use deliveries::{DueDelivery, Queued, QUEUE_FULL};
@@ -110,6 +111,9 @@ pub struct Store {
     alm_ids: sled::Tree,
     /// Small singletons (the webhook fan-out cursor).
     meta: sled::Tree,
+    /// Tasks by id, and the pending ones by `stack \0 task` (see `tasks.rs`).
+    tasks: sled::Tree,
+    pending_tasks: sled::Tree,
     /// Held while an event id is taken and the event written, so events
     /// become visible in id order and a follower reading "after id N"
     /// never skips one that lands late.
@@ -188,6 +192,8 @@ impl Store {
             agent_tokens: db.open_tree("agent_tokens")?,
             alm_ids: db.open_tree("alm_ids")?,
             meta: db.open_tree("meta")?,
+            tasks: db.open_tree("tasks")?,
+            pending_tasks: db.open_tree("pending_tasks")?,
             event_order: Default::default(),
             latest_event: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             delivery_lock: Default::default(),

@@ -398,3 +398,31 @@ pub struct DesiredRecord {
     #[serde(default)]
     pub history: std::collections::BTreeSet<String>,
 }
+
+/// Where an asynchronous operation stands (the CloudMC reference's task
+/// states).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Pending,
+    Success,
+    Failed,
+}
+
+/// One operator operation that a 201/202 answered before it was done: a
+/// new version (apply, update, scale, rollback, config) or a delete. It
+/// settles when the stack does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub task_id: String,
+    /// `apply`, `update`, `formation`, `rollback`, `config`, `delete`.
+    pub operation: String,
+    pub stack_id: String,
+    /// The version the operation made; `None` for a delete.
+    pub version_id: Option<String>,
+    pub status: TaskStatus,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+}

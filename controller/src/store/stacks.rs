@@ -168,12 +168,13 @@ impl Store {
     }
 
     /// Moves a stack from `from` to `to`, only if it is still in `from`
-    /// (compare-and-swap): a derived status never overwrites a change an
-    /// operator made meanwhile (a delete, an update). Returns whether it
-    /// moved.
+    /// at `version_id` (compare-and-swap): a derived status never
+    /// overwrites a change an operator made meanwhile (a delete, a new
+    /// version). Returns whether it moved.
     pub fn transition_stack_status(
         &self,
         stack_id: &str,
+        version_id: &str,
         from: StackStatus,
         to: StackStatus,
         reason: Option<String>,
@@ -184,7 +185,7 @@ impl Store {
                 return Ok(false);
             };
             let mut stack: StackRecord = decode("stacks", stack_id.as_bytes(), &old)?;
-            if stack.stack_status != from {
+            if stack.stack_status != from || stack.latest_version_id != version_id {
                 return Ok(false);
             }
             stack.stack_status = to;
