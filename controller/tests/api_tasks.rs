@@ -36,6 +36,18 @@ async fn settled(t: &TestServer, token: &str, id: &str) -> Value {
     panic!("task {id} never settled");
 }
 
+/// Deletes a stack.
+async fn delete(t: &TestServer, token: &str, stack: &str) -> support::Reply {
+    let path = format!("/v3/alm/stack/{stack}");
+    t.send(Method::DELETE, &path, Some(token), None).await
+}
+
+/// Updates a stack.
+async fn put(t: &TestServer, token: &str, stack: &str, body: &Value) -> support::Reply {
+    let path = format!("/v3/alm/template/{stack}");
+    t.send(Method::PUT, &path, Some(token), Some(body)).await
+}
+
 fn task_id(reply: &support::Reply) -> String {
     assert!(reply.status.is_success(), "{}", reply.text);
     reply.json()["task_id"]
@@ -125,28 +137,14 @@ async fn tasks_succeed_when_the_stack_settles_on_their_version() {
     assert_eq!(rollback_done["operation"], "rollback");
 
     // A delete's task succeeds once the stack is gone.
-    let deleted = t
-        .send(
-            Method::DELETE,
-            &format!("/v3/alm/stack/{stack}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let deleted = delete(&t, &token, &stack).await;
     let delete_task = task_id(&deleted);
     let done = settled(&t, &token, &delete_task).await;
     assert_eq!(done["taskStatus"], "SUCCESS", "{done}");
     assert_eq!(done["operation"], "delete");
     assert!(done["version_id"].is_null());
     // Deleting again names a task too.
-    let again = t
-        .send(
-            Method::DELETE,
-            &format!("/v3/alm/stack/{stack}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let again = delete(&t, &token, &stack).await;
     assert_eq!(
         settled(&t, &token, &task_id(&again)).await["taskStatus"],
         "SUCCESS"
@@ -179,22 +177,8 @@ async fn tasks_fail_with_the_reason() {
     // A version still rolling out when a later one comes is superseded.
     let mut waiting = reference_v1();
     waiting["configurations"][0]["provision"]["instance_count"] = json!(1);
-    let first = t
-        .send(
-            Method::PUT,
-            &format!("/v3/alm/template/{stack}"),
-            Some(&admin),
-            Some(&waiting),
-        )
-        .await;
-    let second = t
-        .send(
-            Method::PUT,
-            &format!("/v3/alm/template/{stack}"),
-            Some(&admin),
-            Some(&waiting),
-        )
-        .await;
+    let first = put(&t, &admin, &stack, &waiting).await;
+    let second = put(&t, &admin, &stack, &waiting).await;
     let superseded = settled(&t, &admin, &task_id(&first)).await;
     let second_version = second.json()["version_id"].as_str().expect("v").to_owned();
     assert_eq!(superseded["taskStatus"], "FAILED");
@@ -203,22 +187,9 @@ async fn tasks_fail_with_the_reason() {
         format!("superseded by version {second_version} (update)")
     );
     // A delete ends the tasks still pending.
-    let third = t
-        .send(
-            Method::PUT,
-            &format!("/v3/alm/template/{stack}"),
-            Some(&admin),
-            Some(&waiting),
-        )
-        .await;
+    let third = put(&t, &admin, &stack, &waiting).await;
     let third_task = task_id(&third);
-    t.send(
-        Method::DELETE,
-        &format!("/v3/alm/stack/{stack}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    delete(&t, &admin, &stack).await;
     let ended = settled(&t, &admin, &third_task).await;
     assert_eq!(ended["taskStatus"], "FAILED");
     assert!(
