@@ -202,10 +202,8 @@ pub async fn config(
         .map(|vars| {
             vars.iter()
                 .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Value::String(v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
-                    )
+                    let text = crate::stacks::config_vars::env_text(v);
+                    (k.clone(), Value::String(text))
                 })
                 .collect()
         })

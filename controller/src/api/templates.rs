@@ -8,7 +8,7 @@ use super::stacks::{load_owned_stack, load_visible_stack};
 use super::state::AppState;
 use crate::clock;
 use crate::stacks::versions::stored_body;
-use crate::stacks::{config_vars, Change, Released};
+use crate::stacks::{config_vars, Released};
 use crate::store::StackStatus;
 use crate::template::{self, diff};
 use axum::extract::State;
@@ -165,7 +165,7 @@ pub async fn update(
     let stack = load_owned_stack(&state, &operator, &template_id)?;
     let released = state
         .stacks()
-        .release(&stack, operator.actor(), body, Change::Updated)
+        .update(&stack, operator.actor(), body)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(ApplyResponse::of(released))))
 }
@@ -272,12 +272,7 @@ pub async fn container(
         })?;
     // Operators see secrets redacted; the stack's own agents get them.
     if matches!(caller.0, crate::store::Principal::Client { .. }) {
-        let mut section = Value::Object(container);
-        config_vars::redact_container(&mut section);
-        container = match section {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
+        config_vars::redact_container(&mut container);
     }
     container.insert(
         "updated".into(),

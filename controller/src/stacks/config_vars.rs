@@ -13,13 +13,14 @@ use serde_json::{Map, Value};
 pub const REDACTED: &str = "[redacted]";
 
 /// The names a container section lists as secret.
-fn secret_names(container: &Value) -> Vec<&str> {
+fn secret_names(container: &Map<String, Value>) -> Vec<String> {
     container
         .get("secret_variables")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -38,29 +39,22 @@ fn flag_of(config: &Value) -> Option<&str> {
 /// [`REDACTED`]. Variables not listed stay as they are.
 pub fn redact(body: &mut Value) {
     for config in configs_mut(body) {
-        if let Some(container) = config.get_mut("container") {
+        if let Some(container) = config.get_mut("container").and_then(Value::as_object_mut) {
             redact_container(container);
         }
     }
 }
 
 /// Redacts the listed variables of one container section.
-pub fn redact_container(container: &mut Value) {
-    let names: Vec<String> = secret_names(container)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    redact_env(container, &names);
-}
-
-fn redact_env(container: &mut Value, names: &[String]) {
+pub fn redact_container(container: &mut Map<String, Value>) {
+    let names = secret_names(container);
     let Some(env) = container
         .get_mut("environment_variables")
         .and_then(Value::as_object_mut)
     else {
         return;
     };
-    for name in names {
+    for name in &names {
         if let Some(value) = env.get_mut(name) {
             *value = Value::String(REDACTED.into());
         }
@@ -81,13 +75,10 @@ pub fn keep_redacted(body: &mut Value, previous: &Value) {
         else {
             continue;
         };
-        let Some(container) = config.get_mut("container") else {
+        let Some(container) = config.get_mut("container").and_then(Value::as_object_mut) else {
             continue;
         };
-        let names: Vec<String> = secret_names(container)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let names = secret_names(container);
         let Some(env) = container
             .get_mut("environment_variables")
             .and_then(Value::as_object_mut)
@@ -105,14 +96,12 @@ pub fn keep_redacted(body: &mut Value, previous: &Value) {
     }
 }
 
-/// The environment a value gives a container, as text (numbers and
-/// booleans as the agent passes them).
-fn as_text(value: &Value) -> Value {
-    match value {
-        Value::String(_) => value.clone(),
-        Value::Number(_) | Value::Bool(_) => Value::String(value.to_string()),
-        other => other.clone(),
-    }
+/// The text a variable's value gives a container: a string as it is,
+/// a number or boolean as the agent passes it.
+pub fn env_text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }
 
 /// The environment variables of configuration `flag`, flat and redacted.
@@ -122,7 +111,7 @@ pub fn view(body: &Value, flag: &str) -> StackResult<Map<String, Value>> {
             kind: "flag",
             id: flag.to_owned(),
         })?;
-    let Some(container) = config.get("container") else {
+    let Some(container) = config.get("container").and_then(Value::as_object) else {
         return Ok(Map::new());
     };
     let secrets = secret_names(container);
@@ -132,12 +121,12 @@ pub fn view(body: &Value, flag: &str) -> StackResult<Map<String, Value>> {
         .into_iter()
         .flatten()
         .map(|(name, value)| {
-            let shown = if secrets.contains(&name.as_str()) {
-                Value::String(REDACTED.into())
+            let shown = if secrets.contains(name) {
+                REDACTED.to_owned()
             } else {
-                as_text(value)
+                env_text(value)
             };
-            (name.clone(), shown)
+            (name.clone(), Value::String(shown))
         })
         .collect())
 }

@@ -54,8 +54,9 @@ impl Stacks<'_> {
         actor: Actor<'_>,
         counts: Vec<(String, u64)>,
     ) -> StackResult<Released> {
-        let body = formation::scale(&self.latest_body(stack)?, &counts)?;
-        self.release(stack, actor, body, Change::Scaled(counts))
+        let previous = self.latest_body(stack)?;
+        let body = formation::scale(&previous, &counts)?;
+        self.release(stack, actor, &previous, body, Change::Scaled(counts))
             .await
     }
 
@@ -73,7 +74,8 @@ impl Stacks<'_> {
         let change = Change::RolledBack {
             to_version_id: target.version_id.clone(),
         };
-        self.release(stack, actor, body, change).await
+        let previous = self.latest_body(stack)?;
+        self.release(stack, actor, &previous, body, change).await
     }
 
     /// A new version with configuration `flag`'s variables set (values)
@@ -85,13 +87,14 @@ impl Stacks<'_> {
         flag: &str,
         changes: &Map<String, Value>,
     ) -> StackResult<Released> {
-        let (body, changed) = config_vars::patch(&self.latest_body(stack)?, flag, changes)?;
+        let previous = self.latest_body(stack)?;
+        let (body, changed) = config_vars::patch(&previous, flag, changes)?;
         let change = Change::Config {
             flag: flag.to_owned(),
             set: changed.set,
             unset: changed.unset,
         };
-        self.release(stack, actor, body, change).await
+        self.release(stack, actor, &previous, body, change).await
     }
 
     /// Starts deleting a stack (`DELETE_IN_PROGRESS`; the scheduler

@@ -111,14 +111,6 @@ pub fn stored_body(version: &VersionRecord) -> StackResult<Value> {
     })
 }
 
-fn encode_body(body: &Value) -> StackResult<String> {
-    // A `Value` always encodes; the error is kept for the type's sake.
-    serde_json::to_string(body).map_err(|err| {
-        tracing::error!(error = %err, "template body could not be encoded");
-        StackError::Conflict("the template body could not be encoded".into())
-    })
-}
-
 impl Stacks<'_> {
     /// The latest version of a stack.
     pub fn latest(&self, stack: &StackRecord) -> StackResult<VersionRecord> {
@@ -181,7 +173,7 @@ impl Stacks<'_> {
             seq: 1,
             version_id: flotilla_common::ids::version_id(),
             created_ms: now,
-            body: encode_body(&body)?,
+            body: body.to_string(),
             pools,
         };
         let stack = StackRecord {
@@ -227,14 +219,28 @@ impl Stacks<'_> {
         })
     }
 
-    /// Stores `body` as the stack's next version and starts rolling it
-    /// out. The body is checked for the stack's owner (whoever acts), keeps
-    /// the stack's vendor, and keeps the stored value of every secret
-    /// variable it gives as `[redacted]` (what operators read back).
-    pub async fn release(
+    /// Stores a whole new template body as the stack's next version.
+    pub async fn update(
         &self,
         stack: &StackRecord,
         actor: Actor<'_>,
+        body: Value,
+    ) -> StackResult<Released> {
+        let previous = self.latest_body(stack)?;
+        self.release(stack, actor, &previous, body, Change::Updated)
+            .await
+    }
+
+    /// Stores `body` as the stack's next version after `previous` (its
+    /// latest body) and starts rolling it out. The body is checked for the
+    /// stack's owner (whoever acts), keeps the stack's vendor, and keeps
+    /// the stored value of every secret variable it gives as `[redacted]`
+    /// (what operators read back).
+    pub(super) async fn release(
+        &self,
+        stack: &StackRecord,
+        actor: Actor<'_>,
+        previous: &Value,
         mut body: Value,
         change: Change,
     ) -> StackResult<Released> {
@@ -244,8 +250,7 @@ impl Stacks<'_> {
                 status: stack.stack_status,
             });
         }
-        let previous = self.latest_body(stack)?;
-        config_vars::keep_redacted(&mut body, &previous);
+        config_vars::keep_redacted(&mut body, previous);
         let owner_admin = actor.admin && actor.user_id == stack.user_id;
         let pools = checks::check(
             self.store,
@@ -263,7 +268,7 @@ impl Stacks<'_> {
             &stack.stack_id,
             &version_id,
             now,
-            &encode_body(&body)?,
+            &body.to_string(),
             &pools,
             StackStatus::UpdateInProgress,
         );
