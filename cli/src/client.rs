@@ -3,6 +3,7 @@
 //! could not be reached.
 
 use crate::session::Session;
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
@@ -36,6 +37,9 @@ impl CallError {
 pub struct Client {
     pub http: reqwest::Client,
     pub session: Session,
+    /// Items per page when listing (`limit`); `None`: the controller's
+    /// default.
+    pub page_size: Option<usize>,
 }
 
 /// Turns a non-2xx answer into the API's error.
@@ -54,6 +58,14 @@ fn api_error(status: u16, body: &str) -> CallError {
     }
 }
 
+/// The path of the `rel="next"` page a `Link` header names; only a path on
+/// the same controller (the CLI sends its token nowhere else).
+fn next_page(link: &str) -> Option<String> {
+    let links = parse_link_header::parse_with_rel(link).ok()?;
+    let uri = &links.get("next")?.raw_uri;
+    uri.starts_with('/').then(|| uri.clone())
+}
+
 impl Client {
     /// A client for `session` (requests time out after 30 s; streams have
     /// no overall time-out).
@@ -62,7 +74,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Client { http, session }
+        Client {
+            http,
+            session,
+            page_size: None,
+        }
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> CallError {
@@ -92,12 +108,23 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
+        Ok(self.call_with_headers(method, path, body).await?.0)
+    }
+
+    /// [`Client::call`], with the answer's headers (a list's `Link`).
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, HeaderMap), CallError> {
         let mut request = self.request(method, path).timeout(Duration::from_secs(30));
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let text = response
             .text()
             .await
@@ -106,12 +133,44 @@ impl Client {
             return Err(api_error(status, &text));
         }
         if text.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok((Value::Null, headers));
         }
-        serde_json::from_str(&text).map_err(|_| CallError::Unexpected {
+        let value = serde_json::from_str(&text).map_err(|_| CallError::Unexpected {
             status,
             body: text.chars().take(200).collect(),
-        })
+        })?;
+        Ok((value, headers))
+    }
+
+    /// `GET path` of a list, every page of it: follows `Link: rel="next"`
+    /// until there is none and answers one array, so `--json` output is
+    /// the whole list however the controller pages it.
+    pub async fn get_all(&self, path: &str) -> Result<Value, CallError> {
+        let mut items = Vec::new();
+        let first = match self.page_size {
+            Some(limit) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{sep}limit={limit}")
+            }
+            None => path.to_owned(),
+        };
+        let mut next = Some(first);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(path) = next.take() {
+            if !seen.insert(path.clone()) {
+                break;
+            }
+            let (page, headers) = self.call_with_headers(Method::GET, &path, None).await?;
+            let Value::Array(page) = page else {
+                return Ok(page);
+            };
+            items.extend(page);
+            next = headers
+                .get(reqwest::header::LINK)
+                .and_then(|value| value.to_str().ok())
+                .and_then(next_page);
+        }
+        Ok(Value::Array(items))
     }
 
     /// `GET path`.
@@ -176,4 +235,25 @@ pub async fn login(url: &str, client_id: &str, secret: &str) -> Result<(String, 
         });
     }
     Ok((token, expires))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_page;
+
+    #[test]
+    fn next_page_table() {
+        for (link, want) in [
+            (
+                "</v3/events?limit=2&offset=2>; rel=\"next\", </v3/events?limit=2&offset=0>; rel=\"prev\"",
+                Some("/v3/events?limit=2&offset=2"),
+            ),
+            ("</v3/events?limit=2&offset=0>; rel=\"prev\"", None),
+            ("<https://elsewhere.example/steal>; rel=\"next\"", None),
+            ("not a link", None),
+            ("", None),
+        ] {
+            assert_eq!(next_page(link).as_deref(), want, "{link:?}");
+        }
+    }
 }

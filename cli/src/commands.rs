@@ -133,7 +133,7 @@ pub async fn stacks(client: &Client, out: Output, all: bool) -> anyhow::Result<(
     } else {
         "/v3/alm/stack"
     };
-    let list = client.get(path).await?;
+    let list = client.get_all(path).await?;
     show_list(
         out,
         &list,
@@ -206,7 +206,7 @@ pub async fn describe(client: &Client, out: Output, stack_id: &str) -> anyhow::R
 /// `versions STACK`.
 pub async fn versions(client: &Client, out: Output, stack_id: &str) -> anyhow::Result<()> {
     let list = client
-        .get(&format!("/v3/alm/template?template_id={stack_id}"))
+        .get_all(&format!("/v3/alm/template?template_id={stack_id}"))
         .await?;
     show_list(
         out,
@@ -315,7 +315,7 @@ pub async fn agents(client: &Client, out: Output, all: bool) -> anyhow::Result<(
     } else {
         "/v3/alm/agents"
     };
-    let list = client.get(path).await?;
+    let list = client.get_all(path).await?;
     let joined = |value: &Value, item: &dyn Fn(&Value) -> String| -> String {
         value
             .as_array()
@@ -457,7 +457,7 @@ pub async fn events(
         path.push(if query.is_empty() { '?' } else { '&' });
         path.push_str(&format!("since={since}"));
     }
-    let list = client.get(&path).await?;
+    let list = client.get_all(&path).await?;
     if out.json {
         out.value(&list);
         return Ok(());

@@ -22,6 +22,10 @@ struct Cli {
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Items per request when listing (1-10000; default: the controller's
+    /// page, 1000). Every page is fetched either way.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    page_size: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -315,7 +319,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let session = session::resolve(cli.url.as_deref(), cli.token.as_deref())?;
-    let client = Client::new(session);
+    let mut client = Client::new(session);
+    client.page_size = cli.page_size.map(usize::from);
     match cli.command {
         Command::Login { .. } => Ok(()),
         Command::Apply { file, wait } => {

@@ -117,8 +117,8 @@ async fn scaling_changes_only_the_counts_named() {
     for (request, status, code) in [
         (
             json!([{"flag": "Nope", "instance_count": 1}]),
-            404,
-            "not_found",
+            409,
+            "unknown_flag",
         ),
         (
             json!([{"flag": "Web01", "instance_count": -1}]),

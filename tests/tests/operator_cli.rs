@@ -168,7 +168,7 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     let (success, _, err) = flotilla(cfg, &["scale", &stack, "Web01=-1"])?;
     assert!(!success && err.contains("whole number"), "{err}");
     let (success, _, err) = flotilla(cfg, &["scale", &stack, "Nope=1"])?;
-    assert!(!success && err.contains("404"), "{err}");
+    assert!(!success && err.contains("409 unknown_flag"), "{err}");
     // Back to the version before the scale: one instance, LABEL three.
     let out = ok(cfg, &["rollback", &stack, "--wait"])?;
     assert!(out.contains("UPDATE_COMPLETE"), "{out}");
@@ -185,6 +185,11 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     assert!(described.contains("running"), "{described}");
     let versions = json(cfg, &["versions", &stack])?;
     assert_eq!(versions.as_array().map(Vec::len), Some(6), "{versions}");
+    // Two per request: the CLI follows every page to the same list.
+    assert_eq!(
+        json(cfg, &["--page-size", "2", "versions", &stack])?,
+        versions
+    );
     let (success, _, err) = flotilla(cfg, &["rollback", &stack, "no-such-version"])?;
     assert!(!success && err.contains("404"), "{err}");
     let described = ok(cfg, &["describe", &stack])?;
@@ -211,6 +216,22 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     assert!(
         to.contains(&"CREATE_COMPLETE") && to.contains(&"UPDATE_COMPLETE"),
         "{to:?}"
+    );
+    let paged = json(
+        cfg,
+        &[
+            "--page-size",
+            "1",
+            "events",
+            "--stack",
+            &stack,
+            "--type",
+            "stack.status",
+        ],
+    )?;
+    assert_eq!(
+        paged, statuses,
+        "one event per request, every page followed"
     );
     let restarted = ok(cfg, &["restart", &stack, "i-cli"])?;
     assert!(restarted.contains("restart sent"), "{restarted}");

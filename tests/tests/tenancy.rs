@@ -141,6 +141,20 @@ async fn pools_keep_teams_on_their_own_agents() -> anyhow::Result<()> {
     assert_eq!(pool_of(&agents, "i-team-b"), "team-b");
     assert_eq!(pool_of(&agents, "i-team-a"), "team-a");
     assert_eq!(pool_of(&agents, "i-default"), "default");
+    // The agent list pages: one out of the middle, and the CLI (one per
+    // request) following every page to the same list.
+    let ids = |list: &Value| -> Vec<Value> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|agent| agent["agent_id"].clone())
+            .collect()
+    };
+    let middle = admin.get("/v3/alm/agents?limit=1&offset=1").await?;
+    assert_eq!(ids(&middle), ids(&agents)[1..2].to_vec());
+    let walked = flotilla_json(&admin, &["--page-size", "1", "agents"])?;
+    assert_eq!(ids(&walked), ids(&agents));
+    assert_eq!(ids(&agents).len(), 3);
 
     // Bob's stack wants two instances; his pool has one agent. It takes
     // that one, never another team's or the default pool's, and says why

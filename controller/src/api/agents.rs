@@ -4,6 +4,7 @@
 use super::caller::Operator;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use super::pages::{PageQuery, Paged, Pager};
 use super::stacks::load_owned_stack;
 use super::state::AppState;
 use crate::clock;
@@ -358,9 +359,12 @@ pub async fn revoke_join_token(
 /// Lists every agent with its state, facts and placements (admin).
 #[utoipa::path(get, path = "/v3/alm/agents", tag = "fleet",
     security(("bearer" = [])),
-    params(AgentsQuery),
+    params(AgentsQuery, PageQuery),
     responses(
-        (status = 200, description = "Agents", body = Vec<AgentView>),
+        (status = 200, description = "Agents", body = Vec<AgentView>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
         (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -369,16 +373,18 @@ pub async fn list_agents(
     State(state): State<AppState>,
     operator: Operator,
     ApiQuery(query): ApiQuery<AgentsQuery>,
-) -> ApiResult<Json<Vec<AgentView>>> {
+    pager: Pager,
+) -> ApiResult<Paged<AgentView>> {
     operator.require_admin("the agent list")?;
-    let mut views = Vec::new();
-    for agent in state.store.agents()? {
-        if agent.state == AgentState::Revoked && !query.include_revoked {
-            continue;
-        }
-        views.push(view(&state, AgentRecord::clone(&agent))?);
-    }
-    Ok(Json(views))
+    let agents = state
+        .store
+        .agents()?
+        .into_iter()
+        .filter(|agent| query.include_revoked || agent.state != AgentState::Revoked)
+        .collect();
+    pager
+        .of(agents)
+        .try_map(|agent| view(&state, AgentRecord::clone(&agent)))
 }
 
 /// Which agents to list.

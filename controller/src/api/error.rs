@@ -258,6 +258,10 @@ impl From<crate::stacks::StackError> for ApiError {
                 ApiError::forbidden(message.clone()).context(json!({ "path": path }))
             }
             E::NotFound { kind, ref id } => ApiError::not_found(kind, id),
+            E::UnknownFlag { ref flag, ref path } => {
+                ApiError::new(StatusCode::CONFLICT, "unknown_flag", message.clone())
+                    .context(json!({ "flag": flag, "path": path }))
+            }
             E::Deleting { status, .. } => {
                 ApiError::conflict(message).context(json!({ "stack_status": status }))
             }

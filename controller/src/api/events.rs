@@ -4,6 +4,7 @@
 use super::caller::{AgentCaller, NoticeCaller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
+use super::pages::{PageQuery, Pager};
 use super::report_rules::{self, Holder, NoticeVerdict};
 use super::state::AppState;
 use crate::clock;
@@ -13,7 +14,6 @@ use crate::store::{
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use flotilla_common::status::ContainerStatus;
 use serde::Deserialize;
 use serde_json::json;
@@ -87,33 +87,10 @@ pub struct EventsQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
-    /// At most this many events (default 1000); outside 1..=10000 it is
-    /// refused (400).
-    #[param(minimum = 1, maximum = 10000)]
-    pub limit: Option<usize>,
     /// Stream the events (Server-Sent Events) and keep streaming new ones;
     /// also chosen by `Accept: text/event-stream`. Resumes after the
     /// `Last-Event-ID` header when given.
     pub follow: Option<bool>,
-}
-
-/// Events a list answers with when no `limit` is given.
-const DEFAULT_LIMIT: usize = 1000;
-/// Most events one list answers with.
-const MAX_LIMIT: usize = 10_000;
-
-/// The `limit` of a list: the default when absent, refused (400) outside
-/// `1..=MAX_LIMIT`, as the document declares, rather than silently clamped.
-fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be 1..={MAX_LIMIT}"),
-        )
-        .context(json!({ "path": "limit", "limit": MAX_LIMIT }))),
-    }
 }
 
 fn check_instance_id(instance_id: &str) -> ApiResult<()> {
@@ -432,9 +409,12 @@ pub(super) async fn record_report(
 /// stacks' events; admins see all.
 #[utoipa::path(get, path = "/v3/events", tag = "events",
     security(("bearer" = [])),
-    params(EventsQuery),
+    params(EventsQuery, PageQuery),
     responses(
-        (status = 200, description = "Events, oldest first (JSON), or a text/event-stream with `follow`", content(
+        (status = 200, description = "Events, oldest first (JSON, a page: `limit` and `offset` count from `since`), or a text/event-stream with `follow`", headers(
+            ("X-Total-Count" = usize, description = "Events matching the filter after `since` (JSON lists only)"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are (JSON lists only)"),
+        ), content(
             (Vec<EventRecord> = "application/json"),
             (super::event_stream::StreamEvent = "text/event-stream"),
         )),
@@ -447,6 +427,7 @@ pub async fn list(
     operator: Operator,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
+    pager: Pager,
 ) -> ApiResult<Response> {
     if query
         .since
@@ -509,26 +490,8 @@ pub async fn list(
         instance_id: query.instance_id,
         kind: query.kind,
         stacks,
-        limit: page_limit(query.limit)?,
+        limit: pager.page.limit,
     };
-    Ok(Json(state.store.events(&filter)?).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{page_limit, DEFAULT_LIMIT, MAX_LIMIT};
-
-    #[test]
-    fn list_limits_table() {
-        let cases = [
-            (None, Some(DEFAULT_LIMIT)),
-            (Some(1), Some(1)),
-            (Some(MAX_LIMIT), Some(MAX_LIMIT)),
-            (Some(0), None),
-            (Some(MAX_LIMIT + 1), None),
-        ];
-        for (asked, expected) in cases {
-            assert_eq!(page_limit(asked).ok(), expected, "{asked:?}");
-        }
-    }
+    let (events, total) = state.store.events_page(&filter, pager.page.offset)?;
+    Ok(pager.with_total(events, total).into_response())
 }

@@ -4,6 +4,7 @@
 use super::caller::Operator;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
+use super::pages::{PageQuery, Paged, Pager};
 use super::state::AppState;
 use crate::clock;
 use crate::store::{DeliveryRecord, HookRecord};
@@ -220,23 +221,28 @@ pub async fn create(
 /// Lists subscriptions (an admin sees all; others their own).
 #[utoipa::path(get, path = "/v3/hooks", tag = "events",
     security(("bearer" = [])),
+    params(PageQuery),
     responses(
-        (status = 200, description = "Subscriptions, without secrets", body = Vec<HookView>),
+        (status = 200, description = "Subscriptions, without secrets", body = Vec<HookView>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot list subscriptions", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
-) -> ApiResult<Json<Vec<HookView>>> {
-    let views = state
+    pager: Pager,
+) -> ApiResult<Paged<HookView>> {
+    let hooks = state
         .store
         .hooks()?
-        .iter()
+        .into_iter()
         .filter(|h| operator.admin || h.user_id == operator.user_id)
-        .map(|hook| view(&state, hook))
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(views))
+        .collect();
+    pager.of(hooks).try_map(|hook| view(&state, &hook))
 }
 
 /// Removes a subscription and its delivery history.
@@ -265,9 +271,13 @@ pub async fn remove(
 /// `delivered`, `failed`), attempts, the receiver's last status or error.
 #[utoipa::path(get, path = "/v3/hooks/{hook_id}/deliveries", tag = "events",
     security(("bearer" = [])),
-    params(("hook_id" = String, Path, description = "Subscription id (wh-...)")),
+    params(("hook_id" = String, Path, description = "Subscription id (wh-...)"), PageQuery),
     responses(
-        (status = 200, description = "Deliveries", body = Vec<DeliveryRecord>),
+        (status = 200, description = "Deliveries", body = Vec<DeliveryRecord>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot read deliveries", body = ErrorBody),
         (status = 404, description = "No such subscription", body = ErrorBody),
@@ -276,9 +286,10 @@ pub async fn deliveries(
     State(state): State<AppState>,
     operator: Operator,
     ApiPath(hook_id): ApiPath<String>,
-) -> ApiResult<Json<Vec<DeliveryRecord>>> {
+    pager: Pager,
+) -> ApiResult<Paged<DeliveryRecord>> {
     let hook = owned_hook(&state, &operator, &hook_id)?;
-    Ok(Json(state.store.deliveries(&hook.id)?))
+    Ok(pager.of(state.store.deliveries(&hook.id)?))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod instances;
 pub mod limits;
 pub mod openapi;
+pub mod pages;
 pub mod pools;
 pub mod rate_limit;
 pub mod releases;

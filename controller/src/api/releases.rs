@@ -45,11 +45,11 @@ pub struct RollbackRequest {
     request_body(content = Vec<FormationItem>, content_type = "application/json"),
     responses(
         (status = 202, description = "New version stored, update in progress", body = ApplyResponse),
-        (status = 400, description = "Malformed JSON, no item, a flag given twice", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or no item", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot scale; the pools or their policies refuse the new version", body = ErrorBody),
-        (status = 404, description = "No such stack or flag", body = ErrorBody),
-        (status = 409, description = "The stack is being deleted", body = ErrorBody),
+        (status = 404, description = "No such stack", body = ErrorBody),
+        (status = 409, description = "unknown_flag: the stack has no configuration with that flag; duplicate_flag: a flag given twice; or the stack is being deleted", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]

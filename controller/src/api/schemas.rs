@@ -343,7 +343,10 @@ pub fn install(doc: &mut Value) {
         .map(|s| s.as_str())
         .collect();
     let policy = json!({"$ref": "#/components/schemas/Policy"});
+    // The same bound as a template's count (utoipa would say int64).
+    let count = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
     for (name, pointer, value) in [
+        ("FormationItem", "/properties/instance_count", &count),
         ("PoolRequest", "/properties/policy", &policy),
         ("CreatePool", "/properties/policy", &policy),
         ("PoolView", "/properties/policy", &policy),

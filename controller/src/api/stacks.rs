@@ -3,6 +3,7 @@
 use super::caller::{Caller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
+use super::pages::{PageQuery, Paged, Pager};
 use super::state::AppState;
 use crate::clock;
 use crate::store::{InstanceStatusRecord, StackRecord, StackStatus};
@@ -124,9 +125,13 @@ fn view(state: &AppState, stack: StackRecord) -> ApiResult<StackView> {
 /// Lists the caller's stacks (all stacks for an admin).
 #[utoipa::path(get, path = "/v3/alm/stack", tag = "stacks", operation_id = "list_stacks",
     security(("bearer" = [])),
-    params(ListQuery),
+    params(ListQuery, PageQuery),
     responses(
-        (status = 200, description = "Stacks", body = Vec<StackView>),
+        (status = 200, description = "Stacks, oldest first", body = Vec<StackView>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot list stacks", body = ErrorBody),
     ))]
@@ -134,31 +139,34 @@ pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<StackView>>> {
-    let stacks = state
+    pager: Pager,
+) -> ApiResult<Paged<StackView>> {
+    let mut stacks: Vec<StackRecord> = state
         .store
         .stacks()?
         .into_iter()
         .filter(|stack| operator.owns(stack))
-        .filter(|stack| query.include_deleted || stack.stack_status != StackStatus::DeleteComplete);
-    let mut views = Vec::new();
-    for stack in stacks {
-        views.push(view(&state, stack)?);
-    }
-    views.sort_by(|a, b| {
-        a.create_time
-            .cmp(&b.create_time)
-            .then(a.stack_id.cmp(&b.stack_id))
+        .filter(|stack| query.include_deleted || stack.stack_status != StackStatus::DeleteComplete)
+        .collect();
+    // The order the views show: creation second, then id.
+    stacks.sort_by(|a, b| {
+        (a.create_time_ms.div_euclid(1000), &a.stack_id)
+            .cmp(&(b.create_time_ms.div_euclid(1000), &b.stack_id))
     });
-    Ok(Json(views))
+    let page = pager.of(stacks);
+    page.try_map(|stack| view(&state, stack))
 }
 
 /// Lists stacks (the reference's POST form of the same call).
 #[utoipa::path(post, path = "/v3/alm/stack", tag = "stacks", operation_id = "list_stacks_post",
     security(("bearer" = [])),
-    params(ListQuery),
+    params(ListQuery, PageQuery),
     responses(
-        (status = 200, description = "Stacks", body = Vec<StackView>),
+        (status = 200, description = "Stacks, oldest first", body = Vec<StackView>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot list stacks", body = ErrorBody),
     ))]
@@ -166,8 +174,9 @@ pub async fn list_post(
     state: State<AppState>,
     operator: Operator,
     query: ApiQuery<ListQuery>,
-) -> ApiResult<Json<Vec<StackView>>> {
-    list(state, operator, query).await
+    pager: Pager,
+) -> ApiResult<Paged<StackView>> {
+    list(state, operator, query, pager).await
 }
 
 /// Describes one stack.

@@ -4,6 +4,7 @@
 use super::caller::{Caller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::pages::{PageQuery, Paged, Pager};
 use super::stacks::{load_owned_stack, load_visible_stack};
 use super::state::AppState;
 use crate::clock;
@@ -173,10 +174,13 @@ pub async fn update(
 /// Lists a template's versions, newest first.
 #[utoipa::path(get, path = "/v3/alm/template", tag = "templates",
     security(("bearer" = [])),
-    params(VersionsQuery),
+    params(VersionsQuery, PageQuery),
     responses(
-        (status = 200, description = "Versions, newest first", body = Vec<VersionInfo>),
-        (status = 400, description = "template_id missing", body = ErrorBody),
+        (status = 200, description = "Versions, newest first", body = Vec<VersionInfo>, headers(
+            ("X-Total-Count" = usize, description = "Items in the whole list"),
+            ("Link" = String, description = "`rel=\"next\"` and `rel=\"prev\"` pages, when there are"),
+        )),
+        (status = 400, description = "template_id missing, or a bad limit", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot list versions", body = ErrorBody),
         (status = 404, description = "No such template", body = ErrorBody),
@@ -185,25 +189,21 @@ pub async fn versions(
     State(state): State<AppState>,
     operator: Operator,
     ApiQuery(query): ApiQuery<VersionsQuery>,
-) -> ApiResult<Json<Vec<VersionInfo>>> {
+    pager: Pager,
+) -> ApiResult<Paged<VersionInfo>> {
     let template_id = query
         .template_id
         .filter(|id| !id.is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_query", "template_id is required"))?;
     let stack = load_owned_stack(&state, &operator, &template_id)?;
-    let versions = state.store.versions(&template_id)?;
-    Ok(Json(
-        versions
-            .iter()
-            .rev()
-            .map(|version| VersionInfo {
-                version_id: version.version_id.clone(),
-                latest: version.seq == stack.latest_seq,
-                last_modified: clock::rfc3339_ms(version.created_ms),
-                size: version.body.len().to_string(),
-            })
-            .collect(),
-    ))
+    let mut versions = state.store.versions(&template_id)?;
+    versions.reverse();
+    Ok(pager.of(versions).map(|version| VersionInfo {
+        latest: version.seq == stack.latest_seq,
+        last_modified: clock::rfc3339_ms(version.created_ms),
+        size: version.body.len().to_string(),
+        version_id: version.version_id,
+    }))
 }
 
 /// Returns the body of one template version.

@@ -52,6 +52,11 @@ pub enum StackError {
     /// caller's, which looks the same).
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
+    /// A request body names a configuration the stack does not have: the
+    /// stack exists, so this is a conflict with its state, not a missing
+    /// resource.
+    #[error("the stack has no configuration with flag {flag:?}")]
+    UnknownFlag { flag: String, path: String },
     /// The stack is being deleted and takes no more changes.
     #[error("stack {stack_id} is {status:?} and takes no more changes")]
     Deleting {

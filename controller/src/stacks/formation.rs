@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 /// `body` with `provision.instance_count` of each named configuration set
 /// to its new count. A flag named twice is refused as a conflict (which
-/// count would win is not for the controller to guess), and an unknown
-/// flag is not found.
+/// count would win is not for the controller to guess), and so is an
+/// unknown flag (the stack is there; the request does not fit it).
 pub fn scale(body: &Value, counts: &[(String, u64)]) -> StackResult<Value> {
     if counts.is_empty() {
         return Err(StackError::invalid(
@@ -24,16 +24,16 @@ pub fn scale(body: &Value, counts: &[(String, u64)]) -> StackResult<Value> {
         }
     }
     let mut body = body.clone();
-    for (flag, count) in counts {
+    for (index, (flag, count)) in counts.iter().enumerate() {
         let config = body
             .get_mut("configurations")
             .and_then(Value::as_array_mut)
             .into_iter()
             .flatten()
             .find(|config| config.get("flag").and_then(Value::as_str) == Some(flag))
-            .ok_or_else(|| StackError::NotFound {
-                kind: "flag",
-                id: flag.clone(),
+            .ok_or_else(|| StackError::UnknownFlag {
+                flag: flag.clone(),
+                path: format!("/{index}/flag"),
             })?;
         let Some(config) = config.as_object_mut() else {
             continue;
@@ -97,14 +97,14 @@ mod tests {
         for (given, want) in [
             (counts(&[]), "invalid"),
             (counts(&[("Web01", 1), ("Web01", 2)]), "duplicate"),
-            (counts(&[("Nope", 1)]), "not found"),
-            (counts(&[("Web01", 1), ("Nope", 1)]), "not found"),
+            (counts(&[("Nope", 1)]), "/0/flag"),
+            (counts(&[("Web01", 1), ("Nope", 1)]), "/1/flag"),
         ] {
             let err = scale(&body(), &given).expect_err("refused");
-            let got = match err {
+            let got = match &err {
                 StackError::Invalid(_) => "invalid",
                 StackError::DuplicateFlag(_) => "duplicate",
-                StackError::NotFound { .. } => "not found",
+                StackError::UnknownFlag { path, .. } => path.as_str(),
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!(got, want, "{given:?}");

@@ -149,6 +149,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The events matching `filter` after skipping `offset` of them (at
+    /// most `filter.limit`), oldest first, and how many match in all (the
+    /// whole list a page is cut from; the event log is bounded by its
+    /// retention, so counting it is too).
+    pub fn events_page(
+        &self,
+        filter: &EventFilter,
+        offset: usize,
+    ) -> StoreResult<(Vec<EventRecord>, usize)> {
+        let start = filter.after_id.map_or(0, |id| id.saturating_add(1));
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for entry in self.events.range(start.to_be_bytes()..) {
+            let (key, value) = entry?;
+            let event: EventRecord = decode("events", &key, &value)?;
+            if filter.matches(&event) {
+                if total >= offset && out.len() < filter.limit {
+                    out.push(event);
+                }
+                total += 1;
+            }
+        }
+        Ok((out, total))
+    }
+
     /// Events matching `filter`, oldest first.
     pub fn events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>> {
         let start = filter.after_id.map_or(0, |id| id.saturating_add(1));
