@@ -12,11 +12,15 @@
 //! - [`commands`]: one function per subcommand.
 //! - [`pools`]: pools and join tokens.
 //! - [`releases`]: scale, rollback and config vars.
+//! - [`audit`]: the audit trail.
+//! - [`restarts`]: rolling restarts.
 
+pub mod audit;
 pub mod client;
 pub mod commands;
 pub mod pools;
 pub mod releases;
+pub mod restarts;
 pub mod session;
 pub mod stream;
 pub mod table;

@@ -182,12 +182,32 @@ enum Command {
         #[arg(long)]
         since: Option<u64>,
     },
-    /// Restart an instance's containers of a stack.
+    /// The audit trail: who did what, when (admins: everything; users:
+    /// their stacks').
+    Audit {
+        #[arg(long = "stack")]
+        stack_id: Option<String>,
+        /// By user name.
+        #[arg(long)]
+        user: Option<String>,
+        /// One action, e.g. `stack.update` or `pool.create`.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries after this event id.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Restart a stack's containers one instance at a time, each back and
+    /// healthy before the next (or, given an instance, only that one's).
     Restart {
         stack_id: String,
-        instance_id: String,
+        instance_id: Option<String>,
+        /// Only this configuration.
         #[arg(long)]
         flag: Option<String>,
+        /// With no instance: follow the rolling restart until it ends.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -269,14 +289,13 @@ impl WaitArgs {
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
+    let given: Vec<(&str, &str)> = pairs
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
         .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
+    match serde_urlencoded::to_string(&given) {
+        Ok(encoded) if !encoded.is_empty() => format!("?{encoded}"),
+        _ => String::new(),
     }
 }
 
@@ -486,10 +505,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ]);
             commands::events(&client, out, &q, follow, since).await
         }
+        Command::Audit {
+            stack_id,
+            user,
+            action,
+            since,
+        } => {
+            let q = query(&[
+                ("stack_id", stack_id),
+                ("user", user),
+                ("action", action),
+                ("since", since.map(|s| s.to_string())),
+            ]);
+            flotilla_cli::audit::audit(&client, out, &q).await
+        }
         Command::Restart {
             stack_id,
-            instance_id,
+            instance_id: Some(instance_id),
             flag,
+            ..
         } => {
             commands::act(
                 &client,
@@ -498,6 +532,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &stack_id,
                 &instance_id,
                 flag.as_deref(),
+            )
+            .await
+        }
+        Command::Restart {
+            stack_id,
+            instance_id: None,
+            flag,
+            wait,
+        } => {
+            flotilla_cli::restarts::restart(
+                &client,
+                out,
+                &stack_id,
+                flag.as_deref(),
+                wait.duration(),
             )
             .await
         }

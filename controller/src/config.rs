@@ -132,6 +132,10 @@ pub struct Overrides {
     /// answer; default 5): a receiver slower than this is retried later.
     #[arg(long, env = "FLOTILLA_WEBHOOK_TIMEOUT", global = true)]
     pub webhook_timeout: Option<u64>,
+    /// Seconds one instance of a rolling restart may take to be back and
+    /// healthy before the restart stops and fails (default 300).
+    #[arg(long, env = "FLOTILLA_RESTART_TIMEOUT", global = true)]
+    pub restart_timeout: Option<u64>,
     /// Seconds a request's headers may take to arrive; also how long a
     /// kept-alive connection may sit idle, and the TLS handshake (10).
     #[arg(long, env = "FLOTILLA_HTTP_HEADER_TIMEOUT", global = true)]
@@ -244,6 +248,7 @@ struct FileConfig {
     max_hooks_per_user: Option<usize>,
     max_join_tokens_per_user: Option<usize>,
     webhook_timeout: Option<u64>,
+    restart_timeout: Option<u64>,
     http_header_timeout: Option<u64>,
     http_body_timeout: Option<u64>,
     max_connections: Option<usize>,
@@ -282,6 +287,8 @@ pub struct Config {
     pub quotas: crate::quotas::Quotas,
     /// The longest one webhook attempt may take.
     pub webhook_timeout: Duration,
+    /// The longest one instance of a rolling restart may take to be back.
+    pub restart_timeout: Duration,
     /// Timeouts, the connection cap, rate limits and the secret lockout.
     pub http: HttpLimits,
 }
@@ -428,6 +435,10 @@ impl Config {
                 .webhook_timeout
                 .or(file.webhook_timeout)
                 .map_or(crate::hooks::DEFAULT_TIMEOUT, Duration::from_secs),
+            restart_timeout: overrides.restart_timeout.or(file.restart_timeout).map_or(
+                crate::stacks::restart::INSTANCE_TIMEOUT,
+                Duration::from_secs,
+            ),
             http,
         };
         let mut config = config;
@@ -520,6 +531,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "webhook_timeout",
                 reason: format!("{} s is outside 1 s..60 s", self.webhook_timeout.as_secs()),
+            });
+        }
+        if !(1..=3600).contains(&self.restart_timeout.as_secs()) {
+            return Err(ConfigError::Invalid {
+                key: "restart_timeout",
+                reason: format!(
+                    "{} s is outside 1 s..3600 s",
+                    self.restart_timeout.as_secs()
+                ),
             });
         }
         validate_http(&self.http)?;
@@ -752,8 +772,20 @@ mod tests {
             .expect_err("webhook timeout out of range");
             assert!(err.to_string().contains("webhook_timeout"), "{err}");
         }
+        for timeout in [0, 3601] {
+            let err = Config::load(&Overrides {
+                restart_timeout: Some(timeout),
+                ..Overrides::default()
+            })
+            .expect_err("restart timeout out of range");
+            assert!(err.to_string().contains("restart_timeout"), "{err}");
+        }
         let config = Config::load(&Overrides::default()).expect("defaults");
         assert_eq!(config.webhook_timeout, crate::hooks::DEFAULT_TIMEOUT);
+        assert_eq!(
+            config.restart_timeout,
+            crate::stacks::restart::INSTANCE_TIMEOUT
+        );
     }
 
     #[test]

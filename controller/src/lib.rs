@@ -7,6 +7,7 @@
 //!   tasks, graceful shutdown.
 //! - [`api`]: the REST routes, one module per resource, the one error shape,
 //!   extractors, and the generated OpenAPI document.
+//! - [`audit`]: the audit trail: who did what, recorded as `audit` events.
 //! - [`auth`]: clients, secrets and access tokens.
 //! - [`template`]: template validation and comparison.
 //! - [`stacks`]: operations on stacks (apply, update, scale, rollback,
@@ -28,6 +29,7 @@
 //! - [`clock`], [`nickname`]: timestamps in the API's formats, stack nicknames.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -150,6 +150,7 @@ async fn start_inner(
     flotilla_common::tls::install_provider();
     let store = open_store(&config)?;
     bootstrap_admin(&store, &config.data_dir)?;
+    crate::stacks::restart::abandon(&store)?;
     store.flush().await?;
     let pki =
         Pki::load_or_create(&config.data_dir.join("pki")).context("cannot set up the fleet CA")?;
@@ -209,6 +210,7 @@ async fn start_inner(
             webhook_allow_private: config.webhook_allow_private,
             quotas: config.quotas,
             body_timeout: config.http.body_timeout,
+            restart_timeout: config.restart_timeout,
         }),
         fleet: fleet.clone(),
         stopping: stopping_rx,

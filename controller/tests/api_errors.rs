@@ -301,6 +301,7 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/alm/sts", &["get"]),
         ("/v3/alm/agent/agent_status", &["post"]),
         ("/v3/alm/agent/container_status", &["post"]),
+        ("/v3/audits", &["get"]),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

@@ -261,6 +261,7 @@ async fn bad_paging_is_refused_on_every_list() {
             ("limit=10001", "invalid_query"),
             ("limit=x", "invalid_query"),
             ("offset=-1", "invalid_query"),
+            ("offset=9223372036854775808", "invalid_query"),
         ] {
             let token = if list.contains("agents") {
                 &admin

@@ -150,7 +150,17 @@ async fn a_stack_with_nothing_placed_deletes_at_once() {
         .filter(|e| e["type"] != "stack.status" || e["data"]["from"] != e["data"]["to"])
         .map(|e| e["type"].as_str().expect("type"))
         .collect();
-    assert_eq!(kinds, ["stack.created", "stack.deleting", "stack.status"]);
+    // Each operator action is followed by its audit entry.
+    assert_eq!(
+        kinds,
+        [
+            "stack.created",
+            "audit",
+            "stack.deleting",
+            "audit",
+            "stack.status"
+        ]
+    );
     t.stop().await;
 }
 

@@ -739,3 +739,107 @@ async fn a_volume_a_stack_mounted_before_per_stack_names_keeps_its_name() -> any
     drop(f);
     outcome
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_brings_each_container_back_healthy_before_the_next() -> anyhow::Result<()>
+{
+    let f = fleet("i-docker-roll").await?;
+    let body = json!({
+        "version": "2017-03-03",
+        "label": "rolling",
+        "configurations": [
+            {"role": "web", "flag": "Web01", "provision": {"instance_count": 1}, "container": web(free_tcp_port()?, "one")},
+            {"role": "web", "flag": "Web02", "provision": {"instance_count": 1}, "container": web(free_tcp_port()?, "two")},
+        ]
+    });
+    let stack = f.api.apply(&body).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    let flag_of = |id: &str| inspect(id, "{{index .Config.Labels \"flotilla.flag\"}}");
+    let mut started = std::collections::BTreeMap::new();
+    for id in agent_containers(&f.agent_id)? {
+        started.insert(
+            flag_of(&id)?,
+            (id.clone(), inspect(&id, "{{.State.StartedAt}}")?),
+        );
+    }
+    assert_eq!(started.len(), 2, "{started:?}");
+    let before = f.api.get(&format!("/v3/events?stack_id={stack}")).await?;
+    let after_id = before
+        .as_array()
+        .and_then(|e| e.last())
+        .and_then(|e| e["id"].as_u64())
+        .unwrap_or(0);
+
+    let (status, answer) = f
+        .api
+        .call(
+            Method::POST,
+            &format!("/v3/alm/stack/{stack}/restart"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    let task_id = answer["task_id"].as_str().unwrap_or_default().to_owned();
+    let task = f
+        .api
+        .wait_for(
+            &format!("/v3/tasks/{task_id}"),
+            Duration::from_secs(60),
+            |t| t["taskStatus"] != "PENDING",
+        )
+        .await?;
+    assert_eq!(task["taskStatus"], "SUCCESS", "{task}");
+
+    // Both containers were restarted in place (same container, new start),
+    // and are running.
+    for (flag, (id, at)) in &started {
+        assert_ne!(
+            &inspect(id, "{{.State.StartedAt}}")?,
+            at,
+            "{flag} restarted"
+        );
+        assert_eq!(inspect(id, "{{.State.Running}}")?, "true", "{flag} runs");
+    }
+    // Web02 went down only once Web01 was back past its health check.
+    let events = f
+        .api
+        .get(&format!(
+            "/v3/events?stack_id={stack}&type=container.status&since={after_id}"
+        ))
+        .await?;
+    let seen: Vec<(String, String)> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["data"]["flag"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let at = |flag: &str, status: &str| {
+        seen.iter()
+            .position(|(f, s)| f == flag && s == status)
+            .unwrap_or_else(|| panic!("no {status} of {flag} in {seen:?}"))
+    };
+    assert!(
+        at("Web01", "restarting") < at("Web01", "running"),
+        "{seen:?}"
+    );
+    assert!(
+        at("Web01", "running") < at("Web02", "restarting"),
+        "{seen:?}"
+    );
+    assert!(
+        at("Web02", "restarting") < at("Web02", "running"),
+        "{seen:?}"
+    );
+    let (status, _) = f
+        .api
+        .call(Method::DELETE, &format!("/v3/alm/stack/{stack}"), None)
+        .await?;
+    assert_eq!(status, 202);
+    status_of(&f.api, &stack, &["DELETE_COMPLETE"]).await?;
+    Ok(())
+}

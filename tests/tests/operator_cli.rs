@@ -235,6 +235,11 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     );
     let restarted = ok(cfg, &["restart", &stack, "i-cli"])?;
     assert!(restarted.contains("restart sent"), "{restarted}");
+    let rolled = ok(cfg, &["restart", &stack, "--wait"])?;
+    assert!(
+        rolled.contains("Web01 on i-cli") && rolled.contains("every instance is back"),
+        "{rolled}"
+    );
     let logs = ok(cfg, &["logs", &stack, "i-cli"])?;
     assert!(logs.contains("simulated runtime"), "{logs}");
 
@@ -289,6 +294,48 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
     );
     let undone = ok(cfg, &["drain", &agent_id, "--undo"])?;
     assert!(undone.contains("connected"), "{undone}");
+
+    // The audit trail names what was done to the instance and the agent,
+    // and by whom; the table shows the same entries.
+    let trail = json(cfg, &["audit"])?;
+    let entry = |action: &str| -> Option<Value> {
+        trail
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["action"] == action)
+            .cloned()
+    };
+    let restart = entry("instance.restart").ok_or_else(|| anyhow::anyhow!("{trail}"))?;
+    assert_eq!(restart["instance_id"], "i-cli", "{restart}");
+    assert_eq!(restart["stack_id"], stack.as_str(), "{restart}");
+    assert_eq!(
+        restart["changes"]["agent_id"],
+        agent_id.as_str(),
+        "{restart}"
+    );
+    for action in ["agent.drain", "agent.undrain"] {
+        let drain = entry(action).ok_or_else(|| anyhow::anyhow!("{action}: {trail}"))?;
+        assert_eq!(drain["target"], agent_id.as_str(), "{drain}");
+        assert_eq!(drain["username"], "admin", "{drain}");
+    }
+    let config = json(
+        cfg,
+        &["audit", "--stack", &stack, "--action", "stack.config"],
+    )?;
+    assert!(
+        config.as_array().is_some_and(|c| !c.is_empty()
+            && c.iter()
+                .all(|e| e["action"] == "stack.config" && e["stack_id"] == stack.as_str())),
+        "{config}"
+    );
+    let table = ok(cfg, &["audit", "--action", "agent.drain"])?;
+    assert!(
+        table.contains("agent.drain")
+            && table.contains(&agent_id)
+            && !table.contains("agent.undrain"),
+        "{table}"
+    );
 
     let (success, _, err) = flotilla(cfg, &["describe", "mo-nope"])?;
     assert!(!success);

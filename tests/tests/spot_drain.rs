@@ -296,6 +296,13 @@ async fn an_operator_drain_moves_the_work_first_is_undone_and_the_agent_removed(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = api.get(&format!("/v3/alm/agents/{from}")).await?;
     assert_eq!(seen["state"], "revoked", "it cannot come back: {seen}");
+    let revoked = api.get("/v3/audits?action=agent.revoke").await?;
+    assert!(
+        revoked.as_array().is_some_and(|entries| entries.len() == 1
+            && entries[0]["target"] == from.as_str()
+            && entries[0]["username"] == "admin"),
+        "{revoked}"
+    );
     let listed = api.get("/v3/alm/agents").await?;
     assert!(
         listed

@@ -55,6 +55,14 @@ pub async fn create(
         ApiError::bad_request("invalid_field", message).context(json!({ "path": "username" }))
     })?;
     let client = clients::create(&state.store, &request.username, request.admin, None)?;
+    let record = crate::audit::Record {
+        action: crate::audit::Action::ClientCreate,
+        target: &client.client_id,
+        stack_id: None,
+        instance_id: None,
+        changes: json!({ "username": client.username, "admin": client.admin }),
+    };
+    state.audit(&operator, record)?;
     state.store.flush().await?;
     Ok((StatusCode::CREATED, Json(client)))
 }
@@ -101,6 +109,14 @@ pub async fn revoke(
     }
     let revoked = clients::revoke(&state.store, &client_id)?
         .ok_or_else(|| ApiError::not_found("client_id", &client_id))?;
+    let record = crate::audit::Record {
+        action: crate::audit::Action::ClientRevoke,
+        target: &client_id,
+        stack_id: None,
+        instance_id: None,
+        changes: json!({ "username": revoked.username }),
+    };
+    state.audit(&operator, record)?;
     state.store.flush().await?;
     Ok(Json(revoked))
 }

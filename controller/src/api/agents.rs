@@ -311,6 +311,20 @@ pub async fn create_join_token(
             replace: request.replace,
         },
     )?;
+    let record = crate::audit::Record {
+        action: crate::audit::Action::JoinTokenCreate,
+        target: &token.id,
+        stack_id: token.stack_id.as_deref(),
+        instance_id: None,
+        changes: json!({
+            "pool": token.pool,
+            "flag": token.flag,
+            "max_uses": token.max_uses,
+            "expires": token.expires,
+            "replace": token.replace,
+        }),
+    };
+    state.audit(&operator, record)?;
     state.store.flush().await?;
     Ok((StatusCode::CREATED, Json(token)))
 }
@@ -352,8 +366,39 @@ pub async fn revoke_join_token(
 ) -> ApiResult<Json<JoinTokenInfo>> {
     let revoked = join_tokens::revoke(&state.store, &id, &operator.user_id, operator.admin)?
         .ok_or_else(|| ApiError::not_found("join_token", &id))?;
+    let record = crate::audit::Record {
+        action: crate::audit::Action::JoinTokenRevoke,
+        target: &revoked.id,
+        stack_id: revoked.stack_id.as_deref(),
+        instance_id: None,
+        changes: json!({ "pool": revoked.pool }),
+    };
+    state.audit(&operator, record)?;
     state.store.flush().await?;
     Ok(Json(revoked))
+}
+
+/// Records an operator's action on an agent: the agent is the target, its
+/// instance named, and its pinned stack's owner sees it too.
+fn audit_agent(
+    state: &AppState,
+    operator: &Operator,
+    action: crate::audit::Action,
+    agent: &AgentRecord,
+    mut changes: serde_json::Value,
+) -> ApiResult<()> {
+    if let Some(changes) = changes.as_object_mut() {
+        changes.insert("pool".into(), json!(agent.pool));
+    }
+    let record = crate::audit::Record {
+        action,
+        target: &agent.agent_id,
+        stack_id: agent.pin.as_ref().map(|p| p.stack_id.as_str()),
+        instance_id: Some(&agent.instance_id),
+        changes,
+    };
+    state.audit(operator, record)?;
+    Ok(())
 }
 
 /// Lists every agent with its state, facts and placements (admin).
@@ -437,6 +482,13 @@ pub async fn revoke_agent(
             json!({ "agent_id": agent.agent_id, "by": operator.username }),
         )?;
         tracing::warn!(agent_id = %agent.agent_id, instance_id = %agent.instance_id, "agent revoked");
+        audit_agent(
+            &state,
+            &operator,
+            crate::audit::Action::AgentRevoke,
+            &agent,
+            json!({}),
+        )?;
     }
     state.store.flush().await?;
     state.fleet.registry.disconnect(
@@ -529,6 +581,13 @@ pub async fn drain_agent(
         None => None,
     };
     let agent = drain::start(&state.store, &agent_id, deadline_ms)?;
+    audit_agent(
+        &state,
+        &operator,
+        crate::audit::Action::AgentDrain,
+        &agent,
+        json!({ "deadline_secs": request.deadline_secs }),
+    )?;
     state.store.flush().await?;
     state.nudge();
     Ok((StatusCode::ACCEPTED, Json(view(&state, agent)?)))
@@ -554,6 +613,13 @@ pub async fn undrain_agent(
 ) -> ApiResult<Json<AgentView>> {
     operator.require_admin("undoing a drain")?;
     let agent = drain::undo(&state.store, &agent_id, operator.admin)?;
+    audit_agent(
+        &state,
+        &operator,
+        crate::audit::Action::AgentUndrain,
+        &agent,
+        json!({}),
+    )?;
     state.store.flush().await?;
     state.nudge();
     Ok(Json(view(&state, agent)?))

@@ -130,6 +130,7 @@ impl Operator {
             user_id: &self.user_id,
             username: &self.username,
             admin: self.admin,
+            client_id: &self.client_id,
         }
     }
 

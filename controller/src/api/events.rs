@@ -402,6 +402,38 @@ pub(super) async fn record_report(
     Ok(())
 }
 
+/// A `since` cursor must be an event id (they stay below 2^63).
+pub(super) fn check_since(since: Option<u64>) -> ApiResult<()> {
+    if since.is_some_and(|since| i64::try_from(since).is_err()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "since must be an event id, at most 9223372036854775807",
+        )
+        .context(json!({ "path": "since" })));
+    }
+    Ok(())
+}
+
+/// The stacks whose events `operator` may list: `None` (all) for an
+/// admin, else their own.
+pub(super) fn visible_stacks(
+    state: &AppState,
+    operator: &Operator,
+) -> ApiResult<Option<Vec<String>>> {
+    if operator.admin {
+        return Ok(None);
+    }
+    Ok(Some(
+        state
+            .store
+            .stacks()?
+            .into_iter()
+            .filter(|stack| operator.owns(stack))
+            .map(|stack| stack.stack_id)
+            .collect(),
+    ))
+}
+
 /// The event history, oldest first, filtered; or, with `follow=true` or
 /// `Accept: text/event-stream`, a live stream of them (SSE: `id` is the
 /// event id, `event` its type, `data` the record; resumable with
@@ -429,16 +461,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<EventsQuery>,
     pager: Pager,
 ) -> ApiResult<Response> {
-    if query
-        .since
-        .is_some_and(|since| i64::try_from(since).is_err())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "since must be an event id, at most 9223372036854775807",
-        )
-        .context(json!({ "path": "since" })));
-    }
+    check_since(query.since)?;
     let wants_stream = query.follow.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -466,30 +489,19 @@ pub async fn list(
             instance_id: query.instance_id,
             kind: query.kind,
             stacks: None,
+            data: Vec::new(),
             limit: usize::MAX,
         };
         let after = resume.or(query.since).unwrap_or(0);
         return Ok(super::event_stream::follow(state, operator, filter, after).into_response());
     }
-    let stacks = if operator.admin {
-        None
-    } else {
-        Some(
-            state
-                .store
-                .stacks()?
-                .into_iter()
-                .filter(|stack| operator.owns(stack))
-                .map(|stack| stack.stack_id)
-                .collect(),
-        )
-    };
     let filter = EventFilter {
         after_id: query.since,
         stack_id: query.stack_id,
         instance_id: query.instance_id,
         kind: query.kind,
-        stacks,
+        stacks: visible_stacks(&state, &operator)?,
+        data: Vec::new(),
         limit: pager.page.limit,
     };
     let (events, total) = state.store.events_page(&filter, pager.page.offset)?;

@@ -191,7 +191,7 @@ pub async fn create(
         .filter(|h| h.user_id == operator.user_id)
         .count();
     state.admit(crate::quotas::Quota::HooksPerUser, mine)?;
-    let hook = HookRecord {
+    let mut hook = HookRecord {
         id: format!(
             "wh-{}",
             flotilla_common::ids::random_alphanumeric(12).to_lowercase()
@@ -204,8 +204,10 @@ pub async fn create(
         stack_id: request.stack_id,
         secret: flotilla_common::ids::random_alphanumeric(40),
         created_ms: clock::now_ms(),
-        after_event: state.store.latest_event_id()?,
+        after_event: 0,
     };
+    // The hook starts after the entry of its own creation.
+    hook.after_event = audit_hook(&state, &operator, crate::audit::Action::HookCreate, &hook)?;
     state.store.insert_hook(&hook)?;
     state.store.flush().await?;
     tracing::info!(hook_id = %hook.id, events = ?hook.events, "webhook subscribed");
@@ -216,6 +218,27 @@ pub async fn create(
             secret: hook.secret.clone(),
         }),
     ))
+}
+
+/// Records a subscription's change: its URL without credentials, its
+/// event types and stack, never its secret. Answers the entry's event id.
+fn audit_hook(
+    state: &AppState,
+    operator: &Operator,
+    action: crate::audit::Action,
+    hook: &HookRecord,
+) -> ApiResult<u64> {
+    let record = crate::audit::Record {
+        action,
+        target: &hook.id,
+        stack_id: hook.stack_id.as_deref(),
+        instance_id: None,
+        changes: json!({
+            "url": flotilla_common::redact::strip_url_credentials(&hook.url),
+            "events": hook.events,
+        }),
+    };
+    state.audit(operator, record)
 }
 
 /// Lists subscriptions (an admin sees all; others their own).
@@ -262,6 +285,7 @@ pub async fn remove(
 ) -> ApiResult<Json<HookView>> {
     let hook = owned_hook(&state, &operator, &hook_id)?;
     state.store.remove_hook(&hook.id)?;
+    audit_hook(&state, &operator, crate::audit::Action::HookRemove, &hook)?;
     state.store.flush().await?;
     tracing::info!(hook_id = %hook.id, "webhook removed");
     Ok(Json(view(&state, &hook)?))

@@ -101,10 +101,10 @@ pub async fn act(
     ApiPath((stack_id, instance_id, action)): ApiPath<(String, String, String)>,
     ApiQuery(query): ApiQuery<FlagQuery>,
 ) -> ApiResult<(StatusCode, Json<ActionAccepted>)> {
-    let parsed = match action.as_str() {
-        "restart" => Action::Restart,
-        "stop" => Action::Stop,
-        "start" => Action::Start,
+    let (parsed, audited) = match action.as_str() {
+        "restart" => (Action::Restart, crate::audit::Action::InstanceRestart),
+        "stop" => (Action::Stop, crate::audit::Action::InstanceStop),
+        "start" => (Action::Start, crate::audit::Action::InstanceStart),
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -115,6 +115,7 @@ pub async fn act(
     };
     let stack = load_owned_stack(&state, &operator, &stack_id)?;
     let agent = placed_agent(&state, &stack, &instance_id)?;
+    let changes = json!({ "flag": query.flag, "agent_id": agent.agent_id });
     let command = ControllerMessage::Command(Command {
         stack_id: stack_id.clone(),
         flag: query.flag,
@@ -123,6 +124,15 @@ pub async fn act(
     if !state.fleet.registry.send(&agent.agent_id, command) {
         return Err(not_connected(&instance_id));
     }
+    let record = crate::audit::Record {
+        action: audited,
+        target: &stack_id,
+        stack_id: Some(&stack_id),
+        instance_id: Some(&instance_id),
+        changes,
+    };
+    state.audit(&operator, record)?;
+    state.store.flush().await?;
     tracing::info!(stack_id = %stack_id, instance_id = %instance_id, action = %action, "operator action sent");
     Ok((
         StatusCode::ACCEPTED,

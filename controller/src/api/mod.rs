@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod agents;
 pub mod almagent;
+pub mod audits;
 pub mod caller;
 pub mod error;
 pub mod event_stream;
@@ -24,6 +25,7 @@ pub mod pools;
 pub mod rate_limit;
 pub mod releases;
 pub mod report_rules;
+pub mod restarts;
 pub mod schemas;
 pub mod stacks;
 pub mod state;
@@ -190,6 +192,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::spot_shutdown))
         .routes(routes!(events::container_status))
         .routes(routes!(events::list))
+        .routes(routes!(audits::list))
+        .routes(routes!(restarts::restart))
         .routes(routes!(hooks::create, hooks::list))
         .routes(routes!(hooks::remove))
         .routes(routes!(hooks::deliveries))

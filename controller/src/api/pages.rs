@@ -30,7 +30,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Items skipped from the start of the list (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub offset: Option<usize>,
 }
 
@@ -56,10 +56,15 @@ impl PageQuery {
                 .context(json!({ "path": "limit", "limit": MAX_LIMIT })))
             }
         };
-        Ok(Page {
-            offset: self.offset.unwrap_or(0),
-            limit,
-        })
+        let offset = self.offset.unwrap_or(0);
+        if i64::try_from(offset).is_err() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "offset must be at most 9223372036854775807",
+            )
+            .context(json!({ "path": "offset" })));
+        }
+        Ok(Page { offset, limit })
     }
 }
 

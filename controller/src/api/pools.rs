@@ -109,14 +109,21 @@ fn check(users: &[String], policy: &Policy) -> ApiResult<()> {
     Err(error)
 }
 
-/// Records a pool change as an event (admins see it) and makes it durable.
+/// Records a pool change as an event and in the audit trail (admins see
+/// both) and makes them durable.
 async fn record(
     state: &AppState,
-    kind: &str,
+    action: crate::audit::Action,
     pool: &str,
     by: &Operator,
     at_ms: i64,
+    changes: serde_json::Value,
 ) -> ApiResult<()> {
+    let kind = match action {
+        crate::audit::Action::PoolCreate => "pool.created",
+        crate::audit::Action::PoolUpdate => "pool.updated",
+        _ => "pool.deleted",
+    };
     state.store.append_event(
         kind,
         None,
@@ -124,6 +131,14 @@ async fn record(
         clock::rfc3339_ms(at_ms),
         json!({ "pool": pool, "by": by.username }),
     )?;
+    let record = crate::audit::Record {
+        action,
+        target: pool,
+        stack_id: None,
+        instance_id: None,
+        changes,
+    };
+    state.audit(by, record)?;
     state.store.flush().await?;
     Ok(())
 }
@@ -175,7 +190,16 @@ pub async fn create(
         return Err(ApiError::conflict(format!("pool {name} already exists"))
             .context(json!({ "pool": name })));
     }
-    record(&state, "pool.created", &name, &operator, now).await?;
+    let changes = json!({ "users": pool.users });
+    record(
+        &state,
+        crate::audit::Action::PoolCreate,
+        &name,
+        &operator,
+        now,
+        changes,
+    )
+    .await?;
     tracing::info!(pool = %name, users = pool.users.len(), "pool created");
     Ok((StatusCode::CREATED, Json(view(&state, pool)?)))
 }
@@ -308,7 +332,20 @@ pub async fn update(
             "pool {name} changed meanwhile; read it again and retry"
         )));
     }
-    record(&state, "pool.updated", &name, &operator, new.updated_ms).await?;
+    let changes = json!({
+        "users_added": new.users.iter().filter(|u| !old.users.contains(u)).collect::<Vec<_>>(),
+        "users_removed": old.users.iter().filter(|u| !new.users.contains(u)).collect::<Vec<_>>(),
+        "policy_changed": new.policy != old.policy,
+    });
+    record(
+        &state,
+        crate::audit::Action::PoolUpdate,
+        &name,
+        &operator,
+        new.updated_ms,
+        changes,
+    )
+    .await?;
     state.nudge();
     tracing::info!(pool = %name, users = new.users.len(), "pool updated");
     Ok(Json(view(&state, new)?))
@@ -365,7 +402,15 @@ pub async fn delete(
             "pool {name} changed meanwhile; read it again and retry"
         )));
     }
-    record(&state, "pool.deleted", &name, &operator, clock::now_ms()).await?;
+    record(
+        &state,
+        crate::audit::Action::PoolDelete,
+        &name,
+        &operator,
+        clock::now_ms(),
+        json!({}),
+    )
+    .await?;
     tracing::info!(pool = %name, "pool deleted");
     Ok(Json(shown))
 }

@@ -234,7 +234,7 @@ pub async fn delete(
     ApiPath(stack_id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DeleteResponse>)> {
     let stack = load_owned_stack(&state, &operator, &stack_id)?;
-    let deleted = state.stacks().delete(&stack).await?;
+    let deleted = state.stacks().delete(&stack, operator.actor()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DeleteResponse {

@@ -19,6 +19,8 @@ pub struct ApiSettings {
     pub quotas: crate::quotas::Quotas,
     /// How long a request's whole body may take.
     pub body_timeout: Duration,
+    /// How long one instance of a rolling restart may take to be back.
+    pub restart_timeout: Duration,
 }
 
 /// Shared state of the REST API: the store, settings, and the fleet (for
@@ -40,6 +42,23 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Records an operator's action in the audit trail (now) and answers
+    /// the entry's event id; the handler flushes with its own writes
+    /// before it answers.
+    pub fn audit(
+        &self,
+        operator: &super::caller::Operator,
+        record: crate::audit::Record<'_>,
+    ) -> super::error::ApiResult<u64> {
+        let event = crate::audit::append(
+            &self.store,
+            operator.actor(),
+            record,
+            crate::clock::now_ms(),
+        )?;
+        Ok(event.id)
+    }
+
     /// Whether a user holding `used` of `quota` may create one more (409
     /// `quota_exceeded` naming it otherwise).
     pub fn admit(&self, quota: crate::quotas::Quota, used: usize) -> super::error::ApiResult<()> {

@@ -12,12 +12,14 @@
 //! - [`formation`], [`rollback`], [`config_vars`]: what scale, rollback
 //!   and config changes make of the latest body (pure functions).
 //! - [`tasks`]: the task each operation answers with, and when it settles.
+//! - [`restart`]: rolling restarts, one instance at a time.
 //! - [`Stacks::delete`]: the one operation that makes no version.
 
 pub mod checks;
 pub mod config_vars;
 pub mod error;
 pub mod formation;
+pub mod restart;
 pub mod rollback;
 pub mod tasks;
 pub mod versions;
@@ -100,7 +102,7 @@ impl Stacks<'_> {
     /// Starts deleting a stack (`DELETE_IN_PROGRESS`; the scheduler
     /// completes it once its containers are gone). Repeating it is
     /// harmless: the answer names the delete task already under way.
-    pub async fn delete(&self, stack: &StackRecord) -> StackResult<Deleted> {
+    pub async fn delete(&self, stack: &StackRecord, actor: Actor<'_>) -> StackResult<Deleted> {
         let now = crate::clock::now_ms();
         if stack.stack_status.is_deleting() {
             let pending = self
@@ -150,6 +152,14 @@ impl Stacks<'_> {
             crate::clock::rfc3339_ms(now),
             serde_json::json!({ "task_id": task.task_id }),
         )?;
+        let record = crate::audit::Record {
+            action: crate::audit::Action::StackDelete,
+            target: &stack.stack_id,
+            stack_id: Some(&stack.stack_id),
+            instance_id: None,
+            changes: serde_json::json!({ "task_id": task.task_id }),
+        };
+        crate::audit::append(self.store, actor, record, now)?;
         self.store.flush().await?;
         self.fleet.nudge();
         tracing::info!(stack_id = %stack.stack_id, task_id = %task.task_id, "stack deletion started");

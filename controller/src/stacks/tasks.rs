@@ -18,6 +18,11 @@ pub fn on_status(
     reason: Option<&str>,
 ) -> Option<(TaskStatus, Option<String>)> {
     let deleting = task.operation == DELETE;
+    // A restart makes no version: it ends by its own driver, or with the
+    // stack.
+    if task.operation == super::restart::RESTART && status != StackStatus::DeleteComplete {
+        return None;
+    }
     let ours = task.version_id.as_deref() == Some(version_id);
     let why = |status: StackStatus| {
         let name = serde_json::to_value(status)
@@ -93,6 +98,24 @@ pub fn settle(
         }
     }
     Ok(())
+}
+
+/// Ends one task, if it is still pending, with `outcome`.
+pub fn end(
+    store: &Store,
+    stack_id: &str,
+    task_id: &str,
+    outcome: (TaskStatus, Option<String>),
+    now: i64,
+) -> StoreResult<()> {
+    let task = store
+        .pending_tasks(stack_id)?
+        .into_iter()
+        .find(|t| t.task_id == task_id);
+    match task {
+        Some(task) => finish(store, task, outcome, now),
+        None => Ok(()),
+    }
 }
 
 /// Ends the pending tasks a new operation supersedes (`except`: its own).

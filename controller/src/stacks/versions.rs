@@ -13,13 +13,15 @@ use crate::store::{StackRecord, StackStatus, VersionOutcome, VersionRecord};
 use crate::template;
 use serde_json::{json, Value};
 
-/// Who acts on a stack: whose pools a new stack runs in, and whether an
-/// admin acts on their own stack.
+/// Who acts on a stack: whose pools a new stack runs in, whether an
+/// admin acts on their own stack, and who the audit trail names.
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
     pub user_id: &'a str,
     pub username: &'a str,
     pub admin: bool,
+    /// The API client whose token made the call.
+    pub client_id: &'a str,
 }
 
 /// What made a new version; each is recorded as its own event.
@@ -51,6 +53,18 @@ impl Change {
             Change::Scaled(_) => "formation",
             Change::RolledBack { .. } => "rollback",
             Change::Config { .. } => "config",
+        }
+    }
+
+    /// The audit trail's name for this change.
+    pub fn action(&self) -> crate::audit::Action {
+        use crate::audit::Action;
+        match self {
+            Change::Created => Action::StackApply,
+            Change::Updated => Action::StackUpdate,
+            Change::Scaled(_) => Action::StackFormation,
+            Change::RolledBack { .. } => Action::StackRollback,
+            Change::Config { .. } => Action::StackConfig,
         }
     }
 
@@ -210,8 +224,15 @@ impl Stacks<'_> {
             return Err(err.into());
         }
         let version_id = version.version_id;
-        self.record(&stack_id, &Change::Created, &version_id, &task.task_id, now)
-            .await?;
+        self.record(
+            actor,
+            &stack_id,
+            &Change::Created,
+            &version_id,
+            &task.task_id,
+            now,
+        )
+        .await?;
         Ok(Released {
             stack,
             version_id,
@@ -299,8 +320,15 @@ impl Stacks<'_> {
             Some(&version_id),
             now,
         )?;
-        self.record(&stack.stack_id, &change, &version_id, &task.task_id, now)
-            .await?;
+        self.record(
+            actor,
+            &stack.stack_id,
+            &change,
+            &version_id,
+            &task.task_id,
+            now,
+        )
+        .await?;
         Ok(Released {
             stack,
             version_id,
@@ -308,10 +336,11 @@ impl Stacks<'_> {
         })
     }
 
-    /// Records the change as an event, makes it durable, and wakes the
-    /// scheduler.
+    /// Records the change as an event and in the audit trail, makes both
+    /// durable, and wakes the scheduler.
     async fn record(
         &self,
+        actor: Actor<'_>,
         stack_id: &str,
         change: &Change,
         version_id: &str,
@@ -327,8 +356,16 @@ impl Stacks<'_> {
             Some(stack_id),
             None,
             clock::rfc3339_ms(now),
-            data,
+            data.clone(),
         )?;
+        let record = crate::audit::Record {
+            action: change.action(),
+            target: stack_id,
+            stack_id: Some(stack_id),
+            instance_id: None,
+            changes: data,
+        };
+        crate::audit::append(self.store, actor, record, now)?;
         self.store.flush().await?;
         self.fleet.nudge();
         tracing::info!(stack_id = %stack_id, version_id = %version_id, change = change.kind(), "stack version stored");

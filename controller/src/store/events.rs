@@ -12,6 +12,9 @@ pub struct EventFilter {
     pub kind: Option<String>,
     /// Only events of stacks in this set (ownership); `None` for all.
     pub stacks: Option<Vec<String>>,
+    /// Only events whose `data` has these top-level text fields (the
+    /// audit trail's `username` and `action`).
+    pub data: Vec<(&'static str, String)>,
     pub limit: usize,
 }
 
@@ -24,6 +27,9 @@ impl EventFilter {
         same(&self.stack_id, &event.stack_id)
             && same(&self.instance_id, &event.instance_id)
             && self.kind.as_ref().is_none_or(|kind| &event.kind == kind)
+            && self.data.iter().all(|(key, want)| {
+                event.data.get(key).and_then(serde_json::Value::as_str) == Some(want.as_str())
+            })
     }
 
     fn matches(&self, event: &EventRecord) -> bool {

@@ -25,7 +25,7 @@ mod tokens;
 
 pub use deliveries::{DueDelivery, Queued, QUEUE_FULL};
 pub use events::{EventFilter, EventVisibility};
-pub use fleet::{JoinOutcome, StatusWrite};
+pub use fleet::{Assignment, JoinOutcome, StatusWrite};
 pub use hooks::{DeliveryRecord, DeliveryState, HookRecord};
 pub use records::*;
 pub use reporters::AlmIdOutcome;

@@ -76,6 +76,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         webhook_allow_private: true,
         quotas: Default::default(),
         webhook_timeout: flotilla_controller::hooks::DEFAULT_TIMEOUT,
+        restart_timeout: flotilla_controller::stacks::restart::INSTANCE_TIMEOUT,
         http: Default::default(),
     }
 }
