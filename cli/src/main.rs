@@ -197,6 +197,27 @@ enum Command {
         #[arg(long)]
         since: Option<u64>,
     },
+    /// Stop a stack's containers everywhere and keep them stopped (new
+    /// versions are recorded, not started) until `start`; given an
+    /// instance, only that instance's containers.
+    Stop {
+        stack_id: String,
+        instance_id: Option<String>,
+        #[arg(long)]
+        flag: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start a stopped stack (or, given an instance, that instance's
+    /// stopped containers).
+    Start {
+        stack_id: String,
+        instance_id: Option<String>,
+        #[arg(long)]
+        flag: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Restart a stack's containers one instance at a time, each back and
     /// healthy before the next (or, given an instance, only that one's).
     Restart {
@@ -519,6 +540,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ]);
             flotilla_cli::audit::audit(&client, out, &q).await
         }
+        Command::Stop {
+            stack_id,
+            instance_id: Some(instance_id),
+            flag,
+            ..
+        } => {
+            commands::act(
+                &client,
+                out,
+                "stop",
+                &stack_id,
+                &instance_id,
+                flag.as_deref(),
+            )
+            .await
+        }
+        Command::Start {
+            stack_id,
+            instance_id: Some(instance_id),
+            flag,
+            ..
+        } => {
+            commands::act(
+                &client,
+                out,
+                "start",
+                &stack_id,
+                &instance_id,
+                flag.as_deref(),
+            )
+            .await
+        }
+        Command::Stop {
+            stack_id,
+            instance_id: None,
+            wait,
+            ..
+        } => flotilla_cli::restarts::hold(&client, out, &stack_id, "stop", wait.duration()).await,
+        Command::Start {
+            stack_id,
+            instance_id: None,
+            wait,
+            ..
+        } => flotilla_cli::restarts::hold(&client, out, &stack_id, "start", wait.duration()).await,
         Command::Restart {
             stack_id,
             instance_id: Some(instance_id),

@@ -1,8 +1,9 @@
 //! `restart STACK [--flag F] [--wait]`: a rolling restart, one instance at
-//! a time, optionally followed until its task ends.
+//! a time; `stop|start STACK [--wait]`: the whole stack. Each optionally
+//! followed until its task ends.
 
 use crate::client::Client;
-use crate::commands::Output;
+use crate::commands::{finish, Output};
 use crate::table::cell;
 use crate::wait;
 use reqwest::Method;
@@ -51,4 +52,22 @@ pub async fn restart(
         println!("stack {stack_id} restarted: every instance is back");
     }
     Ok(())
+}
+
+/// `stop STACK` or `start STACK` (`action`), waiting as `apply` does.
+pub async fn hold(
+    client: &Client,
+    out: Output,
+    stack_id: &str,
+    action: &str,
+    wait_for: Option<Duration>,
+) -> anyhow::Result<()> {
+    let path = format!("/v3/alm/stack/{stack_id}/{action}");
+    let answer = client.call(Method::POST, &path, None).await?;
+    let what = if action == "stop" {
+        "stopping"
+    } else {
+        "starting"
+    };
+    finish(client, out, &answer, stack_id, what, wait_for).await
 }

@@ -21,11 +21,14 @@ pub enum ContainerStatus {
     StartFailure,
     AppCrashed,
     ProbeFailure,
+    /// Held stopped by an operator (the stack's stop, or the instance's):
+    /// it stays so through agent restarts and clean-ups until started.
+    Stopped,
 }
 
 impl ContainerStatus {
     /// Every status, in lifecycle order, for error messages and docs.
-    pub const ALL: [ContainerStatus; 9] = [
+    pub const ALL: [ContainerStatus; 10] = [
         Self::Starting,
         Self::Updating,
         Self::Restarting,
@@ -35,6 +38,7 @@ impl ContainerStatus {
         Self::StartFailure,
         Self::AppCrashed,
         Self::ProbeFailure,
+        Self::Stopped,
     ];
 
     /// The wire and API spelling.
@@ -49,6 +53,7 @@ impl ContainerStatus {
             Self::StartFailure => "start-failure",
             Self::AppCrashed => "app-crashed",
             Self::ProbeFailure => "probe-failure",
+            Self::Stopped => "stopped",
         }
     }
 

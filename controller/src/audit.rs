@@ -32,6 +32,10 @@ pub enum Action {
     StackDelete,
     #[serde(rename = "stack.restart")]
     StackRestart,
+    #[serde(rename = "stack.stop")]
+    StackStop,
+    #[serde(rename = "stack.start")]
+    StackStart,
     #[serde(rename = "instance.restart")]
     InstanceRestart,
     #[serde(rename = "instance.stop")]
@@ -66,7 +70,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for documents and checks.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 24] = [
         Action::StackApply,
         Action::StackUpdate,
         Action::StackFormation,
@@ -74,6 +78,8 @@ impl Action {
         Action::StackRollback,
         Action::StackDelete,
         Action::StackRestart,
+        Action::StackStop,
+        Action::StackStart,
         Action::InstanceRestart,
         Action::InstanceStop,
         Action::InstanceStart,
@@ -101,6 +107,8 @@ impl Action {
             Action::StackRollback => "stack.rollback",
             Action::StackDelete => "stack.delete",
             Action::StackRestart => "stack.restart",
+            Action::StackStop => "stack.stop",
+            Action::StackStart => "stack.start",
             Action::InstanceRestart => "instance.restart",
             Action::InstanceStop => "instance.stop",
             Action::InstanceStart => "instance.start",

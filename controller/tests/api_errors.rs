@@ -302,6 +302,9 @@ async fn openapi_document_covers_every_route_and_error() {
         ("/v3/alm/agent/agent_status", &["post"]),
         ("/v3/alm/agent/container_status", &["post"]),
         ("/v3/audits", &["get"]),
+        ("/v3/alm/stack/{stack_id}/restart", &["post"]),
+        ("/v3/alm/stack/{stack_id}/stop", &["post"]),
+        ("/v3/alm/stack/{stack_id}/start", &["post"]),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     assert_eq!(

@@ -36,7 +36,8 @@ async fn stacks_are_described_with_the_reference_fields_by_get_and_post() {
         assert_eq!(reply.status, StatusCode::OK, "{method} {}", reply.text);
         let stack = reply.json();
         // The reference's fields in its order, then Flotilla's: the pools,
-        // and (while no agent can take it) why the stack waits.
+        // whether an operator stopped it, and (while no agent can take it)
+        // why the stack waits.
         let keys: Vec<&String> = stack
             .as_object()
             .expect("object")
@@ -55,9 +56,11 @@ async fn stacks_are_described_with_the_reference_fields_by_get_and_post() {
                 "stack_id",
                 "stack_status",
                 "version_id",
-                "pools"
+                "pools",
+                "stopped"
             ]
         );
+        assert_eq!(stack["stopped"], false);
         assert_eq!(
             stack["pools"],
             json!([{"flag": "Web01", "pool": "default"}])

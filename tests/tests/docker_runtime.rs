@@ -328,7 +328,7 @@ async fn operators_restart_stop_start_and_read_logs_through_the_controller() -> 
     assert_eq!(body["status"], "accepted");
     f.api
         .wait_for(&containers, Duration::from_secs(30), |c| {
-            c[0]["status"] == "terminated"
+            c[0]["status"] == "stopped"
         })
         .await?;
     assert_eq!(inspect(&id, "{{.State.Running}}")?, "false");
@@ -841,5 +841,166 @@ async fn a_rolling_restart_brings_each_container_back_healthy_before_the_next() 
         .await?;
     assert_eq!(status, 202);
     status_of(&f.api, &stack, &["DELETE_COMPLETE"]).await?;
+    Ok(())
+}
+
+/// The containers view's status of the stack's one configuration.
+async fn container_status(api: &Api, stack: &str, want: &str) -> anyhow::Result<Value> {
+    api.wait_for(
+        &format!("/v3/alm/stack/{stack}/containers"),
+        Duration::from_secs(30),
+        |c| c[0]["status"] == want,
+    )
+    .await
+}
+
+/// Restarts the fleet's agent after `kill -9`, prunes every second.
+fn kill_and_restart(f: &mut DockerFleet) -> anyhow::Result<AgentProcess> {
+    if let Some(agent) = f.agent.take() {
+        agent.kill9()?;
+    }
+    let agent = AgentProcess::spawn_with(
+        f.agent_dir.path(),
+        &["--docker-network", &f.network, "--cleanup-interval", "1"],
+    )?;
+    agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+    Ok(agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_stack_stays_stopped_through_kill_9_and_prune_until_started() -> anyhow::Result<()>
+{
+    let mut f = fleet("i-docker-hold").await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&template(web(port, "one"))).await?;
+    status_of(&f.api, &stack, &["CREATE_COMPLETE"]).await?;
+    let id = agent_containers(&f.agent_id)?.remove(0);
+
+    // Stop the stack: the container stops and says so.
+    let (status, answer) = f
+        .api
+        .call(Method::POST, &format!("/v3/alm/stack/{stack}/stop"), None)
+        .await?;
+    assert_eq!(
+        (status, answer["stack_status"].as_str()),
+        (202, Some("UPDATE_IN_PROGRESS")),
+        "{answer}"
+    );
+    let task = answer["task_id"].as_str().unwrap_or_default().to_owned();
+    status_of(&f.api, &stack, &["UPDATE_COMPLETE"]).await?;
+    container_status(&f.api, &stack, "stopped").await?;
+    assert_eq!(inspect(&id, "{{.State.Running}}")?, "false");
+    let done = f.api.get(&format!("/v3/tasks/{task}")).await?;
+    assert_eq!(
+        (done["taskStatus"].as_str(), done["operation"].as_str()),
+        (Some("SUCCESS"), Some("stop")),
+        "{done}"
+    );
+    assert_eq!(
+        f.api.get(&format!("/v3/alm/stack/{stack}")).await?["stopped"],
+        true
+    );
+
+    // kill -9, restart with a prune every second: still there, still stopped.
+    let agent = kill_and_restart(&mut f)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agent_containers(&f.agent_id)?,
+        vec![id.clone()],
+        "kept through the prune"
+    );
+    assert_eq!(
+        inspect(&id, "{{.State.Running}}")?,
+        "false",
+        "not started by the new agent"
+    );
+
+    // A new version of a stopped stack is recorded, not started.
+    f.api.update(&stack, &template(web(port, "two"))).await?;
+    status_of(&f.api, &stack, &["UPDATE_COMPLETE"]).await?;
+    let containers = f
+        .api
+        .get(&format!("/v3/alm/stack/{stack}/containers"))
+        .await?;
+    let latest = f.api.get(&format!("/v3/alm/stack/{stack}")).await?["version_id"].clone();
+    assert_eq!(containers[0]["status"], "stopped", "{containers}");
+    assert_eq!(containers[0]["version_id"], latest, "{containers}");
+    let running: Vec<String> = agent_containers(&f.agent_id)?
+        .into_iter()
+        .filter(|c| inspect(c, "{{.State.Running}}").is_ok_and(|r| r == "true"))
+        .collect();
+    assert!(running.is_empty(), "nothing runs: {running:?}");
+    // A restart of a stopped stack is refused, not left to time out.
+    let (status, _) = f
+        .api
+        .call(
+            Method::POST,
+            &format!("/v3/alm/stack/{stack}/restart"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409);
+
+    // Start: the latest version runs.
+    let (status, answer) = f
+        .api
+        .call(Method::POST, &format!("/v3/alm/stack/{stack}/start"), None)
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    status_of(&f.api, &stack, &["UPDATE_COMPLETE"]).await?;
+    container_status(&f.api, &stack, "running").await?;
+    let ids = agent_containers(&f.agent_id)?;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(inspect(&ids[0], "{{.Config.Env}}")?.contains("STAGE=two"));
+    assert_eq!(inspect(&ids[0], "{{.State.Running}}")?, "true");
+    f.agent = Some(agent);
+
+    // One instance stopped by an operator: the hold outlives kill -9 and
+    // the prune, and goes with a start.
+    let base = format!("/v3/alm/stack/{stack}/instances/i-docker-hold");
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/stop"), None)
+        .await?;
+    assert_eq!(status, 202);
+    container_status(&f.api, &stack, "stopped").await?;
+    let id = ids[0].clone();
+    let agent = kill_and_restart(&mut f)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agent_containers(&f.agent_id)?,
+        vec![id.clone()],
+        "kept through the prune"
+    );
+    assert_eq!(
+        inspect(&id, "{{.State.Running}}")?,
+        "false",
+        "the hold outlived the agent"
+    );
+    let (status, _) = f
+        .api
+        .call(Method::POST, &format!("{base}/start"), None)
+        .await?;
+    assert_eq!(status, 202);
+    container_status(&f.api, &stack, "running").await?;
+    assert_eq!(inspect(&id, "{{.State.Running}}")?, "true");
+    f.agent = Some(agent);
+
+    // The audit trail has both stack operations.
+    let audits = f.api.get(&format!("/v3/audits?stack_id={stack}")).await?;
+    let actions: Vec<&str> = audits
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    for action in [
+        "stack.stop",
+        "stack.start",
+        "instance.stop",
+        "instance.start",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
     Ok(())
 }

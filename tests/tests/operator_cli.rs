@@ -240,6 +240,18 @@ async fn an_operator_runs_the_fleet_from_the_command_line() -> anyhow::Result<()
         rolled.contains("Web01 on i-cli") && rolled.contains("every instance is back"),
         "{rolled}"
     );
+    let stopped = ok(cfg, &["stop", &stack, "--wait"])?;
+    assert!(stopped.contains("UPDATE_COMPLETE"), "{stopped}");
+    assert_eq!(
+        json(cfg, &["describe", &stack])?["containers"][0]["status"],
+        "stopped"
+    );
+    let started = ok(cfg, &["start", &stack, "--wait"])?;
+    assert!(started.contains("UPDATE_COMPLETE"), "{started}");
+    assert_eq!(
+        json(cfg, &["describe", &stack])?["containers"][0]["status"],
+        "running"
+    );
     let logs = ok(cfg, &["logs", &stack, "i-cli"])?;
     assert!(logs.contains("simulated runtime"), "{logs}");
 

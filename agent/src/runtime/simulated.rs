@@ -23,14 +23,14 @@ impl Runtime for Simulated {
         mut commands: mpsc::Receiver<RuntimeCommand>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            // (stack, flag) -> version running.
-            let mut running: HashMap<(String, String), String> = HashMap::new();
+            // (stack, flag) -> version there, and whether it is held stopped.
+            let mut running: HashMap<(String, String), (String, bool)> = HashMap::new();
             let mut commands_open = true;
             let mut draining = false;
             loop {
                 let state = desired.borrow_and_update().clone();
                 let mut transitions = Vec::new();
-                let mut wanted: HashMap<(String, String), String> = HashMap::new();
+                let mut wanted: HashMap<(String, String), (String, bool)> = HashMap::new();
                 let placements = if draining {
                     &[][..]
                 } else {
@@ -38,21 +38,13 @@ impl Runtime for Simulated {
                 };
                 for placement in placements {
                     let key = (placement.stack_id.clone(), placement.flag.clone());
-                    let first = match running.get(&key) {
-                        None => Some(ContainerStatus::Starting),
-                        Some(version) if *version != placement.version_id => {
-                            Some(ContainerStatus::Updating)
-                        }
-                        Some(_) => None,
-                    };
-                    if let Some(first) = first {
-                        for status in [first, ContainerStatus::Running] {
-                            transitions.push((key.clone(), placement.version_id.clone(), status));
-                        }
+                    let now = (placement.version_id.clone(), placement.held);
+                    for status in simulated_steps(running.get(&key), &now) {
+                        transitions.push((key.clone(), placement.version_id.clone(), *status));
                     }
-                    wanted.insert(key, placement.version_id.clone());
+                    wanted.insert(key, now);
                 }
-                for (key, version) in &running {
+                for (key, (version, _)) in &running {
                     if !wanted.contains_key(key) {
                         for status in [ContainerStatus::Stopping, ContainerStatus::Terminated] {
                             transitions.push((key.clone(), version.clone(), status));
@@ -95,7 +87,8 @@ impl Runtime for Simulated {
                                     .filter(|((stack, flag), _)| {
                                         *stack == command.stack_id && command.flag.as_ref().is_none_or(|f| f == flag)
                                     })
-                                    .map(|(key, version)| (key.clone(), version.clone()))
+                                    .filter(|(_, (_, held))| !held)
+                                    .map(|(key, (version, _))| (key.clone(), version.clone()))
                                     .collect();
                                 for ((stack_id, flag), version_id) in targets {
                                     for status in statuses {
@@ -122,7 +115,7 @@ impl Runtime for Simulated {
                             Some(RuntimeCommand::Drain { done }) => {
                                 draining = true;
                                 let stopped = u32::try_from(running.len()).unwrap_or(u32::MAX);
-                                for ((stack_id, flag), version_id) in running.drain() {
+                                for ((stack_id, flag), (version_id, _)) in running.drain() {
                                     for status in [ContainerStatus::Stopping, ContainerStatus::Terminated] {
                                         let transition = Transition {
                                             stack_id: stack_id.clone(),
@@ -147,5 +140,21 @@ impl Runtime for Simulated {
                 }
             }
         })
+    }
+}
+
+/// The statuses a simulated container goes through from `before` (version
+/// and hold, `None`: not there) to `now`.
+fn simulated_steps(
+    before: Option<&(String, bool)>,
+    now: &(String, bool),
+) -> &'static [ContainerStatus] {
+    use ContainerStatus as S;
+    match (before, now.1) {
+        (Some(before), _) if before == now => &[],
+        (None, true) | (Some((_, true)), true) => &[S::Stopped],
+        (Some((_, false)), true) => &[S::Stopping, S::Stopped],
+        (None, false) | (Some((_, true)), false) => &[S::Starting, S::Running],
+        (Some((_, false)), false) => &[S::Updating, S::Running],
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! It also remembers the images the agent pulled ([`images`]).
 
+pub mod holds;
 pub mod images;
 
 use flotilla_common::wire::messages::{
@@ -60,6 +61,7 @@ pub struct AgentStore {
     containers: sled::Tree,
     lifecycle: sled::Tree,
     images: sled::Tree,
+    holds: sled::Tree,
 }
 
 /// A container the agent is about to create or has created, recorded
@@ -147,6 +149,7 @@ impl AgentStore {
             containers: db.open_tree("containers")?,
             lifecycle: db.open_tree("lifecycle")?,
             images: db.open_tree("images")?,
+            holds: db.open_tree("holds")?,
         })
     }
 

@@ -29,7 +29,8 @@ impl std::fmt::Debug for Registry {
 /// (tags may have capitals), no empty parts. The engine has the last word;
 /// this catches typos before a pull is tried.
 pub(crate) fn image(value: &Value) -> Result<String, String> {
-    let image = string(value, IMAGE_LEN)?.trim();
+    // Not trimmed: the document's pattern refuses surrounding spaces too.
+    let image = string(value, IMAGE_LEN)?;
     let name = image.split('@').next().unwrap_or(image);
     let repository = match name.rfind(':') {
         Some(colon) if colon > name.rfind('/').unwrap_or(0) => &name[..colon],

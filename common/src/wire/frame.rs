@@ -141,6 +141,7 @@ mod tests {
                     ..Default::default()
                 },
                 scoped_volumes: true,
+                held: false,
             },
         }));
         let mut buffer = Vec::new();

@@ -243,6 +243,10 @@ pub struct Placement {
     /// scoped, so their volumes keep their names.
     #[serde(default)]
     pub scoped_volumes: bool,
+    /// The stack is stopped by its operator: the container stays stopped
+    /// (a new version is recorded, not started) until the stack is started.
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl Placement {

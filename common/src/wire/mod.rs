@@ -24,8 +24,10 @@ pub mod parts;
 /// or the encoding changes incompatibly. 2: [`messages::Welcome`] carries
 /// the agent's REST token; placements carry their pool, its policy and the
 /// volume scope. 3: a desired state travels in parts (header, one frame
-/// per placement, end) and the agent may refuse a generation.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// per placement, end) and the agent may refuse a generation. 4: a
+/// placement says whether its stack is held stopped; statuses include
+/// `stopped`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// ALPN of the control connection (mutual TLS).
 pub const ALPN_CONTROL: &[u8] = b"flotilla/1";

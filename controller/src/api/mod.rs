@@ -20,12 +20,12 @@ pub mod hooks;
 pub mod instances;
 pub mod limits;
 pub mod openapi;
+pub mod operations;
 pub mod pages;
 pub mod pools;
 pub mod rate_limit;
 pub mod releases;
 pub mod report_rules;
-pub mod restarts;
 pub mod schemas;
 pub mod stacks;
 pub mod state;
@@ -193,7 +193,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::container_status))
         .routes(routes!(events::list))
         .routes(routes!(audits::list))
-        .routes(routes!(restarts::restart))
+        .routes(routes!(operations::restart))
+        .routes(routes!(operations::stop))
+        .routes(routes!(operations::start))
         .routes(routes!(hooks::create, hooks::list))
         .routes(routes!(hooks::remove))
         .routes(routes!(hooks::deliveries))

@@ -153,7 +153,14 @@ pub fn config_changes() -> Value {
 /// The container section, as `flotilla_common::spec` parses it.
 pub fn container_section() -> Value {
     let ws = "[^\\s\\u0000-\\u001f\\u007f-\\u009f";
-    let image = format!("^[a-z0-9._:][a-z0-9._:-]*(/[a-z0-9._:-]+)*(:{ws}/@:]*)?(@{ws}]*)?$");
+    // The parser's rule exactly: a tag is what follows the last ':' when
+    // that comes after the last '/' (and is not the first character); the
+    // repository before it, or the whole name when there is no tag, is
+    // lowercase parts that are never empty.
+    let repository = "[a-z0-9._:][a-z0-9._:-]*(/[a-z0-9._:-]+)*";
+    let image = format!(
+        "^({repository}:{ws}/@:]*|{repository}/[a-z0-9._-]+|[a-z0-9._][a-z0-9._-]*|:[a-z0-9._-]*)(@{ws}]*)?$"
+    );
     let env_value = env_value();
     let volume_name = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
     let volume = format!("^({volume_name}|/[^\\u0000:]*):{DEEP_PATH}(:(ro|rw))?$");
@@ -410,9 +417,53 @@ pub fn install(doc: &mut Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::{digits, duration, install, template};
+    use super::{container_section, digits, duration, install, template};
+    use proptest::prelude::*;
     use serde_json::{json, Value};
     use std::time::Duration;
+
+    /// The image pattern as a regex, and whether the parser takes `image`.
+    fn image_pattern() -> regex::Regex {
+        let section = container_section();
+        let pattern = section
+            .pointer("/properties/image/anyOf/0/pattern")
+            .and_then(Value::as_str)
+            .expect("an image pattern");
+        regex::Regex::new(pattern).expect("a regex")
+    }
+
+    fn parser_takes(image: &str) -> bool {
+        flotilla_common::spec::ContainerSpec::parse(&json!({ "image": image }).to_string()).is_ok()
+    }
+
+    #[test]
+    fn the_image_pattern_is_the_parser_table() {
+        let pattern = image_pattern();
+        for image in [
+            "web",
+            "localhost:5000/web:1",
+            "a/b:c",
+            "a/:b/c",
+            ":m",
+            "a:",
+            "a/b@sha256:abc",
+            "t0/zqgfqpe/p/:m",
+            "web//x",
+            "Web:1",
+            "a/b/",
+            "-a",
+            "a b",
+        ] {
+            assert_eq!(pattern.is_match(image), parser_takes(image), "{image:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_image_pattern_agrees_with_the_parser(image in "[a0._:/@A \\té#-]{1,12}") {
+            prop_assert_eq!(image_pattern().is_match(&image), parser_takes(&image), "{:?}", image);
+        }
+    }
 
     fn pattern(schema: &Value) -> &str {
         schema["anyOf"][1]["pattern"].as_str().unwrap_or_default()

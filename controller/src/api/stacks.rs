@@ -38,6 +38,9 @@ pub struct StackView {
     /// stored.
     #[serde(default)]
     pub pools: Vec<ConfigurationPool>,
+    /// Stopped by its operator (`POST .../stop`) until started.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// Where one configuration runs.
@@ -109,6 +112,7 @@ fn view(state: &AppState, stack: StackRecord) -> ApiResult<StackView> {
         .collect();
     Ok(StackView {
         pools,
+        stopped: stack.stopped,
         auth_token: stack.auth_token,
         user_id: stack.user_id,
         configuration,

@@ -142,5 +142,6 @@ fn to_wire(placement: &PlacementRecord, auth_token: Option<String>) -> Placement
         pool: placement.pool.clone(),
         policy: placement.policy.clone(),
         scoped_volumes: placement.scoped_volumes,
+        held: placement.held,
     }
 }

@@ -80,6 +80,7 @@ mod tests {
             latest_seq: 1,
             latest_version_id: "v1".into(),
             updated_ms: 0,
+            stopped: false,
         };
         let version = VersionRecord {
             stack_id: stack_id.into(),

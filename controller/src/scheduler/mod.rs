@@ -280,6 +280,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
                 policy: policies.get(&want.pool).cloned().unwrap_or_default(),
                 pool: want.pool.clone(),
                 scoped_volumes: loaded.stack.create_time_ms >= scoped_since,
+                held: loaded.stack.stopped,
             };
             want.bytes = record.text_bytes(&loaded.stack.auth_token);
             if want.bytes > room.part_bytes {
@@ -485,6 +486,7 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
                 || records.iter().any(|r| container_may_exist(r, &eligible)),
             placement_timeout: fleet.settings.placement_timeout,
             reason: stack.status_reason.as_deref(),
+            stopped: stack.stopped,
         };
         let decided = match (status::next(&observed), moving.get(&stack.stack_id)) {
             (None, Some(why)) if stack.stack_status.is_complete() => {

@@ -22,6 +22,9 @@ pub struct Observed<'a> {
     pub placement_timeout: Duration,
     /// The reason stored with the stack now.
     pub reason: Option<&'a str>,
+    /// Stopped by its operator: a configuration is settled when its
+    /// containers report `stopped` at the latest version.
+    pub stopped: bool,
 }
 
 /// What every reason for a configuration short of agents contains, so a
@@ -96,7 +99,8 @@ fn in_progress(o: &Observed<'_>) -> Option<(StackStatus, Option<String>)> {
                 continue;
             }
             match report.status.parse::<ContainerStatus>() {
-                Ok(ContainerStatus::Running) => running += 1,
+                Ok(ContainerStatus::Running) if !o.stopped => running += 1,
+                Ok(ContainerStatus::Stopped) if o.stopped => running += 1,
                 Ok(status) if status.is_failure() => {
                     let reason = format!(
                         "{} on {}: {}{}",
@@ -185,6 +189,10 @@ mod tests {
     }
 
     fn run(case: &Case) -> Option<(StackStatus, Option<String>)> {
+        run_with(case, false)
+    }
+
+    fn run_with(case: &Case, stopped: bool) -> Option<(StackStatus, Option<String>)> {
         let reports: HashMap<(String, String), &InstanceStatusRecord> = case
             .reports
             .iter()
@@ -208,6 +216,7 @@ mod tests {
             still_held: case.held,
             placement_timeout: Duration::from_secs(60),
             reason: case.reason,
+            stopped,
         })
     }
 
@@ -238,6 +247,31 @@ mod tests {
         assert_eq!(run(&case), Some((StackStatus::UpdateComplete, None)));
         case.status = StackStatus::CreateInProgress;
         assert_eq!(run(&case), Some((StackStatus::CreateComplete, None)));
+    }
+
+    #[test]
+    fn a_stopped_stack_settles_when_its_containers_are_stopped() {
+        let mut case = Case {
+            status: StackStatus::UpdateInProgress,
+            wants: vec![want("web", 2)],
+            assigned: assigned(&[("web", &["a", "b"])]),
+            reports: vec![
+                report("a", "web", "v2", "stopped"),
+                report("b", "web", "v2", "running"),
+            ],
+            age: Duration::from_secs(1),
+            held: true,
+            reason: None,
+        };
+        assert_eq!(run_with(&case, true), None, "b still runs");
+        case.reports[1] = report("b", "web", "v1", "stopped");
+        assert_eq!(run_with(&case, true), None, "b stopped the old version");
+        case.reports[1] = report("b", "web", "v2", "stopped");
+        assert_eq!(
+            run_with(&case, true),
+            Some((StackStatus::UpdateComplete, None))
+        );
+        assert_eq!(run_with(&case, false), None, "started: stopped is not done");
     }
 
     #[test]

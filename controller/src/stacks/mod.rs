@@ -13,6 +13,7 @@
 //!   and config changes make of the latest body (pure functions).
 //! - [`tasks`]: the task each operation answers with, and when it settles.
 //! - [`restart`]: rolling restarts, one instance at a time.
+//! - [`stop`]: stopping and starting a stack everywhere.
 //! - [`Stacks::delete`]: the one operation that makes no version.
 
 pub mod checks;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod formation;
 pub mod restart;
 pub mod rollback;
+pub mod stop;
 pub mod tasks;
 pub mod versions;
 

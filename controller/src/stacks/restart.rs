@@ -143,6 +143,11 @@ impl Stacks<'_> {
                 status: stack.stack_status,
             });
         }
+        if stack.stopped {
+            return Err(StackError::Conflict(
+                "the stack is stopped; start it (POST .../start) to run its containers".to_owned(),
+            ));
+        }
         if let Some(flag) = flag {
             let body = self.latest_body(stack)?;
             if crate::template::instance_count(&body, Some(flag)).is_none() {

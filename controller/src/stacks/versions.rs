@@ -205,6 +205,7 @@ impl Stacks<'_> {
             latest_seq: 1,
             latest_version_id: version.version_id.clone(),
             updated_ms: now,
+            stopped: false,
         };
         // The task is stored first, so no pass can settle the version
         // before it has a task to settle.

@@ -237,7 +237,7 @@ mod tests {
             assert_eq!(store.write_acks().expect("nothing new"), 0);
             store.db.flush().expect("flush");
         }
-        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        let store = crate::store::reopen(dir.path());
         let agents = store.agents().expect("agents");
         let ids: Vec<(&str, u64, AgentState)> = agents
             .iter()

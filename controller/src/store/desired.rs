@@ -401,7 +401,7 @@ mod tests {
             store.db.flush().expect("flush");
         }
         // Reopened: the same states, sharing their placements again.
-        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        let store = crate::store::reopen(dir.path());
         let a = store.desired("ag-1").expect("read");
         let b = store.desired("ag-2").expect("read");
         assert_eq!(a.generation, 3);
@@ -435,7 +435,7 @@ mod tests {
         );
         assert_eq!(store.desired_parts.len(), 1);
         drop(store);
-        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        let store = crate::store::reopen(dir.path());
         assert_eq!(store.desired("ag-2").expect("read").placements[0], v1);
     }
 
@@ -463,7 +463,7 @@ mod tests {
             assert_eq!(store.desired_parts.len(), 1);
             store.db.flush().expect("flush");
         }
-        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        let store = crate::store::reopen(dir.path());
         let raw = store.desired.get("ag-2").expect("get").expect("present");
         let stored: StoredDesired = serde_json::from_slice(&raw).expect("json");
         assert!(stored.placements.is_empty() && stored.parts.len() == 1);

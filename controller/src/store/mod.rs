@@ -320,3 +320,19 @@ where
         }
     }
 }
+
+/// Opens a store a test just dropped: sled's own flusher thread may hold
+/// the file lock for a moment after the last handle goes, so a reopen
+/// waits for it (up to 5 s) rather than fail.
+#[cfg(test)]
+pub(crate) fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, 8 << 20) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("reopen"),
+        }
+    }
+}

@@ -105,6 +105,10 @@ pub struct StackRecord {
     pub latest_seq: u64,
     pub latest_version_id: String,
     pub updated_ms: i64,
+    /// Stopped by its operator (`POST .../stop`): every container stays
+    /// stopped, new versions included, until `POST .../start`.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// One immutable template version.
@@ -363,6 +367,10 @@ pub struct PlacementRecord {
     /// See [`flotilla_common::wire::messages::Placement::scoped_volumes`].
     #[serde(default)]
     pub scoped_volumes: bool,
+    /// The stack is stopped by its operator
+    /// ([`flotilla_common::wire::messages::Placement::held`]).
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl PlacementRecord {

@@ -167,6 +167,34 @@ impl Store {
         )
     }
 
+    /// Stops or starts a stack (its operator's hold): the flag, and the
+    /// status back in progress until its containers say they are stopped
+    /// (or running). A stack being deleted is left as it is. `None` when
+    /// the stack is gone.
+    pub fn set_stack_stopped(
+        &self,
+        stack_id: &str,
+        stopped: bool,
+        now_ms: i64,
+    ) -> StoreResult<Option<StackRecord>> {
+        super::update(
+            &self.stacks,
+            "stacks",
+            stack_id.as_bytes(),
+            |stack: &mut StackRecord| {
+                if stack.stack_status.is_deleting() {
+                    return;
+                }
+                stack.stopped = stopped;
+                if stack.stack_status != StackStatus::CreateInProgress {
+                    stack.stack_status = StackStatus::UpdateInProgress;
+                }
+                stack.status_reason = None;
+                stack.updated_ms = now_ms;
+            },
+        )
+    }
+
     /// Moves a stack from `from` to `to`, only if it is still in `from`
     /// at `version_id` (compare-and-swap): a derived status never
     /// overwrites a change an operator made meanwhile (a delete, a new

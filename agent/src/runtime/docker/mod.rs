@@ -154,6 +154,7 @@ fn wanted_slots(desired: &DesiredState) -> HashMap<SlotKey, slot::Wanted> {
                     pool: p.pool.clone(),
                     policy: p.policy.clone(),
                     scoped_volumes: p.scoped_volumes,
+                    held: p.held,
                 },
             )
         })

@@ -32,6 +32,8 @@ pub struct Wanted {
     /// Named volumes are the stack's own (`false`: a stack from before
     /// volumes were scoped keeps their bare names).
     pub scoped_volumes: bool,
+    /// The stack is stopped by its operator: no container of it runs.
+    pub held: bool,
 }
 
 /// Whether `spec` may run under the pool's policy `wanted` carries; the
@@ -101,8 +103,13 @@ struct Slot {
     restart_at: Option<Instant>,
     /// The container died and will not be restarted.
     gave_up: bool,
-    /// An operator stopped the container; it stays stopped until started.
+    /// An operator stopped this instance's container (persisted in the
+    /// agent's store); it stays stopped until started.
     held: bool,
+    /// The container is stopped for a hold (this one, or the stack's).
+    down: bool,
+    /// The version last reported `stopped`, so a hold is reported once.
+    reported_stopped: Option<String>,
     /// The last git poll failure reported (each distinct one once).
     last_poll_error: Option<String>,
 }
@@ -568,76 +575,152 @@ impl Slot {
         }
     }
 
-    /// An operator's restart, stop or start.
-    async fn operate(&mut self, action: flotilla_common::wire::messages::Action) {
+    /// An operator's restart, stop or start of this instance. A stop is a
+    /// hold, on disk before anything is stopped, so it outlives the agent;
+    /// the loop then stops the container ([`Slot::stop_for_hold`]). A start
+    /// or restart releases it. While the whole stack is stopped, only a
+    /// start of the stack runs it again.
+    async fn operate(&mut self, action: flotilla_common::wire::messages::Action, stack_held: bool) {
         use flotilla_common::wire::messages::Action;
-        let Some(mut live) = self.live.take() else {
-            tracing::info!(stack_id = %self.stack_id, flag = %self.flag, ?action, "no container to act on");
+        match action {
+            Action::Stop => {
+                if let Err(err) = self
+                    .ctx
+                    .store
+                    .hold(&self.stack_id, &self.flag, flotilla_common::time::now_ms())
+                    .await
+                {
+                    tracing::error!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot record the operator's stop; stopping anyway");
+                }
+                self.held = true;
+            }
+            Action::Start | Action::Restart if stack_held => {
+                tracing::info!(stack_id = %self.stack_id, flag = %self.flag, ?action, "the stack is stopped; start the stack to run it");
+            }
+            Action::Start | Action::Restart => {
+                if let Err(err) = self
+                    .ctx
+                    .store
+                    .release_hold(&self.stack_id, &self.flag)
+                    .await
+                {
+                    tracing::error!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot release the hold");
+                }
+                self.held = false;
+                if action == Action::Restart && !self.down {
+                    self.operator_restart().await;
+                }
+                // A start of a stopped container: the loop resumes it.
+            }
+        }
+    }
+
+    /// Restarts the running container in place, reporting `restarting`
+    /// then `running` once it is healthy.
+    async fn operator_restart(&mut self) {
+        let Some(live) = self.live.take() else {
+            tracing::info!(stack_id = %self.stack_id, flag = %self.flag, "no container to restart");
             return;
         };
         let docker = self.ctx.docker.clone();
         let version = live.version_id.clone();
-        let reason = Some(format!("operator {}", format!("{action:?}").to_lowercase()));
-        match action {
-            Action::Stop if !self.held => {
-                self.report(&version, ContainerStatus::Stopping, None, reason)
-                    .await;
-                self.held = true;
-                self.restart_at = None;
-                if let Err(err) =
-                    engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
-                {
-                    tracing::warn!(container = %live.name, error = %err, "operator stop failed");
-                }
-                let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
+        self.report(
+            &version,
+            ContainerStatus::Restarting,
+            None,
+            Some("operator restart".into()),
+        )
+        .await;
+        let _ = engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await;
+        self.start_healthy(live).await;
+    }
+
+    /// Starts the slot's stopped container, waits until it is healthy and
+    /// reports `running`, or what went wrong (a fresh crash count: an
+    /// operator asked for this start).
+    async fn start_healthy(&mut self, mut live: Live) {
+        let docker = self.ctx.docker.clone();
+        let version = live.version_id.clone();
+        self.reset_crashes();
+        live.started = Instant::now();
+        live.probe_failures = 0;
+        let result = match engine::start(&docker, &live.id).await {
+            Ok(()) => self.wait_healthy(&mut live, false).await,
+            Err(err) => Err((ContainerStatus::StartFailure, err)),
+        };
+        self.live = Some(live);
+        match result {
+            Ok(()) => {
+                self.report(&version, ContainerStatus::Running, None, None)
                     .await
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.exit_code);
-                self.report(
-                    &version,
-                    ContainerStatus::Terminated,
-                    exit,
-                    Some("stopped by an operator".into()),
-                )
-                .await;
-                self.live = Some(live);
             }
-            Action::Start | Action::Restart => {
-                if action == Action::Restart {
-                    self.report(&version, ContainerStatus::Restarting, None, reason)
-                        .await;
-                    let _ =
-                        engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await;
-                } else if !self.held {
-                    self.live = Some(live);
-                    return;
-                } else {
-                    self.report(&version, ContainerStatus::Starting, None, reason)
-                        .await;
-                }
-                self.held = false;
-                self.reset_crashes();
-                live.started = Instant::now();
-                live.probe_failures = 0;
-                let result = match engine::start(&docker, &live.id).await {
-                    Ok(()) => self.wait_healthy(&mut live, false).await,
-                    Err(err) => Err((ContainerStatus::StartFailure, err)),
-                };
-                self.live = Some(live);
-                match result {
-                    Ok(()) => {
-                        self.report(&version, ContainerStatus::Running, None, None)
-                            .await
-                    }
-                    Err((status, reason)) => {
-                        self.died(None, reason, status == ContainerStatus::ProbeFailure)
-                            .await
-                    }
-                }
+            Err((status, reason)) => {
+                self.died(None, reason, status == ContainerStatus::ProbeFailure)
+                    .await
             }
-            Action::Stop => self.live = Some(live),
         }
+    }
+
+    /// Why the slot is held, for its reports.
+    fn hold_reason(&self) -> &'static str {
+        if self.held {
+            "stopped by an operator"
+        } else {
+            "the stack is stopped"
+        }
+    }
+
+    /// Reports `stopped` for `version_id` unless that was the last report.
+    async fn report_stopped(&mut self, version_id: &str, exit_code: Option<i64>) {
+        if self.reported_stopped.as_deref() == Some(version_id) {
+            return;
+        }
+        let reason = Some(self.hold_reason().to_owned());
+        self.report(version_id, ContainerStatus::Stopped, exit_code, reason)
+            .await;
+        self.reported_stopped = Some(version_id.to_owned());
+    }
+
+    /// Stops the container for a hold and keeps it (logs, a quick start).
+    async fn stop_for_hold(&mut self) {
+        let Some(live) = self.live.take() else { return };
+        let docker = self.ctx.docker.clone();
+        let reason = Some(self.hold_reason().to_owned());
+        self.report(&live.version_id, ContainerStatus::Stopping, None, reason)
+            .await;
+        self.down = true;
+        self.restart_at = None;
+        if let Err(err) =
+            engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
+        {
+            tracing::warn!(container = %live.name, error = %err, "stop for a hold failed");
+        }
+        let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.exit_code);
+        let version = live.version_id.clone();
+        self.live = Some(live);
+        self.report_stopped(&version, exit).await;
+    }
+
+    /// Starts the held container again once its hold is gone.
+    async fn resume(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        let version = live.version_id.clone();
+        self.report(
+            &version,
+            ContainerStatus::Starting,
+            None,
+            Some("started by an operator".into()),
+        )
+        .await;
+        self.down = false;
+        self.reported_stopped = None;
+        self.start_healthy(live).await;
     }
 
     /// Carries out a due restart.
@@ -733,6 +816,7 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     .unwrap_or_default();
                 tracing::info!(container = %name, running = container.running, "adopted");
                 let running = container.running;
+                let held = slot.held || wanted.is_some_and(|w| w.held);
                 slot.live = Some(Live {
                     id: container.id.clone(),
                     name,
@@ -759,6 +843,16 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                         Some("adopted after an agent restart".into()),
                     )
                     .await;
+                } else if held {
+                    // Stopped for a hold before the agent restarted: it
+                    // stays so.
+                    slot.down = true;
+                    let version = slot
+                        .live
+                        .as_ref()
+                        .map(|l| l.version_id.clone())
+                        .unwrap_or_default();
+                    slot.report_stopped(&version, container.exit_code).await;
                 } else {
                     slot.died(container.exit_code, exit_reason(&container), false)
                         .await;
@@ -809,8 +903,11 @@ pub async fn run(
         restart_at: None,
         gave_up: false,
         held: false,
+        down: false,
+        reported_stopped: None,
         last_poll_error: None,
     };
+    slot.held = slot.ctx.store.held(&slot.stack_id, &slot.flag);
     let mut initial = wanted.borrow().clone();
     if initial.is_none() && !found.is_empty() {
         // Containers no desired state wants: the controller may still be
@@ -827,13 +924,49 @@ pub async fn run(
     let mut git_interval: Option<Duration> = None;
     loop {
         let want = wanted.borrow_and_update().clone();
+        let hold = slot.held || want.as_ref().is_some_and(|w| w.held);
         match (&want, slot.live.take()) {
-            (None, None) => return,
+            (None, None) => {
+                // The stack left this agent: a later placement starts fresh.
+                if let Err(err) = slot
+                    .ctx
+                    .store
+                    .release_hold(&slot.stack_id, &slot.flag)
+                    .await
+                {
+                    tracing::warn!(stack_id = %slot.stack_id, flag = %slot.flag, error = %err, "cannot forget the hold");
+                }
+                return;
+            }
             (None, Some(live)) => {
                 slot.retire(live, true).await;
+                slot.down = false;
+                continue;
+            }
+            // Held with no container (a new version of a stopped stack):
+            // recorded, not started.
+            (Some(w), None) if hold => {
+                slot.report_stopped(&w.version_id, None).await;
+            }
+            // A new version while held: the old container goes, the new
+            // one waits for the start.
+            (Some(w), Some(live)) if hold && live.hash != w.hash => {
+                slot.retire(live, false).await;
+                slot.down = false;
+                continue;
+            }
+            (Some(_), Some(live)) if hold && !slot.down => {
+                slot.live = Some(live);
+                slot.stop_for_hold().await;
+                continue;
+            }
+            (Some(_), Some(live)) if !hold && slot.down => {
+                slot.live = Some(live);
+                slot.resume().await;
                 continue;
             }
             (Some(w), None) if slot.failed.as_ref() != Some(&w.hash) && !slot.gave_up => {
+                slot.reported_stopped = None;
                 let started = std::time::Instant::now();
                 slot.start_new(w).await;
                 slot.ctx
@@ -887,13 +1020,14 @@ pub async fn run(
                 let Some(message) = event else { return };
                 let event = match message {
                     SlotMessage::Operator(action) => {
-                        slot.operate(action).await;
+                        let stack_held = want.as_ref().is_some_and(|w| w.held);
+                        slot.operate(action, stack_held).await;
                         continue;
                     }
                     SlotMessage::Engine(event) => event,
                 };
                 let ours = slot.live.as_ref().is_some_and(|l| l.id == event.container_id);
-                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up && !slot.held {
+                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up && !slot.down {
                     let inspected = engine::inspect(&slot.ctx.docker, &event.container_id, &slot.ctx.network).await.ok().flatten();
                     // A stop of the agent's own (update, rollback, restart)
                     // whose container runs again by now: nothing died.
@@ -915,12 +1049,12 @@ pub async fn run(
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             } } => slot.restart().await,
-            _ = git_timer.tick(), if git_interval.is_some() && !slot.held && slot.restart_at.is_none() => {
+            _ = git_timer.tick(), if git_interval.is_some() && !slot.down && slot.restart_at.is_none() => {
                 if let Some(w) = want.clone() {
                     slot.poll_git(&w).await;
                 }
             }
-            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.held && slot.restart_at.is_none() => slot.probe_tick().await,
+            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.down && slot.restart_at.is_none() => slot.probe_tick().await,
         }
     }
 }
@@ -941,6 +1075,7 @@ mod tests {
             pool: "team-b".into(),
             policy,
             scoped_volumes: true,
+            held: false,
         }
     }
 

@@ -10,6 +10,7 @@ fn placement(stack: &str, flag: &str, spec_bytes: usize) -> Placement {
         pool: "default".into(),
         policy: Default::default(),
         scoped_volumes: true,
+        held: false,
     }
 }
 

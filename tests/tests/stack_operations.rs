@@ -1,7 +1,10 @@
-//! Rolling restarts with real binaries: `POST /v3/alm/stack/{id}/restart`
-//! restarts one instance at a time, the next only once the one before is
-//! back `running`; its task says SUCCESS at the end, or FAILED naming the
-//! instance that did not come back. Nobody else may restart the stack.
+//! Operations on what a stack runs, with real binaries: a rolling restart
+//! (`POST /v3/alm/stack/{id}/restart`) restarts one instance at a time,
+//! the next only once the one before is back `running`, and its task says
+//! SUCCESS at the end or FAILED naming the instance that did not come
+//! back; stop and start reach every agent of the stack and settle their
+//! tasks. Nobody but the owner may do either. (The Docker runtime's side:
+//! `docker_runtime.rs`.)
 
 use flotilla_tests::spot::enrolled_agent;
 use flotilla_tests::{web_template, AgentProcess, Api, ControllerProcess};
@@ -147,5 +150,117 @@ async fn instances_restart_one_at_a_time() -> anyhow::Result<()> {
         .count();
     assert_eq!(restarts_of_r2, 1, "i-r2 was not touched again: {after:?}");
     drop(second);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start_reach_every_agent_and_only_the_owner() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let controller = ControllerProcess::spawn(dir.path(), &["--heartbeat", "1"], &[])?;
+    let admin = Api::admin(&controller.url(""), dir.path()).await?;
+    let mut agents = Vec::new();
+    for instance in ["i-s1", "i-s2"] {
+        let (agent_dir, _) = enrolled_agent(&admin, controller.quic_addr, instance).await?;
+        let agent = AgentProcess::spawn(agent_dir.path(), &[])?;
+        agent.wait_log("connected to the controller", Duration::from_secs(20))?;
+        agents.push((agent_dir, agent));
+    }
+    let alice = admin.user("alice").await?;
+    let pool = admin.get("/v3/alm/pools/default").await?;
+    let body = serde_json::json!({"users": ["alice"], "policy": pool["policy"]});
+    admin
+        .call(Method::PUT, "/v3/alm/pools/default", Some(&body))
+        .await?;
+    let stack = alice.apply(&web_template(2, "held")).await?;
+    let path = format!("/v3/alm/stack/{stack}");
+    alice
+        .wait_for(&path, Duration::from_secs(30), |s| {
+            s["stack_status"] == "CREATE_COMPLETE"
+        })
+        .await?;
+
+    // Another user cannot; a stack token cannot.
+    let bob = admin.user("bob").await?;
+    for action in ["stop", "start"] {
+        let (status, _) = bob
+            .call(Method::POST, &format!("{path}/{action}"), None)
+            .await?;
+        assert_eq!(status, 404, "{action}");
+    }
+    let described = alice.get(&path).await?;
+    let stack_token = flotilla_tests::token(
+        &reqwest::Client::new(),
+        &controller.url(""),
+        &stack,
+        described["auth_token"].as_str().unwrap_or_default(),
+    )
+    .await?;
+    let as_stack = Api {
+        base: controller.url(""),
+        token: stack_token,
+        http: reqwest::Client::new(),
+    };
+    let (status, _) = as_stack
+        .call(Method::POST, &format!("{path}/stop"), None)
+        .await?;
+    assert_eq!(status, 403);
+
+    // Stop: both instances report stopped, the task succeeds.
+    let (status, stopped) = alice
+        .call(Method::POST, &format!("{path}/stop"), None)
+        .await?;
+    assert_eq!(status, 202, "{stopped}");
+    let task = settled(
+        &alice,
+        stopped["task_id"].as_str().unwrap_or_default(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(
+        (task["taskStatus"].as_str(), task["operation"].as_str()),
+        (Some("SUCCESS"), Some("stop")),
+        "{task}"
+    );
+    let containers = alice.get(&format!("{path}/containers")).await?;
+    let statuses: Vec<&str> = containers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["stopped", "stopped"], "{containers}");
+    // A rolling restart of a stopped stack is refused.
+    let (status, _) = alice
+        .call(Method::POST, &format!("{path}/restart"), None)
+        .await?;
+    assert_eq!(status, 409);
+
+    // Start: running again.
+    let (status, started) = alice
+        .call(Method::POST, &format!("{path}/start"), None)
+        .await?;
+    assert_eq!(status, 202, "{started}");
+    let task = settled(
+        &alice,
+        started["task_id"].as_str().unwrap_or_default(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(task["taskStatus"], "SUCCESS", "{task}");
+    let containers = alice.get(&format!("{path}/containers")).await?;
+    assert!(
+        containers
+            .as_array()
+            .is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["status"] == "running")),
+        "{containers}"
+    );
+
+    // A deleted stack cannot be stopped.
+    alice.call(Method::DELETE, &path, None).await?;
+    let (status, body) = alice
+        .call(Method::POST, &format!("{path}/stop"), None)
+        .await?;
+    assert_eq!(status, 409, "{body}");
+    drop(agents);
     Ok(())
 }
