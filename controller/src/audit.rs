@@ -5,7 +5,6 @@
 //! and counts, never a secret: config changes list the variables' names,
 //! never their values; clients and tokens their ids, never their secrets.
 
-use crate::clock;
 use crate::stacks::Actor;
 use crate::store::{EventRecord, Store, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
@@ -176,15 +175,15 @@ pub fn append(
         target = %entry.target,
         "audit"
     );
-    store.append_event(
-        KIND,
+    let data = serde_json::to_value(&entry).map_err(|source| StoreError::Encode {
+        tree: "events",
+        source,
+    })?;
+    store.record(
+        &crate::events::Event::Audit(data),
         record.stack_id,
         record.instance_id,
-        clock::rfc3339_ms(now_ms),
-        serde_json::to_value(&entry).map_err(|source| StoreError::Encode {
-            tree: "events",
-            source,
-        })?,
+        now_ms,
     )
 }
 

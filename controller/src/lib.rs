@@ -13,6 +13,7 @@
 //! - [`stacks`]: operations on stacks (apply, update, scale, rollback,
 //!   config vars) between the handlers and the store: every new version
 //!   is made in one place.
+//! - [`events`]: every kind of event the log records, typed.
 //! - [`fleet`]: the QUIC fleet link: CA, enrollment, agent sessions, join tokens.
 //! - [`hook_targets`]: where a webhook may deliver (never inward), checked
 //!   at subscription and after DNS at every connection.
@@ -21,6 +22,8 @@
 //! - [`pools`]: who may use which pool of agents (pure rules).
 //! - [`quotas`]: how many stacks, hooks, join tokens and access tokens one
 //!   user or credential may hold (pure decisions).
+//! - [`reports`]: container status reports, one shape whichever path
+//!   brought them.
 //! - [`rest_tls`]: HTTPS for the REST API (operator files or the fleet CA).
 //! - [`scheduler`]: placement, per-agent desired state, stack status.
 //! - [`store`]: all persistent state, behind one module (sled today).
@@ -34,6 +37,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod fleet;
 pub mod hook_targets;
 pub mod hooks;
@@ -41,6 +45,7 @@ pub mod metrics;
 pub mod nickname;
 pub mod pools;
 pub mod quotas;
+pub mod reports;
 pub mod rest_tls;
 pub mod scheduler;
 pub mod serve;

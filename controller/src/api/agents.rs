@@ -474,12 +474,15 @@ pub async fn revoke_agent(
         })?
         .ok_or_else(|| ApiError::not_found("agent_id", &agent_id))?;
     if changed {
-        state.store.append_event(
-            "agent.revoked",
+        let event = crate::events::Event::AgentRevoked {
+            agent_id: &agent.agent_id,
+            by: &operator.username,
+        };
+        state.store.record(
+            &event,
             agent.pin.as_ref().map(|p| p.stack_id.as_str()),
             Some(&agent.instance_id),
-            clock::rfc3339_ms(now),
-            json!({ "agent_id": agent.agent_id, "by": operator.username }),
+            now,
         )?;
         tracing::warn!(agent_id = %agent.agent_id, instance_id = %agent.instance_id, "agent revoked");
         audit_agent(

@@ -9,7 +9,7 @@ use super::report_rules::{self, AlmVerdict};
 use super::state::AppState;
 use crate::clock;
 use crate::stacks::versions::stored_body;
-use crate::store::{AlmIdOutcome, InstanceStatusRecord, StackRecord};
+use crate::store::{AlmIdOutcome, StackRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -340,22 +340,30 @@ async fn record(
     let id = vm_id(state, &report)?;
     check_report(&report, &id)?;
     admit(state, &stack, &id, report.flag.as_deref())?;
-    let time = clock::rfc3339_ms(clock::now_ms());
-    let instance = (kind == "container.status").then(|| InstanceStatusRecord {
-        stack_id: stack.stack_id.clone(),
-        instance_id: id.clone(),
-        status: report.status.clone(),
-        flag: None,
-        exit_code: None,
-        reason: report.message.clone(),
-        updated: time.clone(),
-        source: "alm-agent".into(),
-        version_id: None,
-        agent_id: report.agent_id.clone(),
-        commit: None,
-    });
-    let data = json!({ "status": report.status, "message": report.message, "agent_id": report.agent_id, "source": "alm-agent" });
-    super::events::record_report(state, &stack, &id, instance.as_ref(), kind, time, data).await?;
+    if kind == crate::reports::CONTAINER_STATUS {
+        let recorded = crate::reports::Report {
+            stack_id: stack.stack_id.clone(),
+            instance_id: id.clone(),
+            status: report.status.clone(),
+            flag: None,
+            exit_code: None,
+            reason: report.message.clone(),
+            time_ms: clock::now_ms(),
+            version_id: None,
+            agent_id: report.agent_id.clone(),
+            commit: None,
+            seq: 0,
+            source: crate::reports::Source::AlmAgent,
+        };
+        crate::reports::record(&state.store, recorded).await?;
+    } else {
+        let event = crate::events::Event::AlmAgentStatus {
+            status: &report.status,
+            message: report.message.as_deref(),
+            agent_id: report.agent_id.as_deref(),
+        };
+        crate::reports::record_event(&state.store, &event, &stack.stack_id, &id).await?;
+    }
     tracing::info!(stack_id = %stack.stack_id, instance_id = %id, status = %report.status, kind, "alm-agent report");
     // The agent takes only 200 with a JSON body as delivered.
     Ok(Json(json!({})))

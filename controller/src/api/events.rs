@@ -8,9 +8,7 @@ use super::pages::{PageQuery, Pager};
 use super::report_rules::{self, Holder, NoticeVerdict};
 use super::state::AppState;
 use crate::clock;
-use crate::store::{
-    AgentRecord, AgentState, EventFilter, EventRecord, InstanceStatusRecord, Principal, StackRecord,
-};
+use crate::store::{AgentRecord, AgentState, EventFilter, EventRecord, Principal, StackRecord};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -196,15 +194,11 @@ pub async fn spot_shutdown(
         ))),
         NoticeVerdict::EventOnly => {
             cloud_notice(&notice, false)?;
-            let time = clock::rfc3339_ms(clock::now_ms());
-            record_report(
-                &state,
-                &stack,
+            crate::reports::record_event(
+                &state.store,
+                &crate::events::Event::SpotNoticeRecorded,
+                &stack.stack_id,
                 &notice.instance_id,
-                None,
-                "spot.shutdown",
-                time,
-                json!({ "source": "http" }),
             )
             .await?;
             state.nudge();
@@ -345,61 +339,24 @@ pub async fn container_status(
     if !report_rules::status_taken(&caller.reporter(), holder.map(|h| h.1)) {
         return Err(ApiError::not_found("instance_id", &report.instance_id));
     }
-    let time = clock::rfc3339_ms(clock::now_ms());
-    let instance = InstanceStatusRecord {
+    let recorded = crate::reports::Report {
         stack_id: stack.stack_id.clone(),
         instance_id: report.instance_id.clone(),
         status: status.to_string(),
-        flag: report.flag.clone(),
+        flag: report.flag,
         exit_code: report.exit_code,
-        reason: report.reason.clone(),
-        updated: time.clone(),
-        source: "http".into(),
+        reason: report.reason,
+        time_ms: clock::now_ms(),
         version_id: None,
         agent_id: None,
         commit: None,
+        seq: 0,
+        source: crate::reports::Source::Http,
     };
-    let data = json!({
-        "status": status,
-        "flag": report.flag,
-        "exit_code": report.exit_code,
-        "reason": report.reason,
-        "source": "http",
-    });
-    record_report(
-        &state,
-        &stack,
-        &report.instance_id,
-        Some(&instance),
-        "container.status",
-        time,
-        data,
-    )
-    .await?;
+    crate::reports::record(&state.store, recorded).await?;
     state.nudge();
     tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %status, "container status");
     Ok(StatusCode::ACCEPTED)
-}
-
-/// Stores a report from an HTTP-only agent: the instance's latest status
-/// (when given) and the event, made durable before the 202.
-pub(super) async fn record_report(
-    state: &AppState,
-    stack: &StackRecord,
-    instance_id: &str,
-    instance: Option<&InstanceStatusRecord>,
-    kind: &str,
-    time: String,
-    data: serde_json::Value,
-) -> ApiResult<()> {
-    if let Some(instance) = instance {
-        state.store.put_instance_status(instance)?;
-    }
-    state
-        .store
-        .append_event(kind, Some(&stack.stack_id), Some(instance_id), time, data)?;
-    state.store.flush().await?;
-    Ok(())
 }
 
 /// A `since` cursor must be an event id (they stay below 2^63).

@@ -119,18 +119,18 @@ async fn record(
     at_ms: i64,
     changes: serde_json::Value,
 ) -> ApiResult<()> {
+    use crate::events::PoolChange;
     let kind = match action {
-        crate::audit::Action::PoolCreate => "pool.created",
-        crate::audit::Action::PoolUpdate => "pool.updated",
-        _ => "pool.deleted",
+        crate::audit::Action::PoolCreate => PoolChange::Created,
+        crate::audit::Action::PoolUpdate => PoolChange::Updated,
+        _ => PoolChange::Deleted,
     };
-    state.store.append_event(
+    let event = crate::events::Event::Pool {
         kind,
-        None,
-        None,
-        clock::rfc3339_ms(at_ms),
-        json!({ "pool": pool, "by": by.username }),
-    )?;
+        pool,
+        by: &by.username,
+    };
+    state.store.record(&event, None, None, at_ms)?;
     let record = crate::audit::Record {
         action,
         target: pool,

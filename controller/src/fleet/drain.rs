@@ -12,6 +12,7 @@
 //! link) is recorded once.
 
 use crate::clock;
+use crate::events::Event;
 use crate::store::{AgentRecord, DrainReason, DrainRecord, Store, StoreResult};
 use flotilla_common::wire::messages::CloudNotice;
 use serde_json::json;
@@ -64,18 +65,11 @@ fn stacks_of(store: &Store, agent_id: &str) -> StoreResult<Vec<Option<String>>> 
 fn append_per_stack(
     store: &Store,
     agent: &AgentRecord,
-    kind: &str,
+    event: &Event<'_>,
     time_ms: i64,
-    data: &serde_json::Value,
 ) -> StoreResult<()> {
     for stack in stacks_of(store, &agent.agent_id)? {
-        store.append_event(
-            kind,
-            stack.as_deref(),
-            Some(&agent.instance_id),
-            clock::rfc3339_ms(time_ms),
-            data.clone(),
-        )?;
+        store.record(event, stack.as_deref(), Some(&agent.instance_id), time_ms)?;
     }
     Ok(())
 }
@@ -134,20 +128,16 @@ pub fn apply_notice(
         return Ok(Applied::UnknownAgent);
     };
     if outcome == Applied::Recorded {
-        let kind = if notice.is_final() {
-            "spot.shutdown"
-        } else {
-            "spot.rebalance"
+        let event = Event::CloudNotice {
+            shutdown: notice.is_final(),
+            agent_id: &agent.agent_id,
+            cloud: &notice.cloud,
+            action: &notice.action,
+            deadline: notice.deadline_ms.map(clock::rfc3339_ms),
+            notice_id: lifecycle_id,
+            source: source.name(),
         };
-        let data = json!({
-            "agent_id": agent.agent_id,
-            "cloud": notice.cloud,
-            "action": notice.action,
-            "deadline": notice.deadline_ms.map(clock::rfc3339_ms),
-            "notice_id": lifecycle_id,
-            "source": source.name(),
-        });
-        append_per_stack(store, &agent, kind, now, &data)?;
+        append_per_stack(store, &agent, &event, now)?;
         tracing::warn!(
             agent_id = %agent.agent_id,
             instance_id = %agent.instance_id,
@@ -197,18 +187,21 @@ pub fn mark_drained(
         return Ok(Applied::UnknownAgent);
     };
     if outcome == Applied::Recorded {
-        let data = json!({
-            "agent_id": agent.agent_id,
-            "stopped": stopped,
-            "reason": agent.drain.as_ref().map(|d| d.reason),
-            "source": if lifecycle_id.is_some() { "agent" } else { "controller" },
-        });
-        store.append_event(
-            "agent.drained",
+        let event = Event::AgentDrained {
+            agent_id: &agent.agent_id,
+            stopped,
+            reason: json!(agent.drain.as_ref().map(|d| d.reason)),
+            source: if lifecycle_id.is_some() {
+                "agent"
+            } else {
+                "controller"
+            },
+        };
+        store.record(
+            &event,
             agent.pin.as_ref().map(|p| p.stack_id.as_str()),
             Some(&agent.instance_id),
-            clock::rfc3339_ms(now),
-            data,
+            now,
         )?;
         tracing::info!(agent_id = %agent.agent_id, stopped = ?stopped, "agent drained");
     }
@@ -261,13 +254,11 @@ pub fn start(
         })?
         .ok_or_else(|| DrainError::UnknownAgent(agent_id.to_owned()))?;
     if started {
-        append_per_stack(
-            store,
-            &agent,
-            "agent.drain",
-            now,
-            &json!({ "agent_id": agent.agent_id, "deadline": deadline_ms.map(clock::rfc3339_ms) }),
-        )?;
+        let event = Event::AgentDrain {
+            agent_id: &agent.agent_id,
+            deadline: deadline_ms.map(clock::rfc3339_ms),
+        };
+        append_per_stack(store, &agent, &event, now)?;
         tracing::info!(agent_id = %agent.agent_id, deadline_ms = ?deadline_ms, "drain requested");
     }
     Ok(agent)
@@ -300,13 +291,10 @@ pub fn undo(store: &Store, agent_id: &str, admin: bool) -> Result<AgentRecord, D
         return Err(DrainError::CloudNotice(agent_id.to_owned()));
     }
     if undone {
-        append_per_stack(
-            store,
-            &agent,
-            "agent.undrain",
-            now,
-            &json!({ "agent_id": agent.agent_id }),
-        )?;
+        let event = Event::AgentUndrain {
+            agent_id: &agent.agent_id,
+        };
+        append_per_stack(store, &agent, &event, now)?;
         tracing::info!(agent_id = %agent.agent_id, "drain undone");
     }
     Ok(agent)

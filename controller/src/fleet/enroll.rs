@@ -10,7 +10,6 @@ use crate::clock;
 use crate::store::{AgentRecord, AgentState, JoinOutcome};
 use flotilla_common::wire::messages::{EnrollRequest, EnrollResponse};
 use flotilla_common::wire::{codes, frame, handshake, PROTOCOL_VERSION};
-use serde_json::json;
 use std::time::Duration;
 
 /// Largest enrollment request accepted (a CSR and a few names).
@@ -208,12 +207,16 @@ async fn enroll(fleet: &Fleet, request: EnrollRequest) -> EnrollResponse {
         at_risk_ms: None,
     };
     let stored = fleet.store.insert_agent(&agent).and_then(|()| {
-        fleet.store.append_event(
-            "agent.enrolled",
+        let event = crate::events::Event::AgentEnrolled {
+            agent_id: &agent_id,
+            join_token_id: &token.id,
+            pool: &token.pool,
+        };
+        fleet.store.record(
+            &event,
             token.pin.as_ref().map(|p| p.stack_id.as_str()),
             Some(&agent.instance_id),
-            clock::rfc3339_ms(now),
-            json!({ "agent_id": agent_id, "join_token_id": token.id, "pool": token.pool }),
+            now,
         )
     });
     if let Err(err) = stored {

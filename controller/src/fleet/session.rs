@@ -8,13 +8,12 @@ use super::registry::Live;
 use super::shed::Shed;
 use super::Fleet;
 use crate::clock;
-use crate::store::{AgentRecord, AgentState, InstanceStatusRecord, StatusWrite};
+use crate::store::{AgentRecord, AgentState};
 use flotilla_common::wire::messages::{
     AgentMessage, ControllerMessage, Hello, LifecycleEvent, LifecycleReport, StatusReport, Welcome,
 };
 use flotilla_common::wire::{bounds, codes, frame, handshake, PROTOCOL_VERSION};
 use rustls::pki_types::CertificateDer;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -390,35 +389,20 @@ async fn statuses(
             tracing::warn!(stack_id = %report.stack_id, seq = report.seq, "status for a stack never placed here; ignored");
             continue;
         }
-        let reason: Option<String> = report.reason.map(|r| r.chars().take(1024).collect());
-        writes.push(StatusWrite {
+        writes.push(crate::reports::write(crate::reports::Report {
+            stack_id: report.stack_id,
+            instance_id: agent.instance_id.clone(),
+            status: report.status.to_string(),
+            flag: Some(report.flag),
+            exit_code: report.exit_code,
+            reason: report.reason,
+            time_ms: report.time_ms,
+            version_id: Some(report.version_id),
+            agent_id: Some(agent.agent_id.clone()),
+            commit: report.commit,
             seq: report.seq,
-            instance: InstanceStatusRecord {
-                stack_id: report.stack_id.clone(),
-                instance_id: agent.instance_id.clone(),
-                status: report.status.to_string(),
-                flag: Some(report.flag.clone()),
-                exit_code: report.exit_code,
-                reason: reason.clone(),
-                updated: clock::rfc3339_ms(report.time_ms),
-                source: "quic".into(),
-                version_id: Some(report.version_id.clone()),
-                agent_id: Some(agent.agent_id.clone()),
-                commit: report.commit.clone(),
-            },
-            event_kind: "container.status",
-            event_data: json!({
-                "status": report.status,
-                "flag": report.flag,
-                "exit_code": report.exit_code,
-                "reason": reason,
-                "version_id": report.version_id,
-                "agent_id": agent.agent_id,
-                "seq": report.seq,
-                "commit": report.commit,
-                "source": "quic",
-            }),
-        });
+            source: crate::reports::Source::Quic,
+        }));
     }
     let time = clock::rfc3339_ms(clock::now_ms());
     let applied = fleet
@@ -464,17 +448,15 @@ async fn mark(fleet: &Fleet, agent_id: &str, state: AgentState, hello: Option<&H
             return Ok(None);
         };
         if changed {
-            let kind = if state == AgentState::Connected {
-                "agent.connected"
-            } else {
-                "agent.lost"
+            let event = crate::events::Event::AgentLink {
+                connected: state == AgentState::Connected,
+                agent_id: &agent.agent_id,
             };
-            fleet.store.append_event(
-                kind,
+            fleet.store.record(
+                &event,
                 agent.pin.as_ref().map(|p| p.stack_id.as_str()),
                 Some(&agent.instance_id),
-                clock::rfc3339_ms(now),
-                json!({ "agent_id": agent.agent_id }),
+                now,
             )?;
         }
         Ok(Some(changed))

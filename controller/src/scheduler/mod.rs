@@ -18,7 +18,7 @@ use crate::store::{
 };
 use crate::template::COMPUTED;
 use placement::{Candidate, Slot, Want};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,13 +311,13 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
             changed += 1;
             let before = current.get(slot).map(Vec::as_slice).unwrap_or_default();
             if let Some(reason) = moved(slot, before, agents_now, &by_id) {
-                store.append_event(
-                    "placement.moved",
-                    Some(&slot.0),
-                    None,
-                    clock::rfc3339_ms(now),
-                    json!({ "flag": slot.1, "from": before, "to": agents_now, "reason": reason }),
-                )?;
+                let event = crate::events::Event::PlacementMoved {
+                    flag: &slot.1,
+                    from: before,
+                    to: agents_now,
+                    reason: &reason,
+                };
+                store.record(&event, Some(&slot.0), None, now)?;
                 tracing::info!(stack_id = %slot.0, flag = %slot.1, from = ?before, to = ?agents_now, reason = %reason, "placement moved");
                 moving.insert(slot.0.clone(), reason);
             }
@@ -511,13 +511,12 @@ fn pass_sync(fleet: &Fleet) -> StoreResult<usize> {
         )? {
             continue;
         }
-        store.append_event(
-            "stack.status",
-            Some(&stack.stack_id),
-            None,
-            clock::rfc3339_ms(now),
-            json!({ "from": stack.stack_status, "to": next, "reason": reason }),
-        )?;
+        let event = crate::events::Event::StackStatus {
+            from: stack.stack_status,
+            to: next,
+            reason: reason.as_deref(),
+        };
+        store.record(&event, Some(&stack.stack_id), None, now)?;
         crate::stacks::tasks::settle(
             store,
             &stack.stack_id,

@@ -147,13 +147,11 @@ impl Stacks<'_> {
             None,
             now,
         )?;
-        self.store.append_event(
-            "stack.deleting",
-            Some(&stack.stack_id),
-            None,
-            crate::clock::rfc3339_ms(now),
-            serde_json::json!({ "task_id": task.task_id }),
-        )?;
+        let event = crate::events::Event::StackDeleting {
+            task_id: &task.task_id,
+        };
+        self.store
+            .record(&event, Some(&stack.stack_id), None, now)?;
         let record = crate::audit::Record {
             action: crate::audit::Action::StackDelete,
             target: &stack.stack_id,

@@ -10,7 +10,6 @@ use super::tasks;
 use super::{Actor, Stacks};
 use crate::clock;
 use crate::store::{StackRecord, StackStatus};
-use serde_json::json;
 
 /// The task operations.
 pub const STOP: &str = "stop";
@@ -38,10 +37,10 @@ impl Stacks<'_> {
         if stack.stack_status.is_deleting() {
             return Err(deleting());
         }
-        let (operation, kind, action) = if stopped {
-            (STOP, "stack.stopped", crate::audit::Action::StackStop)
+        let (operation, action) = if stopped {
+            (STOP, crate::audit::Action::StackStop)
         } else {
-            (START, "stack.started", crate::audit::Action::StackStart)
+            (START, crate::audit::Action::StackStart)
         };
         let now = clock::now_ms();
         let version = stack.latest_version_id.as_str();
@@ -61,14 +60,14 @@ impl Stacks<'_> {
             self.store.remove_task(&task)?;
             return Err(deleting());
         }
-        let data = json!({ "version_id": version, "task_id": task.task_id });
-        self.store.append_event(
-            kind,
-            Some(&stack.stack_id),
-            None,
-            clock::rfc3339_ms(now),
-            data.clone(),
-        )?;
+        let event = crate::events::Event::StackHold {
+            stopped,
+            version_id: version,
+            task_id: &task.task_id,
+        };
+        let data = event.data();
+        self.store
+            .record(&event, Some(&stack.stack_id), None, now)?;
         let record = crate::audit::Record {
             action,
             target: &stack.stack_id,

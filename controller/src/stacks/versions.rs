@@ -348,17 +348,13 @@ impl Stacks<'_> {
         task_id: &str,
         now: i64,
     ) -> StackResult<()> {
-        let mut data = change.data(version_id);
-        if let Some(data) = data.as_object_mut() {
-            data.insert("task_id".into(), json!(task_id));
-        }
-        self.store.append_event(
-            change.kind(),
-            Some(stack_id),
-            None,
-            clock::rfc3339_ms(now),
-            data.clone(),
-        )?;
+        let event = crate::events::Event::Version {
+            change,
+            version_id,
+            task_id,
+        };
+        let data = event.data();
+        self.store.record(&event, Some(stack_id), None, now)?;
         let record = crate::audit::Record {
             action: change.action(),
             target: stack_id,

@@ -70,9 +70,28 @@ impl EventVisibility {
 }
 
 impl Store {
+    /// Records `event` (about `stack_id` and `instance_id`, at `time_ms`)
+    /// and returns it with its id: the one way into the event log, so
+    /// every event has a type [`crate::events::Event`] names.
+    pub fn record(
+        &self,
+        event: &crate::events::Event<'_>,
+        stack_id: Option<&str>,
+        instance_id: Option<&str>,
+        time_ms: i64,
+    ) -> StoreResult<EventRecord> {
+        self.append_event(
+            event.kind(),
+            stack_id,
+            instance_id,
+            crate::clock::rfc3339_ms(time_ms),
+            event.data(),
+        )
+    }
+
     /// Appends an event and returns it with its id. Ids come from sled's
     /// persistent counter, so they keep increasing across restarts.
-    pub fn append_event(
+    pub(super) fn append_event(
         &self,
         kind: &str,
         stack_id: Option<&str>,
