@@ -292,3 +292,35 @@ async fn hooks_cannot_be_turned_inward() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn audit_entries_reach_webhooks_like_every_event() {
+    let t = TestServer::start().await;
+    let (_, _, alice) = t.user("alice").await;
+    let (url, seen) = receiver(0).await;
+    let reply = t
+        .post(
+            "/v3/hooks",
+            &alice,
+            &json!({"url": url, "events": ["audit"]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let (stack, _) = t.apply(&alice, &reference_v1()).await;
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        delivered = seen.lock().expect("lock").clone();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered.len(), 1, "only the apply's entry: {delivered:?}");
+    let (_, kind, _, body) = &delivered[0];
+    assert_eq!(kind, "audit");
+    let event: Value = serde_json::from_slice(body).expect("json");
+    assert_eq!(event["data"]["action"], "stack.apply", "{event}");
+    assert_eq!(event["data"]["username"], "alice");
+    assert_eq!(event["stack_id"], stack.as_str());
+    t.stop().await;
+}
