@@ -363,5 +363,7 @@ async fn nobody_else_reaches_these_operations() {
         patch(&t, &owner, &formation, &scale).await.error(409),
         "conflict"
     );
+    // Its config vars are gone with it.
+    assert_eq!(t.get(&config, &owner).await.error(404), "not_found");
     t.stop().await;
 }

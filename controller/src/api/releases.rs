@@ -113,7 +113,7 @@ pub async fn rollback(
         (status = 200, description = "Name to value, secrets redacted", body = Object),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot read config vars", body = ErrorBody),
-        (status = 404, description = "No such stack or flag", body = ErrorBody),
+        (status = 404, description = "No such stack or flag, or the stack is deleted", body = ErrorBody),
     ))]
 pub async fn config_get(
     State(state): State<AppState>,

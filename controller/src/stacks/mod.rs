@@ -171,7 +171,16 @@ impl Stacks<'_> {
 
     /// The variables of configuration `flag` in the latest version,
     /// secrets redacted.
+    /// A configuration's environment, secrets redacted. A stack being
+    /// deleted runs nothing any more, so its config vars are gone (404),
+    /// as a deleted resource's parts are.
     pub fn config(&self, stack: &StackRecord, flag: &str) -> StackResult<Map<String, Value>> {
+        if stack.stack_status.is_deleting() {
+            return Err(StackError::NotFound {
+                kind: "stack",
+                id: stack.stack_id.clone(),
+            });
+        }
         config_vars::view(&self.latest_body(stack)?, flag)
     }
 }
