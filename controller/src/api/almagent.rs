@@ -306,7 +306,7 @@ fn check_report(report: &AlmStatus, id: &str) -> ApiResult<()> {
 /// stack (or the flag) has fewer distinct alm-agent ids than its
 /// `instance_count` (409 `instance_limit` for one more).
 fn admit(state: &AppState, stack: &StackRecord, id: &str, flag: Option<&str>) -> ApiResult<()> {
-    let holder = super::events::holder(state, &stack.stack_id, id)?;
+    let holder = super::report_rules::holder(&state.store, &stack.stack_id, id)?;
     match report_rules::alm_verdict(holder.map(|h| h.1)) {
         AlmVerdict::Enrolled => return Ok(()),
         AlmVerdict::NotFound => return Err(ApiError::not_found("instance_id", id)),

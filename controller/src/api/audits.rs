@@ -4,7 +4,6 @@
 
 use super::caller::Operator;
 use super::error::{ApiResult, ErrorBody};
-use super::events::{check_since, visible_stacks};
 use super::extract::ApiQuery;
 use super::pages::{PageQuery, Paged, Pager};
 use super::state::AppState;
@@ -78,7 +77,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<AuditsQuery>,
     pager: Pager,
 ) -> ApiResult<Paged<AuditView>> {
-    check_since(query.since)?;
+    super::pages::check_since(query.since)?;
     let mut data = Vec::new();
     if let Some(user) = query.user {
         data.push(("username", user));
@@ -91,7 +90,7 @@ pub async fn list(
         stack_id: query.stack_id,
         instance_id: None,
         kind: Some(audit::KIND.to_owned()),
-        stacks: visible_stacks(&state, &operator)?,
+        stacks: operator.visible_stacks(&state.store)?,
         data,
         limit: pager.page.limit,
     };

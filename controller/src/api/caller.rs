@@ -134,6 +134,25 @@ impl Operator {
         }
     }
 
+    /// The stacks whose events this operator may list: `None` (all) for
+    /// an admin, else their own.
+    pub fn visible_stacks(
+        &self,
+        store: &crate::store::Store,
+    ) -> crate::store::StoreResult<Option<Vec<String>>> {
+        if self.admin {
+            return Ok(None);
+        }
+        Ok(Some(
+            store
+                .stacks()?
+                .into_iter()
+                .filter(|stack| self.owns(stack))
+                .map(|stack| stack.stack_id)
+                .collect(),
+        ))
+    }
+
     /// Whether this operator may see `stack` (its owner, or an admin).
     pub fn owns(&self, stack: &StackRecord) -> bool {
         self.admin || stack.user_id == self.user_id

@@ -5,10 +5,10 @@ use super::caller::{AgentCaller, NoticeCaller, Operator};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, JsonOrForm};
 use super::pages::{PageQuery, Pager};
-use super::report_rules::{self, Holder, NoticeVerdict};
+use super::report_rules::{self, NoticeVerdict};
 use super::state::AppState;
 use crate::clock;
-use crate::store::{AgentRecord, AgentState, EventFilter, EventRecord, Principal, StackRecord};
+use crate::store::{AgentRecord, EventFilter, EventRecord, Principal, StackRecord};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -179,7 +179,7 @@ pub async fn spot_shutdown(
             })?;
     }
     check_instance_id(&notice.instance_id)?;
-    let holder = holder(&state, &stack.stack_id, &notice.instance_id)?;
+    let holder = report_rules::holder(&state.store, &stack.stack_id, &notice.instance_id)?;
     match report_rules::notice_verdict(&caller.reporter(), holder.as_ref().map(|h| h.1)) {
         NoticeVerdict::Drain { honour_time } => {
             let cloud_notice = cloud_notice(&notice, honour_time)?;
@@ -227,29 +227,6 @@ async fn drain_for_notice(
     state.nudge();
     tracing::warn!(agent_id = %agent.agent_id, applied = ?applied, "spot shutdown notice for an enrolled agent");
     Ok(StatusCode::ACCEPTED)
-}
-
-/// The live enrolled agent holding `instance_id`, and what it has to do
-/// with `stack_id`; `None` when no agent (or only a revoked one) holds it.
-pub(super) fn holder(
-    state: &AppState,
-    stack_id: &str,
-    instance_id: &str,
-) -> ApiResult<Option<(AgentRecord, Holder)>> {
-    let Some(agent) = state
-        .store
-        .agent_by_instance(instance_id)?
-        .filter(|agent| agent.state != AgentState::Revoked)
-    else {
-        return Ok(None);
-    };
-    let desired = state.store.desired(&agent.agent_id)?;
-    let holder = Holder {
-        pinned_to_stack: agent.pin.as_ref().is_some_and(|p| p.stack_id == stack_id),
-        placed_now: desired.placements.iter().any(|p| p.stack_id == stack_id),
-        ran_stack: desired.history.contains(stack_id),
-    };
-    Ok(Some((agent, holder)))
 }
 
 /// The notice an HTTP report describes (a bare report is a termination).
@@ -335,7 +312,7 @@ pub async fn container_status(
         )
         .context(json!({ "path": "reason" })));
     }
-    let holder = holder(&state, &stack.stack_id, &report.instance_id)?;
+    let holder = report_rules::holder(&state.store, &stack.stack_id, &report.instance_id)?;
     if !report_rules::status_taken(&caller.reporter(), holder.map(|h| h.1)) {
         return Err(ApiError::not_found("instance_id", &report.instance_id));
     }
@@ -357,38 +334,6 @@ pub async fn container_status(
     state.nudge();
     tracing::info!(stack_id = %stack.stack_id, instance_id = %report.instance_id, status = %status, "container status");
     Ok(StatusCode::ACCEPTED)
-}
-
-/// A `since` cursor must be an event id (they stay below 2^63).
-pub(super) fn check_since(since: Option<u64>) -> ApiResult<()> {
-    if since.is_some_and(|since| i64::try_from(since).is_err()) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "since must be an event id, at most 9223372036854775807",
-        )
-        .context(json!({ "path": "since" })));
-    }
-    Ok(())
-}
-
-/// The stacks whose events `operator` may list: `None` (all) for an
-/// admin, else their own.
-pub(super) fn visible_stacks(
-    state: &AppState,
-    operator: &Operator,
-) -> ApiResult<Option<Vec<String>>> {
-    if operator.admin {
-        return Ok(None);
-    }
-    Ok(Some(
-        state
-            .store
-            .stacks()?
-            .into_iter()
-            .filter(|stack| operator.owns(stack))
-            .map(|stack| stack.stack_id)
-            .collect(),
-    ))
 }
 
 /// The event history, oldest first, filtered; or, with `follow=true` or
@@ -418,7 +363,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<EventsQuery>,
     pager: Pager,
 ) -> ApiResult<Response> {
-    check_since(query.since)?;
+    super::pages::check_since(query.since)?;
     let wants_stream = query.follow.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -457,7 +402,7 @@ pub async fn list(
         stack_id: query.stack_id,
         instance_id: query.instance_id,
         kind: query.kind,
-        stacks: visible_stacks(&state, &operator)?,
+        stacks: operator.visible_stacks(&state.store)?,
         data: Vec::new(),
         limit: pager.page.limit,
     };

@@ -68,6 +68,19 @@ impl PageQuery {
     }
 }
 
+/// A `since` cursor (the event lists') must be an event id: they stay
+/// below 2^63.
+pub fn check_since(since: Option<u64>) -> ApiResult<()> {
+    if since.is_some_and(|since| i64::try_from(since).is_err()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "since must be an event id, at most 9223372036854775807",
+        )
+        .context(json!({ "path": "since" })));
+    }
+    Ok(())
+}
+
 /// A list request's page and the URI it came by (for the `Link` header):
 /// one extractor, so a handler cannot take the one without the other.
 pub struct Pager {

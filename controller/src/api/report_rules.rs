@@ -1,6 +1,6 @@
 //! Which HTTP reports about a VM are taken, and what they may do: pure
-//! decisions over what the store says about the instance, so the handlers
-//! only gather facts and carry the verdict out.
+//! decisions over what the store says about the instance ([`holder`]
+//! reads those facts), so the handlers only carry the verdict out.
 //!
 //! A stack's token is held by every VM of an alm-agent-style stack, so it
 //! speaks for that stack's own VMs only: it may drain an agent pinned to
@@ -31,6 +31,28 @@ pub struct Holder {
     pub placed_now: bool,
     /// The reported stack was ever placed on it.
     pub ran_stack: bool,
+}
+
+/// The live enrolled agent holding `instance_id`, and what it has to do
+/// with `stack_id`; `None` when no agent (or only a revoked one) holds it.
+pub fn holder(
+    store: &crate::store::Store,
+    stack_id: &str,
+    instance_id: &str,
+) -> crate::store::StoreResult<Option<(crate::store::AgentRecord, Holder)>> {
+    let Some(agent) = store
+        .agent_by_instance(instance_id)?
+        .filter(|agent| agent.state != crate::store::AgentState::Revoked)
+    else {
+        return Ok(None);
+    };
+    let desired = store.desired(&agent.agent_id)?;
+    let holder = Holder {
+        pinned_to_stack: agent.pin.as_ref().is_some_and(|p| p.stack_id == stack_id),
+        placed_now: desired.placements.iter().any(|p| p.stack_id == stack_id),
+        ran_stack: desired.history.contains(stack_id),
+    };
+    Ok(Some((agent, holder)))
 }
 
 /// What a spot notice over HTTP does.
