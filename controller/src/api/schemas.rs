@@ -150,9 +150,22 @@ pub fn config_changes() -> Value {
     })
 }
 
+/// The characters Rust's `trim` and `char::is_whitespace` take for space
+/// (Unicode White_Space), spelled out: a pattern's `\s` means ECMAScript's
+/// set, which differs (U+0085, U+FEFF), and the document must say exactly
+/// what the parser does.
+const SPACE: &str =
+    "\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// A string with something other than space in it (what `trim` leaves
+/// non-empty).
+fn not_blank() -> String {
+    format!("[^{SPACE}]")
+}
+
 /// The container section, as `flotilla_common::spec` parses it.
 pub fn container_section() -> Value {
-    let ws = "[^\\s\\u0000-\\u001f\\u007f-\\u009f";
+    let ws = format!("[^{SPACE}\\u0000-\\u001f\\u007f-\\u009f");
     // The parser's rule exactly: a tag is what follows the last ':' when
     // that comes after the last '/' (and is not the first character); the
     // repository before it, or the whole name when there is no tag, is
@@ -220,7 +233,7 @@ pub fn container_section() -> Value {
                     "path": {"type": ["string", "null"], "maxLength": 2048, "pattern": "^/[!-~]*$"},
                 }},
                 "command": {"anyOf": [
-                    {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"},
+                    {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": format!("^[^\\u0000]*[^\\u0000{SPACE}][^\\u0000]*$")},
                     {"type": "array", "minItems": 1, "maxItems": WORD_COUNT, "items": {"type": "string", "maxLength": TEXT_LEN, "pattern": "^[^\\u0000]*$"}},
                 ]},
                 "interval": duration(MIN_PROBE, MAX_PROBE),
@@ -270,7 +283,7 @@ pub fn template() -> Value {
         "description": "An ALM template. Unknown members are kept as they are.",
         "required": ["version", "configurations"],
         "properties": {
-            "version": {"type": "string", "pattern": "\\S"},
+            "version": {"type": "string", "pattern": not_blank()},
             "label": {"type": ["string", "null"]},
             "description": {"type": ["string", "null"]},
             "vendor": {"type": "object"},
@@ -289,7 +302,7 @@ pub fn configuration() -> Value {
         "type": "object",
         "required": ["role", "flag", "provision"],
         "properties": {
-            "role": {"type": "string", "pattern": "\\S"},
+            "role": {"type": "string", "pattern": not_blank()},
             "flag": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
                 "description": "Unique within the template (a repeat is 409 `duplicate_flag`)."},
             "provision": {
@@ -458,9 +471,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn not_blank_is_what_trim_leaves() {
+        let pattern = regex::Regex::new(&super::not_blank()).expect("a regex");
+        for text in [
+            "web",
+            " a ",
+            "\u{85}",
+            "\u{feff}",
+            "\u{3000}",
+            "\u{a0}\t",
+            "",
+            " ",
+            "\u{2028}x",
+            "\u{180e}",
+        ] {
+            assert_eq!(pattern.is_match(text), !text.trim().is_empty(), "{text:?}");
+        }
+    }
+
     proptest! {
         #[test]
-        fn the_image_pattern_agrees_with_the_parser(image in "[a0._:/@A \\té#-]{1,12}") {
+        fn the_image_pattern_agrees_with_the_parser(image in "[a0._:/@A \\té#\u{85}\u{feff}-]{1,12}") {
             prop_assert_eq!(image_pattern().is_match(&image), parser_takes(&image), "{:?}", image);
         }
     }
