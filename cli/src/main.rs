@@ -200,36 +200,46 @@ enum Command {
     /// Stop a stack's containers everywhere and keep them stopped (new
     /// versions are recorded, not started) until `start`; given an
     /// instance, only that instance's containers.
-    Stop {
-        stack_id: String,
-        instance_id: Option<String>,
-        #[arg(long)]
-        flag: Option<String>,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
+    Stop(Operate),
     /// Start a stopped stack (or, given an instance, that instance's
     /// stopped containers).
-    Start {
-        stack_id: String,
-        instance_id: Option<String>,
-        #[arg(long)]
-        flag: Option<String>,
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
+    Start(Operate),
     /// Restart a stack's containers one instance at a time, each back and
     /// healthy before the next (or, given an instance, only that one's).
-    Restart {
-        stack_id: String,
-        instance_id: Option<String>,
-        /// Only this configuration.
-        #[arg(long)]
-        flag: Option<String>,
-        /// With no instance: follow the rolling restart until it ends.
-        #[command(flatten)]
-        wait: WaitArgs,
-    },
+    Restart(Operate),
+}
+
+/// What `stop`, `start` and `restart` act on.
+#[derive(Debug, clap::Args)]
+struct Operate {
+    stack_id: String,
+    /// One instance only (its containers of the stack).
+    instance_id: Option<String>,
+    /// Only this configuration.
+    #[arg(long)]
+    flag: Option<String>,
+    /// With no instance: follow the operation until its task ends.
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// `stop`, `start` or `restart` (`action`): of one instance when given,
+/// else of the whole stack.
+async fn operate(client: &Client, out: Output, action: &str, args: Operate) -> anyhow::Result<()> {
+    let flag = args.flag.as_deref();
+    match args.instance_id {
+        Some(instance_id) => {
+            commands::act(client, out, action, &args.stack_id, &instance_id, flag).await
+        }
+        None if action == "restart" => {
+            flotilla_cli::restarts::restart(client, out, &args.stack_id, flag, args.wait.duration())
+                .await
+        }
+        None => {
+            flotilla_cli::restarts::hold(client, out, &args.stack_id, action, args.wait.duration())
+                .await
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -540,80 +550,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ]);
             flotilla_cli::audit::audit(&client, out, &q).await
         }
-        Command::Stop {
-            stack_id,
-            instance_id: Some(instance_id),
-            flag,
-            ..
-        } => {
-            commands::act(
-                &client,
-                out,
-                "stop",
-                &stack_id,
-                &instance_id,
-                flag.as_deref(),
-            )
-            .await
-        }
-        Command::Start {
-            stack_id,
-            instance_id: Some(instance_id),
-            flag,
-            ..
-        } => {
-            commands::act(
-                &client,
-                out,
-                "start",
-                &stack_id,
-                &instance_id,
-                flag.as_deref(),
-            )
-            .await
-        }
-        Command::Stop {
-            stack_id,
-            instance_id: None,
-            wait,
-            ..
-        } => flotilla_cli::restarts::hold(&client, out, &stack_id, "stop", wait.duration()).await,
-        Command::Start {
-            stack_id,
-            instance_id: None,
-            wait,
-            ..
-        } => flotilla_cli::restarts::hold(&client, out, &stack_id, "start", wait.duration()).await,
-        Command::Restart {
-            stack_id,
-            instance_id: Some(instance_id),
-            flag,
-            ..
-        } => {
-            commands::act(
-                &client,
-                out,
-                "restart",
-                &stack_id,
-                &instance_id,
-                flag.as_deref(),
-            )
-            .await
-        }
-        Command::Restart {
-            stack_id,
-            instance_id: None,
-            flag,
-            wait,
-        } => {
-            flotilla_cli::restarts::restart(
-                &client,
-                out,
-                &stack_id,
-                flag.as_deref(),
-                wait.duration(),
-            )
-            .await
-        }
+        Command::Stop(args) => operate(&client, out, "stop", args).await,
+        Command::Start(args) => operate(&client, out, "start", args).await,
+        Command::Restart(args) => operate(&client, out, "restart", args).await,
     }
 }

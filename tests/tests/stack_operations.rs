@@ -20,6 +20,16 @@ async fn settled(api: &Api, task_id: &str, limit: Duration) -> anyhow::Result<Va
     .await
 }
 
+/// `POST {stack}/{action}`: 202, then its task once it has settled.
+async fn operate(api: &Api, stack: &str, action: &str) -> anyhow::Result<Value> {
+    let (status, answer) = api
+        .call(Method::POST, &format!("{stack}/{action}"), None)
+        .await?;
+    assert_eq!(status, 202, "{action}: {answer}");
+    let task_id = answer["task_id"].as_str().unwrap_or_default().to_owned();
+    settled(api, &task_id, Duration::from_secs(30)).await
+}
+
 /// The stack's container reports after event `after`: (instance, status).
 async fn reports(api: &Api, stack: &str, after: u64) -> anyhow::Result<Vec<(String, String)>> {
     let path = format!("/v3/events?stack_id={stack}&type=container.status&since={after}");
@@ -206,16 +216,7 @@ async fn stop_and_start_reach_every_agent_and_only_the_owner() -> anyhow::Result
     assert_eq!(status, 403);
 
     // Stop: both instances report stopped, the task succeeds.
-    let (status, stopped) = alice
-        .call(Method::POST, &format!("{path}/stop"), None)
-        .await?;
-    assert_eq!(status, 202, "{stopped}");
-    let task = settled(
-        &alice,
-        stopped["task_id"].as_str().unwrap_or_default(),
-        Duration::from_secs(30),
-    )
-    .await?;
+    let task = operate(&alice, &path, "stop").await?;
     assert_eq!(
         (task["taskStatus"].as_str(), task["operation"].as_str()),
         (Some("SUCCESS"), Some("stop")),
@@ -236,16 +237,7 @@ async fn stop_and_start_reach_every_agent_and_only_the_owner() -> anyhow::Result
     assert_eq!(status, 409);
 
     // Start: running again.
-    let (status, started) = alice
-        .call(Method::POST, &format!("{path}/start"), None)
-        .await?;
-    assert_eq!(status, 202, "{started}");
-    let task = settled(
-        &alice,
-        started["task_id"].as_str().unwrap_or_default(),
-        Duration::from_secs(30),
-    )
-    .await?;
+    let task = operate(&alice, &path, "start").await?;
     assert_eq!(task["taskStatus"], "SUCCESS", "{task}");
     let containers = alice.get(&format!("{path}/containers")).await?;
     assert!(

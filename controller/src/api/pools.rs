@@ -6,6 +6,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use super::state::AppState;
 use crate::clock;
+use crate::events::PoolChange;
 use crate::pools::{self, Blocker};
 use crate::store::{AgentState, PoolRecord, DEFAULT_POOL};
 use axum::extract::State;
@@ -113,17 +114,17 @@ fn check(users: &[String], policy: &Policy) -> ApiResult<()> {
 /// both) and makes them durable.
 async fn record(
     state: &AppState,
-    action: crate::audit::Action,
+    kind: PoolChange,
     pool: &str,
     by: &Operator,
     at_ms: i64,
     changes: serde_json::Value,
 ) -> ApiResult<()> {
-    use crate::events::PoolChange;
-    let kind = match action {
-        crate::audit::Action::PoolCreate => PoolChange::Created,
-        crate::audit::Action::PoolUpdate => PoolChange::Updated,
-        _ => PoolChange::Deleted,
+    use crate::audit::Action;
+    let action = match kind {
+        PoolChange::Created => Action::PoolCreate,
+        PoolChange::Updated => Action::PoolUpdate,
+        PoolChange::Deleted => Action::PoolDelete,
     };
     let event = crate::events::Event::Pool {
         kind,
@@ -191,15 +192,7 @@ pub async fn create(
             .context(json!({ "pool": name })));
     }
     let changes = json!({ "users": pool.users });
-    record(
-        &state,
-        crate::audit::Action::PoolCreate,
-        &name,
-        &operator,
-        now,
-        changes,
-    )
-    .await?;
+    record(&state, PoolChange::Created, &name, &operator, now, changes).await?;
     tracing::info!(pool = %name, users = pool.users.len(), "pool created");
     Ok((StatusCode::CREATED, Json(view(&state, pool)?)))
 }
@@ -339,7 +332,7 @@ pub async fn update(
     });
     record(
         &state,
-        crate::audit::Action::PoolUpdate,
+        PoolChange::Updated,
         &name,
         &operator,
         new.updated_ms,
@@ -404,7 +397,7 @@ pub async fn delete(
     }
     record(
         &state,
-        crate::audit::Action::PoolDelete,
+        PoolChange::Deleted,
         &name,
         &operator,
         clock::now_ms(),
