@@ -31,6 +31,9 @@
 //!   `client` subcommands.
 //! - [`clock`], [`nickname`]: timestamps in the API's formats, stack nicknames.
 
+// The OpenAPI document's container section is one `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -3,6 +3,7 @@
 use super::fields::{get, integer, object, string, words, Checker};
 use super::limits::{MAX_PROBE, MIN_PROBE, RETRIES};
 use super::units::duration;
+use serde_json::Map;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -39,14 +40,7 @@ pub enum Probe {
 /// `health_check` at `path`.
 pub(crate) fn health(check: &mut Checker, value: &Value, path: &str) -> Option<Health> {
     let section = check.take(path, object(value, 16))?;
-    let http = check.optional(section, path, "http", http);
-    let command = check.optional(section, path, "command", |value| {
-        let argv = words(value)?;
-        if argv.is_empty() {
-            return Err("must name a command".into());
-        }
-        Ok(argv)
-    });
+    let probe = probe(check, section, path, "command");
     let timing = |check: &mut Checker, key: &str, default: Duration, min: Duration| {
         check
             .optional(section, path, key, |v| duration(v, min, MAX_PROBE))
@@ -59,17 +53,7 @@ pub(crate) fn health(check: &mut Checker, value: &Value, path: &str) -> Option<H
         .optional(section, path, "retries", |v| integer(v, 0, RETRIES))
         .unwrap_or(3)
         .max(1);
-    let probe = match (http, command) {
-        (Some(http), None) => http,
-        (None, Some(argv)) => Probe::Command(argv),
-        (None, None) if get(section, "http").is_some() || get(section, "command").is_some() => {
-            return None
-        }
-        _ => {
-            check.report(path, "give exactly one of http {path, port} or command");
-            return None;
-        }
-    };
+    let probe = probe?;
     Some(Health {
         probe,
         interval,
@@ -79,8 +63,40 @@ pub(crate) fn health(check: &mut Checker, value: &Value, path: &str) -> Option<H
     })
 }
 
+/// What a health check (`command_key` `command`) or a pre-stop hook
+/// (`exec`) does: exactly one of `http` and the command.
+pub(crate) fn probe(
+    check: &mut Checker,
+    section: &Map<String, Value>,
+    path: &str,
+    command_key: &str,
+) -> Option<Probe> {
+    let http = check.optional(section, path, "http", http);
+    let command = check.optional(section, path, command_key, |value| {
+        let argv = words(value)?;
+        if argv.is_empty() {
+            return Err("must name a command".into());
+        }
+        Ok(argv)
+    });
+    match (http, command) {
+        (Some(http), None) => Some(http),
+        (None, Some(argv)) => Some(Probe::Command(argv)),
+        (None, None) if get(section, "http").is_some() || get(section, command_key).is_some() => {
+            None
+        }
+        _ => {
+            check.report(
+                path,
+                format!("give exactly one of http {{path, port}} or {command_key}"),
+            );
+            None
+        }
+    }
+}
+
 /// `http: {path, port}`.
-fn http(value: &Value) -> Result<Probe, String> {
+pub(crate) fn http(value: &Value) -> Result<Probe, String> {
     let section = object(value, 8)?;
     let port = match get(section, "port") {
         None => return Err("port is required".into()),

@@ -40,6 +40,8 @@ pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 pub const MAX_MEMORY: u64 = 1 << 42;
 /// Default stop grace period.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How long a pre-stop hook is waited for when its `timeout` is not given.
+pub const DEFAULT_PRE_STOP: Duration = Duration::from_secs(30);
 /// Longest stop grace period (the Docker client's timeout is longer).
 pub const MAX_GRACE: Duration = Duration::from_secs(600);
 /// Shortest health check interval and timeout.

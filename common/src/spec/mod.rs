@@ -12,7 +12,8 @@
 //! # Layout
 //! - [`fields`]: reading JSON values with problems collected.
 //! - [`units`]: durations and sizes. [`ports`], [`volumes`], [`health`],
-//!   [`git`], [`image`] (and registry credentials): one field family each.
+//!   [`pre_stop`], [`git`], [`image`] (and registry credentials): one
+//!   field family each.
 //! - [`host`]: the fields that ask for host access, which a pool's
 //!   [`crate::policy::Policy`] governs.
 
@@ -23,6 +24,7 @@ pub mod host;
 pub mod image;
 pub mod limits;
 pub mod ports;
+pub mod pre_stop;
 mod restart;
 mod units;
 pub mod volumes;
@@ -34,8 +36,9 @@ pub use git::Git;
 pub use health::{Health, Probe};
 pub use host::{Device, HostAccess, NetworkMode};
 pub use image::{registry_of, Registry};
-pub use limits::{DEFAULT_GRACE, MAX_GRACE};
+pub use limits::{DEFAULT_GRACE, DEFAULT_PRE_STOP, MAX_GRACE};
 pub use ports::Port;
+pub use pre_stop::PreStop;
 pub use restart::{PullPolicy, Restart};
 pub use volumes::{Volume, VolumeSource};
 
@@ -86,6 +89,8 @@ pub struct ContainerSpec {
     pub stop_grace: Duration,
     /// The health check, if any.
     pub health: Option<Health>,
+    /// What runs before SIGTERM on every stop, if anything.
+    pub pre_stop: Option<PreStop>,
     /// Credentials for the pull.
     pub registry: Option<Registry>,
     /// When to pull.
@@ -197,6 +202,22 @@ fn section(check: &mut Checker, value: &Value) -> Option<ContainerSpec> {
             "an HTTP probe needs network_mode bridge; use a command probe",
         );
     }
+    let pre_stop =
+        get(section, "pre_stop").and_then(|value| pre_stop::pre_stop(check, value, "/pre_stop"));
+    if !bridged
+        && matches!(
+            &pre_stop,
+            Some(PreStop {
+                action: Probe::Http { .. },
+                ..
+            })
+        )
+    {
+        check.report(
+            "/pre_stop/http",
+            "an HTTP pre-stop hook needs network_mode bridge; use exec",
+        );
+    }
     let registry = get(section, "registry")
         .and_then(|value| image::registry(check, value, "/registry", image.as_deref()));
     let pull = check
@@ -218,6 +239,7 @@ fn section(check: &mut Checker, value: &Value) -> Option<ContainerSpec> {
         nano_cpus,
         stop_grace,
         health,
+        pre_stop,
         registry,
         pull,
         git,

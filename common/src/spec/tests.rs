@@ -94,6 +94,74 @@ fn defaults() {
     assert!(spec.git.is_none() && spec.memory_bytes.is_none());
 }
 
+#[test]
+fn pre_stop_hooks_take_exec_or_http_with_a_bounded_timeout() {
+    for (section, want) in [
+        (json!({"image": "web"}), None),
+        (json!({"image": "web", "pre_stop": null}), None),
+        (
+            json!({"image": "web", "pre_stop": {"exec": ["/pre_shutdown.sh"], "timeout": "30s"}}),
+            Some(PreStop {
+                action: Probe::Command(vec!["/pre_shutdown.sh".into()]),
+                timeout: Duration::from_secs(30),
+            }),
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"exec": "sh -c drain"}}),
+            Some(PreStop {
+                action: Probe::Command(vec!["sh".into(), "-c".into(), "drain".into()]),
+                timeout: DEFAULT_PRE_STOP,
+            }),
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"http": {"path": "/drain", "port": 80}, "timeout": "10s"}}),
+            Some(PreStop {
+                action: Probe::Http {
+                    path: "/drain".into(),
+                    port: 80,
+                },
+                timeout: Duration::from_secs(10),
+            }),
+        ),
+    ] {
+        let spec = ContainerSpec::from_value(&section).expect("valid");
+        assert_eq!(spec.pre_stop, want, "{section}");
+    }
+    for (section, want) in [
+        (json!({"image": "web", "pre_stop": {}}), "/pre_stop"),
+        (
+            json!({"image": "web", "pre_stop": {"exec": ["a"], "http": {"port": 80}}}),
+            "/pre_stop",
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"exec": []}}),
+            "/pre_stop/exec",
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"exec": "a", "timeout": "11m"}}),
+            "/pre_stop/timeout",
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"exec": "a", "timeout": "1ms"}}),
+            "/pre_stop/timeout",
+        ),
+        (
+            json!({"image": "web", "pre_stop": {"http": {"port": 0}}}),
+            "/pre_stop/http",
+        ),
+        (
+            json!({"image": "web", "network_mode": "host", "pre_stop": {"http": {"port": 80}}}),
+            "/pre_stop/http",
+        ),
+        (
+            json!({"image": "web", "pre_stop": "/pre_shutdown.sh"}),
+            "/pre_stop",
+        ),
+    ] {
+        assert_eq!(pointers(section.clone()), [want], "{section}");
+    }
+}
+
 /// The pointers of the problems `section` has.
 fn pointers(section: Value) -> Vec<String> {
     ContainerSpec::from_value(&section)

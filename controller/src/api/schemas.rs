@@ -163,6 +163,49 @@ fn not_blank() -> String {
     format!("[^{SPACE}]")
 }
 
+/// An HTTP GET on the container's port: a health check's or a pre-stop
+/// hook's `http`.
+fn http_target() -> Value {
+    json!({"type": "object", "maxProperties": 8, "required": ["port"], "properties": {
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "path": {"type": ["string", "null"], "maxLength": 2048, "pattern": "^/[!-~]*$"},
+    }})
+}
+
+/// `health_check`: exactly one of `http` and `command`.
+fn health_check() -> Value {
+    json!({"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 16, "properties": {
+                "http": http_target(),
+                "command": {"anyOf": [
+                    {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": format!("^[^\\u0000]*[^\\u0000{SPACE}][^\\u0000]*$")},
+                    {"type": "array", "minItems": 1, "maxItems": WORD_COUNT, "items": {"type": "string", "maxLength": TEXT_LEN, "pattern": "^[^\\u0000]*$"}},
+                ]},
+                "interval": duration(MIN_PROBE, MAX_PROBE),
+                "timeout": duration(MIN_PROBE, MAX_PROBE),
+                "start_period": duration(Duration::ZERO, MAX_PROBE),
+                "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": RETRIES},
+            }, "oneOf": [{"required": ["http"]}, {"required": ["command"]}]}]})
+}
+
+/// `pre_stop`: exactly one of `exec` and `http` (a null is not given).
+fn pre_stop() -> Value {
+    json!({"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 8,
+    "description": "Runs before SIGTERM on every stop (update, delete, drain, spot, scale-down, operator stop), waited for up to its timeout; its outcome goes into the status reason.",
+    "properties": {
+        "exec": {"anyOf": [
+            {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": format!("^[^\\u0000]*[^\\u0000{SPACE}][^\\u0000]*$")},
+            {"type": "array", "minItems": 1, "maxItems": WORD_COUNT, "items": {"type": "string", "maxLength": TEXT_LEN, "pattern": "^[^\\u0000]*$"}},
+            {"type": "null"},
+        ]},
+        "http": {"anyOf": [http_target(), {"type": "null"}]},
+        "timeout": duration(MIN_PROBE, MAX_GRACE),
+    },
+    "oneOf": [
+        {"required": ["exec"], "properties": {"exec": {"not": {"type": "null"}}}},
+        {"required": ["http"], "properties": {"http": {"not": {"type": "null"}}}},
+    ]}]})
+}
+
 /// The container section, as `flotilla_common::spec` parses it.
 pub fn container_section() -> Value {
     let ws = format!("[^{SPACE}\\u0000-\\u001f\\u007f-\\u009f");
@@ -227,20 +270,8 @@ pub fn container_section() -> Value {
             ]},
             "cpus": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": CPUS},
             "stop_grace_period": duration(Duration::ZERO, MAX_GRACE),
-            "health_check": {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 16, "properties": {
-                "http": {"type": "object", "maxProperties": 8, "required": ["port"], "properties": {
-                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                    "path": {"type": ["string", "null"], "maxLength": 2048, "pattern": "^/[!-~]*$"},
-                }},
-                "command": {"anyOf": [
-                    {"type": "string", "maxLength": ENV_VALUE_LEN, "pattern": format!("^[^\\u0000]*[^\\u0000{SPACE}][^\\u0000]*$")},
-                    {"type": "array", "minItems": 1, "maxItems": WORD_COUNT, "items": {"type": "string", "maxLength": TEXT_LEN, "pattern": "^[^\\u0000]*$"}},
-                ]},
-                "interval": duration(MIN_PROBE, MAX_PROBE),
-                "timeout": duration(MIN_PROBE, MAX_PROBE),
-                "start_period": duration(Duration::ZERO, MAX_PROBE),
-                "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": RETRIES},
-            }, "oneOf": [{"required": ["http"]}, {"required": ["command"]}]}]},
+            "health_check": health_check(),
+            "pre_stop": pre_stop(),
             "registry": {"type": ["object", "null"], "maxProperties": 8, "required": ["username", "password"], "properties": {
                 "server": {"type": ["string", "null"], "minLength": 1, "maxLength": 256, "pattern": "^[!-~]+$"},
                 "username": {"type": "string", "maxLength": TEXT_LEN, "pattern": "^[^\\u0000]*$"},
@@ -271,6 +302,7 @@ pub fn container_section() -> Value {
         "then": {"properties": {
             "ports": {"type": ["array", "null"], "items": port(false)},
             "health_check": {"anyOf": [{"type": "null"}, {"not": {"required": ["http"]}}]},
+            "pre_stop": {"anyOf": [{"type": "null"}, {"not": {"required": ["http"]}}, {"properties": {"http": {"type": "null"}}}]},
         }},
     })
 }

@@ -13,6 +13,7 @@ pub mod git;
 pub mod images;
 pub mod logs;
 pub mod names;
+pub mod pre_stop;
 pub mod probe;
 pub mod slot;
 

@@ -1,5 +1,6 @@
 //! Health probes: an HTTP GET to the container's address on the agent's
-//! network, or a command run inside the container.
+//! network, or a command run inside the container (the two forms a
+//! pre-stop hook takes too).
 
 use super::super::spec::Probe;
 use super::engine::describe;
@@ -32,13 +33,22 @@ async fn run(
     match probe {
         Probe::Http { path, port } => {
             let ip = ip.ok_or("the container has no address on the agent's network")?;
-            http_get(ip, *port, path).await
+            let status = http_get(ip, *port, path).await?;
+            if status.is_success() || status.is_redirection() {
+                Ok(())
+            } else {
+                Err(format!("GET {path} answered {status}"))
+            }
         }
-        Probe::Command(argv) => exec(docker, container_id, argv).await,
+        Probe::Command(argv) => match exec(docker, container_id, argv).await? {
+            0 => Ok(()),
+            code => Err(format!("{} exited with {code}", argv.join(" "))),
+        },
     }
 }
 
-async fn http_get(ip: &str, port: u16, path: &str) -> Result<(), String> {
+/// GETs `path` on the container's `port`; the status it answered.
+pub async fn http_get(ip: &str, port: u16, path: &str) -> Result<hyper::StatusCode, String> {
     let stream = tokio::net::TcpStream::connect((ip, port))
         .await
         .map_err(|err| format!("GET http://{ip}:{port}{path}: {err}"))?;
@@ -57,15 +67,11 @@ async fn http_get(ip: &str, port: u16, path: &str) -> Result<(), String> {
         .await
         .map_err(|err| format!("GET {path}: {err}"));
     driver.abort();
-    let status = response?.status();
-    if status.is_success() || status.is_redirection() {
-        Ok(())
-    } else {
-        Err(format!("GET {path} answered {status}"))
-    }
+    Ok(response?.status())
 }
 
-async fn exec(docker: &Docker, container_id: &str, argv: &[String]) -> Result<(), String> {
+/// Runs `argv` in the container and waits for it; its exit code.
+pub async fn exec(docker: &Docker, container_id: &str, argv: &[String]) -> Result<i64, String> {
     let created = docker
         .create_exec(
             container_id,
@@ -95,14 +101,12 @@ async fn exec(docker: &Docker, container_id: &str, argv: &[String]) -> Result<()
             .await
             .map_err(|err| describe(&err))?;
         if info.running != Some(true) {
-            return match info.exit_code {
-                Some(0) => Ok(()),
-                Some(code) => Err(format!("{} exited with {code}", argv.join(" "))),
-                None => Err(format!("{} did not report an exit code", argv.join(" "))),
-            };
+            return info
+                .exit_code
+                .ok_or_else(|| format!("{} did not report an exit code", argv.join(" ")));
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err("probe command never finished".into());
+            return Err(format!("{} never finished", argv.join(" ")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

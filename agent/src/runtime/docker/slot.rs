@@ -6,7 +6,7 @@
 //! independently, so a slow pull never holds up another container.
 
 use super::engine::{self, Inspected};
-use super::{git, images, names, probe, Context};
+use super::{git, images, names, pre_stop, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
 use flotilla_common::redact::strip_url_credentials;
@@ -339,17 +339,46 @@ impl Slot {
         }
     }
 
-    /// Stops and removes a container, reporting `stopping` and `terminated`.
-    async fn retire(&mut self, live: Live, report: bool) {
+    /// Stops a container the way every stop of the agent's goes: its
+    /// pre-stop hook first (when it has one and the container runs), then
+    /// SIGTERM, the grace period, SIGKILL; a spot deadline shortens both.
+    /// The hook's outcome, for the status reason.
+    async fn stop_gracefully(&self, live: &Live) -> Option<String> {
+        let docker = &self.ctx.docker;
+        let mut outcome = None;
+        if let Some(hook) = &live.spec.pre_stop {
+            match engine::inspect(docker, &live.id, &self.ctx.network).await {
+                Ok(Some(c)) if c.running => {
+                    let ip = c.ip.or_else(|| live.ip.clone());
+                    let limit = self.ctx.grace(hook.timeout);
+                    let reason = pre_stop::run(docker, hook, &live.id, ip.as_deref(), limit)
+                        .await
+                        .reason();
+                    tracing::info!(container = %live.name, outcome = %reason, "pre-stop hook ran");
+                    outcome = Some(reason);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(container = %live.name, error = %err, "cannot inspect before the pre-stop hook");
+                }
+            }
+        }
+        if let Err(err) = engine::stop(docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
+        {
+            tracing::warn!(container = %live.name, error = %err, "stop failed");
+        }
+        outcome
+    }
+
+    /// Stops and removes a container, reporting `stopping` and `terminated`
+    /// (with the pre-stop hook's outcome); the hook's outcome.
+    async fn retire(&mut self, live: Live, report: bool) -> Option<String> {
         if report {
             self.report(&live.version_id, ContainerStatus::Stopping, None, None)
                 .await;
         }
         let docker = &self.ctx.docker;
-        if let Err(err) = engine::stop(docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
-        {
-            tracing::warn!(container = %live.name, error = %err, "stop failed; removing by force");
-        }
+        let outcome = self.stop_gracefully(&live).await;
         let exit = engine::inspect(docker, &live.id, &self.ctx.network)
             .await
             .ok()
@@ -360,9 +389,15 @@ impl Slot {
         }
         let _ = self.ctx.store.remove_container(&live.name);
         if report {
-            self.report(&live.version_id, ContainerStatus::Terminated, exit, None)
-                .await;
+            self.report(
+                &live.version_id,
+                ContainerStatus::Terminated,
+                exit,
+                outcome.clone(),
+            )
+            .await;
         }
+        outcome
     }
 
     /// The spec of `wanted`, or `None` after reporting why it is unusable
@@ -432,23 +467,20 @@ impl Slot {
                     .iter()
                     .any(|o| o.host_port == p.host_port && o.protocol == p.protocol)
         });
+        let mut pre_stop = None;
         if clash {
-            if let Err(err) = engine::stop(
-                &self.ctx.docker,
-                &old.id,
-                self.ctx.grace(old.spec.stop_grace),
-            )
-            .await
-            {
-                tracing::warn!(container = %old.name, error = %err, "stop before replace failed");
-            }
+            pre_stop = self.stop_gracefully(&old).await;
         }
         match self.launch(wanted, &spec, true).await {
             Ok(live) => {
-                self.retire(old, false).await;
+                let retired = self.retire(old, false).await;
+                let version = wanted.version_id.clone();
+                let reason = pre_stop
+                    .or(retired)
+                    .map(|outcome| format!("the version before: {outcome}"));
                 self.reset_crashes();
                 self.live = Some(live);
-                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                self.report(&version, ContainerStatus::Running, None, reason)
                     .await;
             }
             Err((status, reason)) => {
@@ -622,7 +654,6 @@ impl Slot {
             tracing::info!(stack_id = %self.stack_id, flag = %self.flag, "no container to restart");
             return;
         };
-        let docker = self.ctx.docker.clone();
         let version = live.version_id.clone();
         self.report(
             &version,
@@ -631,14 +662,14 @@ impl Slot {
             Some("operator restart".into()),
         )
         .await;
-        let _ = engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await;
-        self.start_healthy(live).await;
+        let outcome = self.stop_gracefully(&live).await;
+        self.start_healthy(live, outcome).await;
     }
 
     /// Starts the slot's stopped container, waits until it is healthy and
     /// reports `running`, or what went wrong (a fresh crash count: an
     /// operator asked for this start).
-    async fn start_healthy(&mut self, mut live: Live) {
+    async fn start_healthy(&mut self, mut live: Live, reason: Option<String>) {
         let docker = self.ctx.docker.clone();
         let version = live.version_id.clone();
         self.reset_crashes();
@@ -651,7 +682,7 @@ impl Slot {
         self.live = Some(live);
         match result {
             Ok(()) => {
-                self.report(&version, ContainerStatus::Running, None, None)
+                self.report(&version, ContainerStatus::Running, None, reason)
                     .await
             }
             Err((status, reason)) => {
@@ -671,11 +702,19 @@ impl Slot {
     }
 
     /// Reports `stopped` for `version_id` unless that was the last report.
-    async fn report_stopped(&mut self, version_id: &str, exit_code: Option<i64>) {
+    async fn report_stopped(
+        &mut self,
+        version_id: &str,
+        exit_code: Option<i64>,
+        pre_stop: Option<String>,
+    ) {
         if self.reported_stopped.as_deref() == Some(version_id) {
             return;
         }
-        let reason = Some(self.hold_reason().to_owned());
+        let reason = Some(match pre_stop {
+            Some(outcome) => format!("{}; {outcome}", self.hold_reason()),
+            None => self.hold_reason().to_owned(),
+        });
         self.report(version_id, ContainerStatus::Stopped, exit_code, reason)
             .await;
         self.reported_stopped = Some(version_id.to_owned());
@@ -690,11 +729,7 @@ impl Slot {
             .await;
         self.down = true;
         self.restart_at = None;
-        if let Err(err) =
-            engine::stop(&docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
-        {
-            tracing::warn!(container = %live.name, error = %err, "stop for a hold failed");
-        }
+        let outcome = self.stop_gracefully(&live).await;
         let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
             .await
             .ok()
@@ -702,7 +737,7 @@ impl Slot {
             .and_then(|c| c.exit_code);
         let version = live.version_id.clone();
         self.live = Some(live);
-        self.report_stopped(&version, exit).await;
+        self.report_stopped(&version, exit, outcome).await;
     }
 
     /// Starts the held container again once its hold is gone.
@@ -720,7 +755,7 @@ impl Slot {
         .await;
         self.down = false;
         self.reported_stopped = None;
-        self.start_healthy(live).await;
+        self.start_healthy(live, None).await;
     }
 
     /// Carries out a due restart.
@@ -852,7 +887,8 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                         .as_ref()
                         .map(|l| l.version_id.clone())
                         .unwrap_or_default();
-                    slot.report_stopped(&version, container.exit_code).await;
+                    slot.report_stopped(&version, container.exit_code, None)
+                        .await;
                 } else {
                     slot.died(container.exit_code, exit_reason(&container), false)
                         .await;
@@ -946,7 +982,7 @@ pub async fn run(
             // Held with no container (a new version of a stopped stack):
             // recorded, not started.
             (Some(w), None) if hold => {
-                slot.report_stopped(&w.version_id, None).await;
+                slot.report_stopped(&w.version_id, None, None).await;
             }
             // A new version while held: the old container goes, the new
             // one waits for the start.
