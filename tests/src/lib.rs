@@ -486,6 +486,27 @@ impl Api {
         Ok(body)
     }
 
+    /// Every container status reported for a stack, oldest first, as
+    /// (status, reason).
+    pub async fn container_reports(&self, stack: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let events = self
+            .get(&format!(
+                "/v3/events?stack_id={stack}&type=container.status"
+            ))
+            .await?;
+        Ok(events
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| {
+                        let field = |k: &str| e["data"][k].as_str().unwrap_or_default().to_owned();
+                        (field("status"), field("reason"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Creates a join token; returns (token, CA fingerprint).
     pub async fn join_token(&self, body: Value) -> anyhow::Result<(String, String)> {
         let (status, reply) = self

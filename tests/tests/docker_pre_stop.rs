@@ -38,23 +38,15 @@ async fn stack_status(api: &Api, stack: &str, want: &str) -> anyhow::Result<Valu
 
 /// The reason of the newest `status` report of the stack, once there is one.
 async fn reason_of(api: &Api, stack: &str, status: &str) -> anyhow::Result<String> {
-    let events = api
-        .wait_for(
-            &format!("/v3/events?stack_id={stack}&type=container.status"),
-            Duration::from_secs(30),
-            |e| {
-                e.as_array()
-                    .is_some_and(|e| e.iter().any(|e| e["data"]["status"] == status))
-            },
-        )
-        .await?;
-    let reason = events
-        .as_array()
-        .and_then(|e| e.iter().rev().find(|e| e["data"]["status"] == status))
-        .and_then(|e| e["data"]["reason"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    Ok(reason)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = api.container_reports(stack).await?;
+        if let Some((_, reason)) = seen.iter().rev().find(|(s, _)| s == status) {
+            return Ok(reason.clone());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no {status} report: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Deletes the stack and waits until it is gone.

@@ -50,19 +50,12 @@ async fn status_of(api: &Api, stack: &str, want: &[&str]) -> anyhow::Result<Valu
 
 /// Every container status reported for a stack, oldest first.
 async fn reported_statuses(api: &Api, stack: &str) -> anyhow::Result<Vec<String>> {
-    let events = api
-        .get(&format!(
-            "/v3/events?stack_id={stack}&type=container.status"
-        ))
-        .await?;
-    Ok(events
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(api
+        .container_reports(stack)
+        .await?
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect())
 }
 
 fn inspect(id: &str, format: &str) -> anyhow::Result<String> {

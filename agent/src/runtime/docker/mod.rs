@@ -134,7 +134,12 @@ type SlotKey = (String, String);
 
 struct SlotHandle {
     wanted: watch::Sender<Option<slot::Wanted>>,
-    events: mpsc::Sender<slot::SlotMessage>,
+    /// An operator's restart, stop or start (sent without waiting: a full
+    /// queue drops the command with a warning rather than hold up routing).
+    operator: mpsc::Sender<flotilla_common::wire::messages::Action>,
+    /// Woken on any engine event of the slot's containers; wake-ups
+    /// coalesce, so routing never waits on a busy slot.
+    poke: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -235,7 +240,7 @@ impl DockerRuntime {
             containers = found.values().map(Vec::len).sum::<usize>(),
             "existing containers found"
         );
-        let (event_tx, mut event_rx) = mpsc::channel::<(SlotKey, slot::Event)>(256);
+        let (event_tx, mut event_rx) = mpsc::channel::<SlotKey>(256);
         tokio::spawn(dispatch_events(
             docker.clone(),
             self.agent_id.clone(),
@@ -303,16 +308,17 @@ impl DockerRuntime {
                         return Ok(());
                     }
                 }
-                Some((key, event)) = event_rx.recv() => {
+                Some(key) = event_rx.recv() => {
                     if let Some(handle) = slots.get(&key) {
-                        let _ = handle.events.send(slot::SlotMessage::Engine(event)).await;
+                        handle.poke.notify_one();
                     }
                 }
                 command = commands.recv(), if commands_open => match command {
                     Some(RuntimeCommand::Act(command)) => {
                         for ((stack, flag), handle) in &slots {
-                            if *stack == command.stack_id && command.flag.as_ref().is_none_or(|f| f == flag) {
-                                let _ = handle.events.send(slot::SlotMessage::Operator(command.action)).await;
+                            let ours = *stack == command.stack_id && command.flag.as_ref().is_none_or(|f| f == flag);
+                            if ours && handle.operator.try_send(command.action).is_err() {
+                                tracing::warn!(stack_id = %stack, flag = %flag, action = ?command.action, "the slot has too many operator commands queued; this one is dropped");
                             }
                         }
                     }
@@ -356,30 +362,34 @@ fn spawn_slot(
     found: Vec<engine::Inspected>,
 ) -> SlotHandle {
     let (wanted_tx, wanted_rx) = watch::channel(wanted);
-    let (events_tx, events_rx) = mpsc::channel(32);
+    let (operator_tx, operator_rx) = mpsc::channel(32);
+    let poke = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(slot::run(
         ctx.clone(),
         key.0.clone(),
         key.1.clone(),
         wanted_rx,
-        events_rx,
+        operator_rx,
+        poke.clone(),
         found,
     ));
     SlotHandle {
         wanted: wanted_tx,
-        events: events_tx,
+        operator: operator_tx,
+        poke,
         task,
     }
 }
 
 /// Follows the engine's container events for this agent's containers and
-/// routes them by slot. bollard's stream does not resubscribe: on error or
+/// names the slot each one concerns (the slot looks for itself what
+/// happened). bollard's stream does not resubscribe: on error or
 /// end this subscribes again from the last event seen.
 async fn dispatch_events(
     docker: Docker,
     agent_id: String,
     mut since: i64,
-    out: mpsc::Sender<(SlotKey, slot::Event)>,
+    out: mpsc::Sender<SlotKey>,
 ) {
     loop {
         let options = EventsOptions {
@@ -387,6 +397,12 @@ async fn dispatch_events(
             until: None,
             filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
+                // Only what a slot must look at: a container that stopped
+                // or went (exec probes and pre-stop hooks make events too).
+                (
+                    "event".to_owned(),
+                    vec!["die".to_owned(), "destroy".to_owned()],
+                ),
                 (
                     "label".to_owned(),
                     vec![format!("{}={agent_id}", names::AGENT)],
@@ -411,12 +427,7 @@ async fn dispatch_events(
                 attributes.get(names::STACK).cloned().unwrap_or_default(),
                 attributes.get(names::FLAG).cloned().unwrap_or_default(),
             );
-            let routed = slot::Event {
-                container_id: actor.id.unwrap_or_default(),
-                action: event.action.unwrap_or_default(),
-                exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
-            };
-            if out.send((key, routed)).await.is_err() {
+            if out.send(key).await.is_err() {
                 return;
             }
         }

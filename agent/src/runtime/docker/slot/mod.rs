@@ -4,14 +4,22 @@
 //! update (rolling back when the new one fails), and stops it (SIGTERM,
 //! grace period, SIGKILL) when the slot is no longer wanted. Slots run
 //! independently, so a slow pull never holds up another container.
+//!
+//! The loop is level-triggered: after every step and every wake-up (a new
+//! desired state, an engine event, a timer) it looks at the container and
+//! asks [`decide::decide`] what to do next. Engine events only wake it; it
+//! inspects the container itself, so a lost or repeated event is harmless.
+
+pub mod decide;
 
 use super::engine::{self, Inspected};
 use super::{git, images, names, pre_stop, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
+use backoff::backoff::Backoff;
+use decide::{decide, restart_delay, Crashes, Failure, Memory, Observed, Step, Want};
 use flotilla_common::redact::strip_url_credentials;
 use flotilla_common::status::ContainerStatus;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -51,24 +59,6 @@ pub fn policy_gate(spec: &ContainerSpec, wanted: &Wanted) -> Result<(), String> 
     }
 }
 
-/// What a slot is told besides its desired state.
-#[derive(Debug, Clone)]
-pub enum SlotMessage {
-    /// Something happened to a container on the engine.
-    Engine(Event),
-    /// An operator asked for a restart, stop or start.
-    Operator(flotilla_common::wire::messages::Action),
-}
-
-/// A container event routed to its slot.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub container_id: String,
-    /// `die`, `oom`, `start`, `destroy`, ...
-    pub action: String,
-    pub exit_code: Option<i64>,
-}
-
 /// The slot's running container.
 struct Live {
     id: String,
@@ -85,33 +75,33 @@ struct Live {
     commit: Option<String>,
 }
 
-/// Restarts within this window count toward giving up (`always`).
-const CRASH_WINDOW: Duration = Duration::from_secs(300);
-/// Restarts within the window before a container is `app-crashed`.
-const CRASH_LIMIT: usize = 5;
-
 struct Slot {
     ctx: Arc<Context>,
     stack_id: String,
     flag: String,
     live: Option<Live>,
-    /// A spec hash that failed to start; not retried until the spec changes.
-    failed: Option<String>,
-    restarts: VecDeque<Instant>,
-    total_restarts: u32,
-    /// When a pending restart is due.
-    restart_at: Option<Instant>,
-    /// The container died and will not be restarted.
-    gave_up: bool,
-    /// An operator stopped this instance's container (persisted in the
-    /// agent's store); it stays stopped until started.
-    held: bool,
     /// The container is stopped for a hold (this one, or the stack's).
     down: bool,
-    /// The version last reported `stopped`, so a hold is reported once.
-    reported_stopped: Option<String>,
+    /// What [`decide`] reads besides the container and the desired state.
+    memory: Memory,
+    crashes: Crashes,
+    /// Delays between tries of a start that keeps failing.
+    start_backoff: backoff::ExponentialBackoff,
     /// The last git poll failure reported (each distinct one once).
     last_poll_error: Option<String>,
+}
+
+/// Delays between tries of a failed start: 1 s doubling (with jitter) to 5
+/// minutes, for as long as the version stays wanted.
+fn start_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoff {
+        initial_interval: Duration::from_secs(1),
+        multiplier: 2.0,
+        randomization_factor: 0.2,
+        max_interval: Duration::from_secs(300),
+        max_elapsed_time: None,
+        ..Default::default()
+    }
 }
 
 impl Slot {
@@ -146,9 +136,6 @@ impl Slot {
         spec: &ContainerSpec,
         settle: bool,
     ) -> Result<Live, (ContainerStatus, String)> {
-        // The pool's policy again, on the VM: nothing the controller let
-        // through by mistake reaches the engine.
-        policy_gate(spec, wanted).map_err(|why| (ContainerStatus::StartFailure, why))?;
         let docker = &self.ctx.docker;
         let image_lock = self.ctx.image_locks.lock(&spec.image).await;
         let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
@@ -400,17 +387,26 @@ impl Slot {
         outcome
     }
 
-    /// The spec of `wanted`, or `None` after reporting why it is unusable
-    /// (and that `kept`, the running version, stays).
+    /// The spec of `wanted` if it can run here at all: it parses and the
+    /// pool's policy allows it. Otherwise `None` after reporting why (and
+    /// that `kept`, the running version, stays); such a spec is not tried
+    /// again until it changes.
     async fn parse_or_fail(
         &mut self,
         wanted: &Wanted,
         kept: Option<&str>,
     ) -> Option<ContainerSpec> {
-        match ContainerSpec::parse(&wanted.spec_json) {
+        // The pool's policy again, on the VM: nothing the controller let
+        // through by mistake reaches the engine.
+        let checked = ContainerSpec::parse(&wanted.spec_json)
+            .and_then(|spec| policy_gate(&spec, wanted).map(|()| spec));
+        match checked {
             Ok(spec) => Some(spec),
             Err(err) => {
-                self.failed = Some(wanted.hash.clone());
+                self.memory.failure = Some(Failure {
+                    hash: wanted.hash.clone(),
+                    retry_at: None,
+                });
                 let reason = match kept {
                     Some(version) => format!("{err}; version {version} kept"),
                     None => err,
@@ -437,12 +433,24 @@ impl Slot {
         match self.launch(wanted, &spec, false).await {
             Ok(live) => {
                 self.reset_crashes();
+                self.memory.failure = None;
+                self.start_backoff.reset();
                 self.live = Some(live);
                 self.report(&wanted.version_id, ContainerStatus::Running, None, None)
                     .await;
             }
             Err((status, reason)) => {
-                self.failed = Some(wanted.hash.clone());
+                // Whatever failed here (a pull, the engine, the first health
+                // check) may pass later: tried again with backoff.
+                let delay = self
+                    .start_backoff
+                    .next_backoff()
+                    .unwrap_or(Duration::from_secs(300));
+                self.memory.failure = Some(Failure {
+                    hash: wanted.hash.clone(),
+                    retry_at: Some(Instant::now() + delay),
+                });
+                let reason = format!("{reason}; retry in {} s", delay.as_secs().max(1));
                 self.report(&wanted.version_id, status, None, Some(reason))
                     .await;
             }
@@ -450,8 +458,11 @@ impl Slot {
     }
 
     /// Replaces the running container with one for `wanted`; puts the old
-    /// one back if the new one fails.
-    async fn update(&mut self, wanted: &Wanted, old: Live) {
+    /// one back if the new one fails. The failure of a new version is not
+    /// tried again (the old one serves on until the next version); the
+    /// failure of a `redeploy` of the same version with a new commit is
+    /// left to the next poll.
+    async fn update(&mut self, wanted: &Wanted, old: Live, redeploy: bool) {
         self.report(&wanted.version_id, ContainerStatus::Updating, None, None)
             .await;
         let Some(spec) = self.parse_or_fail(wanted, Some(&old.version_id)).await else {
@@ -484,7 +495,12 @@ impl Slot {
                     .await;
             }
             Err((status, reason)) => {
-                self.failed = Some(wanted.hash.clone());
+                if !redeploy {
+                    self.memory.failure = Some(Failure {
+                        hash: wanted.hash.clone(),
+                        retry_at: None,
+                    });
+                }
                 if clash {
                     if let Err(err) = engine::start(&self.ctx.docker, &old.id).await {
                         tracing::error!(container = %old.name, error = %err, "rollback start failed");
@@ -499,10 +515,9 @@ impl Slot {
     }
 
     fn reset_crashes(&mut self) {
-        self.restarts.clear();
-        self.total_restarts = 0;
-        self.restart_at = None;
-        self.gave_up = false;
+        self.crashes = Crashes::default();
+        self.memory.restart_at = None;
+        self.memory.gave_up = None;
     }
 
     /// The running container died (or failed its probe): restart per policy
@@ -512,21 +527,11 @@ impl Slot {
             return;
         };
         let version = live.version_id.clone();
+        let hash = live.hash.clone();
         let policy = live.spec.restart;
         let now = Instant::now();
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.restarts.pop_front();
-        }
         let failure = probe_failed || exit_code != Some(0);
-        let restart = match policy {
-            Restart::Never => false,
-            Restart::OnFailure { max_attempts } => failure && self.total_restarts < max_attempts,
-            Restart::Always => self.restarts.len() < CRASH_LIMIT,
-        };
+        let restart = restart_delay(policy, &mut self.crashes, failure, now);
         if probe_failed {
             self.report(
                 &version,
@@ -536,12 +541,10 @@ impl Slot {
             )
             .await;
         }
-        if restart {
-            let delay =
-                Duration::from_secs(1 << self.total_restarts.min(5)).min(Duration::from_secs(30));
-            self.restarts.push_back(now);
-            self.total_restarts += 1;
-            self.restart_at = Some(now + delay);
+        if let Some(delay) = restart {
+            self.crashes.recent.push_back(now);
+            self.crashes.total += 1;
+            self.memory.restart_at = Some(now + delay);
             self.report(
                 &version,
                 ContainerStatus::Restarting,
@@ -551,8 +554,8 @@ impl Slot {
             .await;
             return;
         }
-        self.gave_up = true;
-        self.restart_at = None;
+        self.memory.gave_up = Some(hash);
+        self.memory.restart_at = None;
         if probe_failed {
             return;
         }
@@ -562,7 +565,7 @@ impl Slot {
             ContainerStatus::Terminated
         };
         let reason = if failure && policy != Restart::Never {
-            format!("{reason}; gave up after {} restarts", self.total_restarts)
+            format!("{reason}; gave up after {} restarts", self.crashes.total)
         } else {
             reason
         };
@@ -579,7 +582,7 @@ impl Slot {
             Ok(commit) if self.live.as_ref().and_then(|l| l.commit.as_ref()) != Some(&commit) => {
                 tracing::info!(stack_id = %self.stack_id, flag = %self.flag, commit = %commit, "new commit; redeploying");
                 if let Some(old) = self.live.take() {
-                    self.update(wanted, old).await;
+                    self.update(wanted, old, true).await;
                 }
             }
             Ok(_) => self.last_poll_error = None,
@@ -624,7 +627,7 @@ impl Slot {
                 {
                     tracing::error!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot record the operator's stop; stopping anyway");
                 }
-                self.held = true;
+                self.memory.held = true;
             }
             Action::Start | Action::Restart if stack_held => {
                 tracing::info!(stack_id = %self.stack_id, flag = %self.flag, ?action, "the stack is stopped; start the stack to run it");
@@ -638,7 +641,7 @@ impl Slot {
                 {
                     tracing::error!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot release the hold");
                 }
-                self.held = false;
+                self.memory.held = false;
                 if action == Action::Restart && !self.down {
                     self.operator_restart().await;
                 }
@@ -694,7 +697,7 @@ impl Slot {
 
     /// Why the slot is held, for its reports.
     fn hold_reason(&self) -> &'static str {
-        if self.held {
+        if self.memory.held {
             "stopped by an operator"
         } else {
             "the stack is stopped"
@@ -708,7 +711,7 @@ impl Slot {
         exit_code: Option<i64>,
         pre_stop: Option<String>,
     ) {
-        if self.reported_stopped.as_deref() == Some(version_id) {
+        if self.memory.reported_stopped.as_deref() == Some(version_id) {
             return;
         }
         let reason = Some(match pre_stop {
@@ -717,7 +720,7 @@ impl Slot {
         });
         self.report(version_id, ContainerStatus::Stopped, exit_code, reason)
             .await;
-        self.reported_stopped = Some(version_id.to_owned());
+        self.memory.reported_stopped = Some(version_id.to_owned());
     }
 
     /// Stops the container for a hold and keeps it (logs, a quick start).
@@ -728,7 +731,7 @@ impl Slot {
         self.report(&live.version_id, ContainerStatus::Stopping, None, reason)
             .await;
         self.down = true;
-        self.restart_at = None;
+        self.memory.restart_at = None;
         let outcome = self.stop_gracefully(&live).await;
         let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
             .await
@@ -754,13 +757,13 @@ impl Slot {
         )
         .await;
         self.down = false;
-        self.reported_stopped = None;
+        self.memory.reported_stopped = None;
         self.start_healthy(live, None).await;
     }
 
     /// Carries out a due restart.
     async fn restart(&mut self) {
-        self.restart_at = None;
+        self.memory.restart_at = None;
         let Some(mut live) = self.live.take() else {
             return;
         };
@@ -782,6 +785,41 @@ impl Slot {
             Err((status, reason)) => {
                 let probe_failed = status == ContainerStatus::ProbeFailure;
                 self.died(None, reason, probe_failed).await;
+            }
+        }
+    }
+
+    /// Looks at the slot's container after an engine event: gone (removed
+    /// behind the agent's back) or dead (for the restart policy). A stop of
+    /// the agent's own has ended by the time this runs (steps run one at a
+    /// time), so its container is running again, held or gone.
+    async fn observe(&mut self) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        match engine::inspect(&self.ctx.docker, &live.id, &self.ctx.network).await {
+            Ok(None) => {
+                if let Some(live) = self.live.take() {
+                    let _ = self.ctx.store.remove_container(&live.name);
+                    self.report(
+                        &live.version_id,
+                        ContainerStatus::Terminated,
+                        None,
+                        Some("removed outside the agent".into()),
+                    )
+                    .await;
+                }
+            }
+            Ok(Some(c)) => {
+                let watched = !self.down
+                    && self.memory.restart_at.is_none()
+                    && self.memory.gave_up.as_ref() != Some(&live.hash);
+                if watched && !c.running {
+                    self.died(c.exit_code, exit_reason(&c), false).await;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot inspect the container after an engine event");
             }
         }
     }
@@ -851,7 +889,7 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     .unwrap_or_default();
                 tracing::info!(container = %name, running = container.running, "adopted");
                 let running = container.running;
-                let held = slot.held || wanted.is_some_and(|w| w.held);
+                let held = slot.memory.held || wanted.is_some_and(|w| w.held);
                 slot.live = Some(Live {
                     id: container.id.clone(),
                     name,
@@ -920,30 +958,33 @@ async fn retime(
 }
 
 /// Runs a slot until it is no longer wanted and its container is gone.
+/// `operator` carries an operator's restart, stop or start; `poke` is
+/// notified on any engine event of the slot's containers (the slot then
+/// looks for itself, so the router never waits on a busy slot).
 pub async fn run(
     ctx: Arc<Context>,
     stack_id: String,
     flag: String,
     mut wanted: watch::Receiver<Option<Wanted>>,
-    mut events: mpsc::Receiver<SlotMessage>,
+    mut operator: mpsc::Receiver<flotilla_common::wire::messages::Action>,
+    poke: Arc<tokio::sync::Notify>,
     found: Vec<Inspected>,
 ) {
+    let held = ctx.store.held(&stack_id, &flag);
     let mut slot = Slot {
         ctx,
         stack_id,
         flag,
         live: None,
-        failed: None,
-        restarts: VecDeque::new(),
-        total_restarts: 0,
-        restart_at: None,
-        gave_up: false,
-        held: false,
         down: false,
-        reported_stopped: None,
+        memory: Memory {
+            held,
+            ..Memory::default()
+        },
+        crashes: Crashes::default(),
+        start_backoff: start_backoff(),
         last_poll_error: None,
     };
-    slot.held = slot.ctx.store.held(&slot.stack_id, &slot.flag);
     let mut initial = wanted.borrow().clone();
     if initial.is_none() && !found.is_empty() {
         // Containers no desired state wants: the controller may still be
@@ -960,9 +1001,27 @@ pub async fn run(
     let mut git_interval: Option<Duration> = None;
     loop {
         let want = wanted.borrow_and_update().clone();
-        let hold = slot.held || want.as_ref().is_some_and(|w| w.held);
-        match (&want, slot.live.take()) {
-            (None, None) => {
+        let observed = slot.live.as_ref().map(|live| Observed {
+            hash: live.hash.clone(),
+            down: slot.down,
+        });
+        let asked = want.as_ref().map(|w| Want {
+            hash: w.hash.clone(),
+            version_id: w.version_id.clone(),
+            held: w.held,
+        });
+        let step = decide(
+            observed.as_ref(),
+            asked.as_ref(),
+            &slot.memory,
+            Instant::now(),
+        );
+        if step != Step::Wait(None) {
+            tracing::debug!(stack_id = %slot.stack_id, flag = %slot.flag, ?step, "slot step");
+        }
+        let started = Instant::now();
+        let wake_at = match (step, want.as_ref(), slot.live.take()) {
+            (Step::Finish, _, _) => {
                 // The stack left this agent: a later placement starts fresh.
                 if let Err(err) = slot
                     .ctx
@@ -974,36 +1033,28 @@ pub async fn run(
                 }
                 return;
             }
-            (None, Some(live)) => {
-                slot.retire(live, true).await;
+            (Step::Retire | Step::RetireForNewVersion, _, Some(live)) => {
+                slot.retire(live, step == Step::Retire).await;
                 slot.down = false;
                 continue;
             }
-            // Held with no container (a new version of a stopped stack):
-            // recorded, not started.
-            (Some(w), None) if hold => {
+            (Step::RecordHeld, Some(w), live) => {
+                slot.live = live;
                 slot.report_stopped(&w.version_id, None, None).await;
-            }
-            // A new version while held: the old container goes, the new
-            // one waits for the start.
-            (Some(w), Some(live)) if hold && live.hash != w.hash => {
-                slot.retire(live, false).await;
-                slot.down = false;
                 continue;
             }
-            (Some(_), Some(live)) if hold && !slot.down => {
-                slot.live = Some(live);
+            (Step::StopForHold, _, live) => {
+                slot.live = live;
                 slot.stop_for_hold().await;
                 continue;
             }
-            (Some(_), Some(live)) if !hold && slot.down => {
-                slot.live = Some(live);
+            (Step::Resume, _, live) => {
+                slot.live = live;
                 slot.resume().await;
                 continue;
             }
-            (Some(w), None) if slot.failed.as_ref() != Some(&w.hash) && !slot.gave_up => {
-                slot.reported_stopped = None;
-                let started = std::time::Instant::now();
+            (Step::Start, Some(w), None) => {
+                slot.memory.reported_stopped = None;
                 slot.start_new(w).await;
                 slot.ctx
                     .metrics
@@ -1011,28 +1062,30 @@ pub async fn run(
                     .observe(started.elapsed().as_secs_f64());
                 continue;
             }
-            (Some(w), Some(live))
-                if live.hash != w.hash && slot.failed.as_ref() != Some(&w.hash) =>
-            {
-                slot.failed = None;
-                let started = std::time::Instant::now();
-                slot.update(w, live).await;
+            (Step::Update, Some(w), Some(live)) => {
+                slot.update(w, live, false).await;
                 slot.ctx
                     .metrics
                     .reconcile
                     .observe(started.elapsed().as_secs_f64());
                 continue;
             }
-            (_, live) => slot.live = live,
-        }
-        // A changed spec may be retried; the same one is not.
-        if let (Some(w), Some(failed)) = (&want, &slot.failed) {
-            if &w.hash != failed {
-                slot.failed = None;
-                slot.gave_up = false;
+            (Step::Restart, _, live) => {
+                slot.live = live;
+                slot.restart().await;
                 continue;
             }
-        }
+            (Step::Wait(at), _, live) => {
+                slot.live = live;
+                at
+            }
+            (step, _, live) => {
+                // decide only names steps the inputs allow; this is a bug.
+                tracing::error!(stack_id = %slot.stack_id, flag = %slot.flag, ?step, "a step its inputs do not allow");
+                slot.live = live;
+                None
+            }
+        };
         let interval = slot
             .live
             .as_ref()
@@ -1045,52 +1098,34 @@ pub async fn run(
             .and_then(|l| l.spec.git.as_ref())
             .and_then(|g| g.poll);
         retime(&mut git_timer, &mut git_interval, poll).await;
-        let restart_at = slot.restart_at;
+        let settled = slot.memory.restart_at.is_none()
+            && !slot.down
+            && slot
+                .live
+                .as_ref()
+                .is_some_and(|l| slot.memory.gave_up.as_ref() != Some(&l.hash));
         tokio::select! {
             changed = wanted.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
-            event = events.recv() => {
-                let Some(message) = event else { return };
-                let event = match message {
-                    SlotMessage::Operator(action) => {
-                        let stack_held = want.as_ref().is_some_and(|w| w.held);
-                        slot.operate(action, stack_held).await;
-                        continue;
-                    }
-                    SlotMessage::Engine(event) => event,
-                };
-                let ours = slot.live.as_ref().is_some_and(|l| l.id == event.container_id);
-                if ours && event.action == "die" && slot.restart_at.is_none() && !slot.gave_up && !slot.down {
-                    let inspected = engine::inspect(&slot.ctx.docker, &event.container_id, &slot.ctx.network).await.ok().flatten();
-                    // A stop of the agent's own (update, rollback, restart)
-                    // whose container runs again by now: nothing died.
-                    if inspected.as_ref().is_some_and(|c| c.running) {
-                        continue;
-                    }
-                    let reason = inspected.as_ref().map_or_else(|| format!("exited with code {}", event.exit_code.unwrap_or(-1)), exit_reason);
-                    let code = inspected.and_then(|c| c.exit_code).or(event.exit_code);
-                    slot.died(code, reason, false).await;
-                } else if ours && event.action == "destroy" {
-                    // Removed behind the agent's back: create it again.
-                    if let Some(live) = slot.live.take() {
-                        let _ = slot.ctx.store.remove_container(&live.name);
-                        slot.report(&live.version_id, ContainerStatus::Terminated, None, Some("removed outside the agent".into())).await;
-                    }
-                }
+            action = operator.recv() => {
+                let Some(action) = action else { return };
+                let stack_held = want.as_ref().is_some_and(|w| w.held);
+                slot.operate(action, stack_held).await;
             }
-            () = async { match restart_at {
+            () = poke.notified() => slot.observe().await,
+            () = async { match wake_at {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
-            } } => slot.restart().await,
-            _ = git_timer.tick(), if git_interval.is_some() && !slot.down && slot.restart_at.is_none() => {
+            } } => {}
+            _ = git_timer.tick(), if git_interval.is_some() && settled => {
                 if let Some(w) = want.clone() {
                     slot.poll_git(&w).await;
                 }
             }
-            _ = probe_timer.tick(), if probe_interval.is_some() && !slot.gave_up && !slot.down && slot.restart_at.is_none() => slot.probe_tick().await,
+            _ = probe_timer.tick(), if probe_interval.is_some() && settled => slot.probe_tick().await,
         }
     }
 }
