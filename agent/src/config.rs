@@ -138,6 +138,11 @@ pub struct RunArgs {
     /// got its own (they stay on it until their next update).
     #[arg(long, env = "FLOTILLA_AGENT_DOCKER_NETWORK")]
     pub docker_network: Option<String>,
+    /// Who publishes containers' host ports: `nftables` (the agent's own
+    /// table, the default: updates switch traffic without dropping a
+    /// request) or `docker` (Docker's port bindings).
+    #[arg(long, env = "FLOTILLA_AGENT_PUBLISHED_PORTS")]
+    pub published_ports: Option<crate::traffic::PortMode>,
     /// Seconds before containers no desired state wants are removed.
     #[arg(long, env = "FLOTILLA_AGENT_ORPHAN_GRACE")]
     pub orphan_grace: Option<u64>,
@@ -179,6 +184,7 @@ pub struct FileConfig {
     pub orphan_grace: Option<u64>,
     pub cleanup_interval: Option<u64>,
     pub image_prune_age: Option<u64>,
+    pub published_ports: Option<crate::traffic::PortMode>,
     pub cloud: Option<CloudChoice>,
     pub metadata_url: Option<String>,
     pub spot_poll_interval: Option<String>,

@@ -19,6 +19,8 @@
 //! - [`metrics`]: Prometheus metrics on a local port.
 //! - [`reporter`]: numbers and persists status and lifecycle reports, in
 //!   order.
+//! - [`traffic`]: host ports routed by the agent's nftables table, so an
+//!   update switches traffic without dropping a request.
 //! - [`lifecycle`]: what a notice sets off: report it once, drain before
 //!   the deadline, report drained.
 
@@ -34,3 +36,4 @@ pub mod runtime;
 pub mod spot;
 pub mod state;
 pub mod tls;
+pub mod traffic;

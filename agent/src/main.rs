@@ -252,6 +252,10 @@ async fn run(
                 .or(file.image_prune_age)
                 .unwrap_or(86_400),
         ),
+        ports: args
+            .published_ports
+            .or(file.published_ports)
+            .unwrap_or(flotilla_agent::traffic::PortMode::Nftables),
         code_root: std::fs::canonicalize(data_dir)
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?
             .join("code"),

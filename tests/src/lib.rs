@@ -745,6 +745,11 @@ impl Drop for ContainerSweep {
                 let _ = docker(&["network", "rm", &id]);
             }
         }
+        // The agent's host-port routes outlive it by design; not the test.
+        let table = flotilla_agent::traffic::rules::table_name(&self.0);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .output();
     }
 }
 
@@ -818,6 +823,16 @@ impl DockerFleet {
             network,
             _dir: dir,
         })
+    }
+}
+
+impl DockerFleet {
+    /// Starts the fleet's agent again (the one before must be stopped),
+    /// with `extra` arguments.
+    pub fn restart_agent(&self, extra: &[&str]) -> anyhow::Result<AgentProcess> {
+        let mut args = vec!["--docker-network", self.network.as_str()];
+        args.extend_from_slice(extra);
+        AgentProcess::spawn_with(self.agent_dir.path(), &args)
     }
 }
 

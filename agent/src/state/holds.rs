@@ -7,7 +7,8 @@
 
 use super::{AgentStore, StateError};
 
-fn key(stack_id: &str, flag: &str) -> Vec<u8> {
+/// A slot's key: the stack id, a NUL, the flag.
+pub(super) fn key(stack_id: &str, flag: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(stack_id.len() + flag.len() + 1);
     key.extend_from_slice(stack_id.as_bytes());
     key.push(0);

@@ -10,6 +10,7 @@
 
 pub mod holds;
 pub mod images;
+pub mod routes;
 
 use flotilla_common::wire::messages::{
     CloudNotice, DesiredState, LifecycleEvent, LifecycleReport, StatusReport,
@@ -62,6 +63,7 @@ pub struct AgentStore {
     lifecycle: sled::Tree,
     images: sled::Tree,
     holds: sled::Tree,
+    routes: sled::Tree,
 }
 
 /// A container the agent is about to create or has created, recorded
@@ -150,6 +152,7 @@ impl AgentStore {
             lifecycle: db.open_tree("lifecycle")?,
             images: db.open_tree("images")?,
             holds: db.open_tree("holds")?,
+            routes: db.open_tree("routes")?,
         })
     }
 

@@ -3,7 +3,7 @@
 //! and retries with backoff (credentials go with every attempt), stops are
 //! bounded by the grace period, and every error becomes a sentence.
 
-use super::super::spec::{ContainerSpec, NetworkMode, Registry, VolumeSource};
+use super::super::spec::{ContainerSpec, NetworkMode, Port, Registry, VolumeSource};
 use super::names::VolumeNames;
 use backoff::backoff::Backoff;
 use bollard::auth::DockerCredentials;
@@ -240,12 +240,14 @@ fn binds(spec: &ContainerSpec, volumes: &VolumeNames) -> Vec<String> {
 
 /// The create request for a spec, its named volumes called by `volumes`.
 /// A container with `network_mode` host or none joins no network of the
-/// agent's.
+/// agent's. Host ports `routed` by the agent are exposed, not published
+/// ([`crate::traffic`]).
 pub fn create_body(
     spec: &ContainerSpec,
     volumes: &VolumeNames,
     labels: HashMap<String, String>,
     network: &str,
+    routed: impl Fn(&Port) -> bool,
 ) -> ContainerCreateBody {
     let host = &spec.host;
     let network_mode = match host.network {
@@ -268,7 +270,7 @@ pub fn create_body(
     for port in &spec.ports {
         let key = format!("{}/{}", port.container_port, port.protocol);
         exposed.push(key.clone());
-        if let Some(host_port) = port.host_port {
+        if let Some(host_port) = port.host_port.filter(|_| !routed(port)) {
             bindings
                 .entry(key)
                 .or_default()
@@ -596,6 +598,7 @@ mod tests {
             &VolumeNames::new(stack, []),
             HashMap::new(),
             "net-id",
+            |_| false,
         )
         .host_config
         .expect("host config")

@@ -52,6 +52,8 @@ pub struct Context {
     /// When the VM goes away (after a cloud notice): stops end by then.
     pub stop_by: std::sync::Mutex<Option<std::time::Instant>>,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// Host ports the agent routes to containers.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl Context {
@@ -78,6 +80,8 @@ pub struct DockerSettings {
     pub image_prune_age: Duration,
     /// Where git mirrors and code releases live (under the agent's data dir).
     pub code_root: std::path::PathBuf,
+    /// Who publishes host ports: the agent's nftables table or Docker.
+    pub ports: crate::traffic::PortMode,
 }
 
 impl Default for DockerSettings {
@@ -89,6 +93,7 @@ impl Default for DockerSettings {
             orphan_grace: Duration::from_secs(60),
             image_prune_age: Duration::from_secs(86_400),
             code_root: std::path::PathBuf::from("./flotilla-agent-data/code"),
+            ports: crate::traffic::PortMode::Nftables,
         }
     }
 }
@@ -214,6 +219,12 @@ impl DockerRuntime {
             code_root: self.settings.code_root.clone(),
             stop_by: std::sync::Mutex::new(None),
             metrics: self.metrics.clone(),
+            traffic: crate::traffic::Traffic::start(
+                self.settings.ports,
+                &self.agent_id,
+                self.store.clone(),
+            )
+            .await,
         });
         // Subscribe from a time before the listing, so no event falls between.
         let since = flotilla_common::time::now_ms().div_euclid(1000) - 1;

@@ -16,6 +16,7 @@ use super::engine::{self, Inspected};
 use super::{git, images, names, pre_stop, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
+use crate::traffic::Route;
 use backoff::backoff::Backoff;
 use decide::{decide, restart_delay, Crashes, Failure, Memory, Observed, Step, Want};
 use flotilla_common::redact::strip_url_credentials;
@@ -219,7 +220,9 @@ impl Slot {
             .map_err(|err| (ContainerStatus::StartFailure, err))?;
         let volumes = names::VolumeNames::new(&wanted.stack_id, mounted.iter().map(String::as_str))
             .scoped(wanted.scoped_volumes);
-        let body = engine::create_body(spec, &volumes, labels, &network);
+        let body = engine::create_body(spec, &volumes, labels, &network, |port| {
+            self.ctx.traffic.routes_port(port)
+        });
         let id = match engine::create(docker, &name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
@@ -323,6 +326,59 @@ impl Slot {
                 }
             }
             tokio::time::sleep(health.interval).await;
+        }
+    }
+
+    /// The routes that send the slot's host ports to `live` at its current
+    /// address (none when it publishes nothing the agent routes).
+    async fn routes_to(&self, live: &Live) -> Result<Vec<Route>, String> {
+        if !live
+            .spec
+            .ports
+            .iter()
+            .any(|p| self.ctx.traffic.routes_port(p))
+        {
+            return Ok(Vec::new());
+        }
+        let inspected = engine::inspect(&self.ctx.docker, &live.id, &self.ctx.network)
+            .await?
+            .ok_or("the container disappeared")?;
+        let ip = inspected
+            .ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .ok_or("the container has no IPv4 address on its network")?;
+        Ok(self.ctx.traffic.routes_for(&live.spec, ip))
+    }
+
+    /// Points the slot's host ports at `live`, now serving; why not, if
+    /// that failed (for the status reason).
+    async fn serve(&self, live: &Live) -> Option<String> {
+        let routed = match self.routes_to(live).await {
+            Ok(routes) => {
+                self.ctx
+                    .traffic
+                    .route(&self.stack_id, &self.flag, routes)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        routed.err().map(|err| {
+            tracing::error!(container = %live.name, error = %err, "cannot route the host ports");
+            format!("host ports not routed: {err}")
+        })
+    }
+
+    /// Takes the slot's host ports away from its container (before it stops
+    /// for good or for a hold).
+    async fn unserve(&self) {
+        if let Err(err) = self
+            .ctx
+            .traffic
+            .route(&self.stack_id, &self.flag, Vec::new())
+            .await
+        {
+            tracing::error!(stack_id = %self.stack_id, flag = %self.flag, error = %err, "cannot remove the host port routes");
         }
     }
 
@@ -435,8 +491,9 @@ impl Slot {
                 self.reset_crashes();
                 self.memory.failure = None;
                 self.start_backoff.reset();
+                let problem = self.serve(&live).await;
                 self.live = Some(live);
-                self.report(&wanted.version_id, ContainerStatus::Running, None, None)
+                self.report(&wanted.version_id, ContainerStatus::Running, None, problem)
                     .await;
             }
             Err((status, reason)) => {
@@ -469,26 +526,47 @@ impl Slot {
             self.live = Some(old);
             return;
         };
-        // Host ports cannot be bound twice: stop the old one first then.
+        // A host port Docker publishes cannot be bound twice: stop the old
+        // one first then. Ports the agent routes move once the new one is
+        // healthy.
+        let docker_publishes = |p: &crate::runtime::spec::Port| {
+            p.host_port.is_some() && !self.ctx.traffic.routes_port(p)
+        };
         let clash = spec.ports.iter().any(|p| {
-            p.host_port.is_some()
+            docker_publishes(p)
                 && old
                     .spec
                     .ports
                     .iter()
                     .any(|o| o.host_port == p.host_port && o.protocol == p.protocol)
         });
+        let old_routes = self.routes_to(&old).await.unwrap_or_default();
         let mut pre_stop = None;
         if clash {
             pre_stop = self.stop_gracefully(&old).await;
         }
         match self.launch(wanted, &spec, true).await {
             Ok(live) => {
+                // New connections go to the new container; the old one's
+                // drain (until they close, at most its stop grace), then it
+                // stops.
+                let problem = self.serve(&live).await;
+                if problem.is_none() && !old_routes.is_empty() {
+                    let grace = self.ctx.grace(old.spec.stop_grace);
+                    let open = self.ctx.traffic.drain(&old_routes, grace).await;
+                    if open > 0 {
+                        tracing::info!(container = %old.name, open, "connections still open after the stop grace; stopping anyway");
+                    }
+                }
                 let retired = self.retire(old, false).await;
                 let version = wanted.version_id.clone();
-                let reason = pre_stop
+                let outcome = pre_stop
                     .or(retired)
                     .map(|outcome| format!("the version before: {outcome}"));
+                let reason = match (problem, outcome) {
+                    (Some(problem), Some(outcome)) => Some(format!("{problem}; {outcome}")),
+                    (problem, outcome) => problem.or(outcome),
+                };
                 self.reset_crashes();
                 self.live = Some(live);
                 self.report(&version, ContainerStatus::Running, None, reason)
@@ -682,13 +760,15 @@ impl Slot {
             Ok(()) => self.wait_healthy(&mut live, false).await,
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
-        self.live = Some(live);
         match result {
             Ok(()) => {
+                let reason = self.serve(&live).await.or(reason);
+                self.live = Some(live);
                 self.report(&version, ContainerStatus::Running, None, reason)
                     .await
             }
             Err((status, reason)) => {
+                self.live = Some(live);
                 self.died(None, reason, status == ContainerStatus::ProbeFailure)
                     .await
             }
@@ -732,6 +812,7 @@ impl Slot {
             .await;
         self.down = true;
         self.memory.restart_at = None;
+        self.unserve().await;
         let outcome = self.stop_gracefully(&live).await;
         let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
             .await
@@ -776,10 +857,14 @@ impl Slot {
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
         let version = live.version_id.clone();
+        let problem = match result {
+            Ok(()) => self.serve(&live).await,
+            Err(_) => None,
+        };
         self.live = Some(live);
         match result {
             Ok(()) => {
-                self.report(&version, ContainerStatus::Running, None, None)
+                self.report(&version, ContainerStatus::Running, None, problem)
                     .await
             }
             Err((status, reason)) => {
@@ -902,6 +987,11 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
                     commit: container.labels.get(names::COMMIT).cloned(),
                 });
                 if running {
+                    // Routes as the agent left them (the table outlived
+                    // it), or to the container's address now.
+                    if let Some(live) = slot.live.as_ref() {
+                        slot.serve(live).await;
+                    }
                     // The previous agent process may have died before it
                     // reported this container; saying it again is harmless.
                     let version = slot
@@ -1022,6 +1112,7 @@ pub async fn run(
         let started = Instant::now();
         let wake_at = match (step, want.as_ref(), slot.live.take()) {
             (Step::Finish, _, _) => {
+                slot.unserve().await;
                 // The stack left this agent: a later placement starts fresh.
                 if let Err(err) = slot
                     .ctx
@@ -1034,6 +1125,7 @@ pub async fn run(
                 return;
             }
             (Step::Retire | Step::RetireForNewVersion, _, Some(live)) => {
+                slot.unserve().await;
                 slot.retire(live, step == Step::Retire).await;
                 slot.down = false;
                 continue;

@@ -1,0 +1,215 @@
+//! Host ports the agent routes itself, so an update switches traffic from
+//! the old container to the new one without dropping a request.
+//!
+//! Docker publishes a port by binding it to one container: two containers
+//! cannot hold it at once, so a replacement has to stop the old one first.
+//! Here the containers publish nothing; the agent keeps an nftables table
+//! of DNAT rules (host address and port → container address and port) and
+//! points a port at the new container once it is healthy. The kernel does
+//! the forwarding, so throughput and latency are the kernel's, the
+//! client's source address reaches the container (connections from the
+//! host's own 127.0.0.1 take the bridge's address, as with Docker), TCP and
+//! UDP both work, and the rules stay in place while the agent restarts or
+//! is upgraded: traffic never passes through the agent process. The agent
+//! needs `CAP_NET_ADMIN` for this and nothing else.
+//!
+//! # Layout
+//! - [`rules`]: the table, rendered from routes (pure).
+//! - [`conntrack`]: connections still open to a container (pure parsing).
+//! - [`localnet`]: `route_localnet` on routed bridges, for 127.0.0.1.
+//! - [`Traffic`]: the routes of every slot, persisted in the agent's store,
+//!   applied with `nft -f` after every change.
+
+pub mod conntrack;
+pub mod localnet;
+pub mod rules;
+
+use crate::runtime::spec::{ContainerSpec, Port};
+use crate::state::AgentStore;
+pub use rules::{Protocol, Route};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Who publishes containers' host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMode {
+    /// The agent's nftables table (the default): updates without downtime.
+    Nftables,
+    /// Docker's own port bindings: an update that keeps a host port stops
+    /// the old container before it starts the new one.
+    Docker,
+}
+
+/// The routes of every slot, and the table made of them.
+pub struct Traffic {
+    table: String,
+    /// `false` when Docker publishes (by choice, or because nft failed).
+    routing: bool,
+    store: AgentStore,
+    /// Serialises changes, so the table written last holds every route.
+    routes: tokio::sync::Mutex<BTreeMap<(String, String), Vec<Route>>>,
+}
+
+/// Where the kernel lists tracked connections.
+const CONNTRACK: &str = "/proc/net/nf_conntrack";
+
+impl Traffic {
+    /// Loads the routes the agent last applied and applies them again (the
+    /// same table, so connections are not disturbed). With `PortMode::Docker`,
+    /// or when nft cannot be run, Docker publishes and this routes nothing.
+    pub async fn start(mode: PortMode, agent_id: &str, store: AgentStore) -> Traffic {
+        let table = rules::table_name(agent_id);
+        let saved = store.routes().unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot read the saved routes; starting with none");
+            BTreeMap::new()
+        });
+        let mut traffic = Traffic {
+            table,
+            routing: mode == PortMode::Nftables,
+            store,
+            routes: tokio::sync::Mutex::new(saved),
+        };
+        if traffic.routing {
+            let routes = traffic.routes.lock().await.clone();
+            if let Err(err) = traffic.apply(&routes).await {
+                tracing::warn!(error = %err, table = %traffic.table, "cannot write the agent's nftables table; Docker publishes host ports instead, and an update that keeps a host port stops the old container first");
+                traffic.routing = false;
+            } else {
+                tracing::info!(table = %traffic.table, routes = routes.values().map(Vec::len).sum::<usize>(), "host ports are routed by the agent");
+            }
+        }
+        traffic
+    }
+
+    /// Whether the agent routes `port` (else Docker publishes it): an IPv4
+    /// or unspecified host address, while routing is on.
+    pub fn routes_port(&self, port: &Port) -> bool {
+        self.routing
+            && port.host_port.is_some()
+            && port
+                .host_ip
+                .as_deref()
+                .is_none_or(|ip| ip.parse::<Ipv4Addr>().is_ok())
+    }
+
+    /// The routes that send `spec`'s routed host ports to a container at
+    /// `target`.
+    pub fn routes_for(&self, spec: &ContainerSpec, target: Ipv4Addr) -> Vec<Route> {
+        spec.ports
+            .iter()
+            .filter(|p| self.routes_port(p))
+            .filter_map(|p| {
+                Some(Route {
+                    protocol: if p.protocol == "udp" {
+                        Protocol::Udp
+                    } else {
+                        Protocol::Tcp
+                    },
+                    host_ip: p
+                        .host_ip
+                        .as_deref()
+                        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                        .filter(|ip| !ip.is_unspecified()),
+                    host_port: p.host_port?,
+                    target,
+                    target_port: p.container_port,
+                })
+            })
+            .collect()
+    }
+
+    /// Points the slot's host ports at `routes` (empty: at nothing), on
+    /// disk and in the kernel before it returns.
+    pub async fn route(
+        &self,
+        stack_id: &str,
+        flag: &str,
+        routes: Vec<Route>,
+    ) -> Result<(), String> {
+        if !self.routing {
+            return Ok(());
+        }
+        let mut all = self.routes.lock().await;
+        let key = (stack_id.to_owned(), flag.to_owned());
+        if all.get(&key).map_or(routes.is_empty(), |r| *r == routes) {
+            return Ok(());
+        }
+        for target in routes
+            .iter()
+            .map(|r| r.target)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            localnet::allow(target).await?;
+        }
+        if routes.is_empty() {
+            all.remove(&key);
+        } else {
+            all.insert(key, routes.clone());
+        }
+        self.store
+            .put_routes(stack_id, flag, &routes)
+            .await
+            .map_err(|err| err.to_string())?;
+        self.apply(&all).await?;
+        tracing::info!(stack_id, flag, routes = routes.len(), "host ports routed");
+        Ok(())
+    }
+
+    /// Waits until no TCP connection routed to `routes`' targets is open,
+    /// at most `limit`; how many were still open then.
+    pub async fn drain(&self, routes: &[Route], limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let Ok(table) = tokio::fs::read_to_string(CONNTRACK).await else {
+                return 0;
+            };
+            let open: usize = routes
+                .iter()
+                .filter(|r| r.protocol == Protocol::Tcp)
+                .map(|r| conntrack::open_connections(&table, r.target, r.target_port))
+                .sum();
+            if open == 0 || Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn apply(&self, routes: &BTreeMap<(String, String), Vec<Route>>) -> Result<(), String> {
+        let all: Vec<Route> = routes.values().flatten().cloned().collect();
+        nft(&rules::ruleset(&self.table, &all)).await
+    }
+}
+
+/// Runs `nft -f -` with `script`.
+async fn nft(script: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("cannot run nft: {err}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|err| format!("cannot write to nft: {err}"))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .map_err(|_| "nft did not finish within 10 s".to_owned())?
+        .map_err(|err| format!("nft: {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,131 @@
+//! Host ports routed by the agent (its nftables table): the README's
+//! example keeps answering through an update, every request a new
+//! connection, probed every 10 ms; and the routes outlive the agent.
+
+use flotilla_tests::{agent_containers, docker, ensure_image, free_tcp_port, DockerFleet};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `examples/web.json` as the README gives it, on a free host port (so it
+/// runs beside other tests) and with the test image.
+fn readme_example(port: u16, stage: &str) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/web.json"),
+    )?;
+    let mut template: Value = serde_json::from_str(&text)?;
+    let container = &mut template["configurations"][0]["container"];
+    container["ports"] = serde_json::json!([format!("127.0.0.1:{port}:80/tcp")]);
+    container["image"] = "flotilla-test/web:1".into();
+    container["environment_variables"]["STAGE"] = stage.into();
+    Ok(template)
+}
+
+struct Probe {
+    sent: AtomicUsize,
+    failed: AtomicUsize,
+    first_failure: std::sync::Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+/// GETs `/` on a new connection every 10 ms until told to stop.
+fn probe(port: u16) -> (Arc<Probe>, tokio::task::JoinHandle<()>) {
+    let state = Arc::new(Probe {
+        sent: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        first_failure: std::sync::Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let probe = state.clone();
+    let task = tokio::spawn(async move {
+        let Ok(client) = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(2))
+            .build()
+        else {
+            return;
+        };
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !probe.stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            probe.sent.fetch_add(1, Ordering::Relaxed);
+            let outcome = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    response.text().await.map(drop).map_err(|e| e.to_string())
+                }
+                Ok(response) => Err(format!("answered {}", response.status())),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = outcome {
+                probe.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = probe.first_failure.lock() {
+                    first.get_or_insert(err);
+                }
+            }
+        }
+    });
+    (state, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_drops_no_request_through_an_update_or_an_agent_restart(
+) -> anyhow::Result<()> {
+    ensure_image("flotilla-test/web:1")?;
+    let mut f = DockerFleet::start("i-traffic", &["--heartbeat", "1"], &[]).await?;
+    let port = free_tcp_port()?;
+    let stack = f.api.apply(&readme_example(port, "one")?).await?;
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(60),
+            |s| s["stack_status"] == "CREATE_COMPLETE",
+        )
+        .await?;
+    let old = agent_containers(&f.agent_id)?;
+    assert_eq!(old.len(), 1);
+    let published = docker(&["port", &old[0]])?;
+    assert!(
+        published.is_empty(),
+        "the agent routes the port, Docker publishes nothing: {published}"
+    );
+
+    let (state, task) = probe(port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.api.update(&stack, &readme_example(port, "two")?).await?;
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(60),
+            |s| s["stack_status"] == "UPDATE_COMPLETE",
+        )
+        .await?;
+    let now = agent_containers(&f.agent_id)?;
+    assert_eq!(now.len(), 1, "the old container is gone: {now:?}");
+    assert_ne!(now, old);
+
+    // The agent restarts (SIGTERM, then a new process): the port serves
+    // throughout, since the kernel holds the routes.
+    let agent = f.agent.take().ok_or_else(|| anyhow::anyhow!("no agent"))?;
+    agent.terminate()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = f.restart_agent(&[])?;
+    restarted.wait_log("connected to the controller", Duration::from_secs(20))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    f.agent = Some(restarted);
+
+    state.stop.store(true, Ordering::Relaxed);
+    task.await?;
+    let sent = state.sent.load(Ordering::Relaxed);
+    let failed = state.failed.load(Ordering::Relaxed);
+    let first = state
+        .first_failure
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
+    println!("{sent} requests, {failed} failed");
+    assert!(sent > 100, "probed {sent} times");
+    assert_eq!(failed, 0, "{failed} of {sent} failed; first: {first:?}");
+    Ok(())
+}
