@@ -120,6 +120,50 @@ impl Traffic {
             .collect()
     }
 
+    /// Whether the slot may take `spec`'s routed host ports: no other slot
+    /// routes them, and nothing else on the host listens on them (a port
+    /// the slot's old container `holds` is its own). The error names the
+    /// port, as Docker's "already allocated" does.
+    pub async fn check_free(
+        &self,
+        stack_id: &str,
+        flag: &str,
+        spec: &ContainerSpec,
+        holds: &[Port],
+    ) -> Result<(), String> {
+        let wanted = self.routes_for(spec, Ipv4Addr::UNSPECIFIED);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let all = self.routes.lock().await;
+        let mine = all.get(&(stack_id.to_owned(), flag.to_owned()));
+        for route in &wanted {
+            let shown = format!(
+                "{}:{}/{}",
+                route.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                route.host_port,
+                route.protocol.name()
+            );
+            if let Some(((stack, _), _)) = all.iter().find(|((s, f), routes)| {
+                (s != stack_id || f != flag) && routes.iter().any(|r| rules::overlap(r, route))
+            }) {
+                return Err(format!(
+                    "host port {shown} is already allocated (stack {stack})"
+                ));
+            }
+            let own = mine.is_some_and(|routes| routes.iter().any(|r| rules::overlap(r, route)))
+                || holds.iter().any(|p| {
+                    p.host_port == Some(route.host_port) && p.protocol == route.protocol.name()
+                });
+            if !own && !bindable(route) {
+                return Err(format!(
+                    "host port {shown} is already allocated on this host"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Points the slot's host ports at `routes` (empty: at nothing), on
     /// disk and in the kernel before it returns.
     pub async fn route(
@@ -180,6 +224,18 @@ impl Traffic {
     async fn apply(&self, routes: &BTreeMap<(String, String), Vec<Route>>) -> Result<(), String> {
         let all: Vec<Route> = routes.values().flatten().cloned().collect();
         nft(&rules::ruleset(&self.table, &all)).await
+    }
+}
+
+/// Whether the route's host port can be bound now (nothing listens on it).
+fn bindable(route: &Route) -> bool {
+    let addr = std::net::SocketAddr::from((
+        route.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        route.host_port,
+    ));
+    match route.protocol {
+        Protocol::Tcp => std::net::TcpListener::bind(addr).is_ok(),
+        Protocol::Udp => std::net::UdpSocket::bind(addr).is_ok(),
     }
 }
 

@@ -41,6 +41,14 @@ pub struct Route {
     pub target_port: u16,
 }
 
+/// Whether two routes claim the same host port: one protocol, one port,
+/// and the same address or either on every address.
+pub fn overlap(a: &Route, b: &Route) -> bool {
+    a.protocol == b.protocol
+        && a.host_port == b.host_port
+        && (a.host_ip == b.host_ip || a.host_ip.is_none() || b.host_ip.is_none())
+}
+
 /// Priority of the agent's NAT chains: just before Docker's own (-100), so
 /// a port the agent routes is never taken by an older Docker binding.
 const PRIORITY: i32 = -110;
@@ -167,6 +175,33 @@ mod tests {
             host_port: port,
             target: Ipv4Addr::from(target),
             target_port: 80,
+        }
+    }
+
+    #[test]
+    fn overlapping_claims() {
+        let local = route(Protocol::Tcp, Some([127, 0, 0, 1]), 8081, [172, 18, 0, 2]);
+        for (other, overlaps) in [
+            (
+                route(Protocol::Tcp, Some([127, 0, 0, 1]), 8081, [172, 18, 0, 9]),
+                true,
+            ),
+            (route(Protocol::Tcp, None, 8081, [172, 18, 0, 9]), true),
+            (
+                route(Protocol::Tcp, Some([10, 0, 0, 1]), 8081, [172, 18, 0, 9]),
+                false,
+            ),
+            (
+                route(Protocol::Udp, Some([127, 0, 0, 1]), 8081, [172, 18, 0, 9]),
+                false,
+            ),
+            (
+                route(Protocol::Tcp, Some([127, 0, 0, 1]), 8082, [172, 18, 0, 9]),
+                false,
+            ),
+        ] {
+            assert_eq!(overlap(&local, &other), overlaps, "{other:?}");
+            assert_eq!(overlap(&other, &local), overlaps, "{other:?}");
         }
     }
 

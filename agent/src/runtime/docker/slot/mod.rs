@@ -131,13 +131,22 @@ impl Slot {
 
     /// Pulls (per policy), records, creates and starts a container for
     /// `wanted`; waits until it is healthy. Reports failures itself.
+    /// `holds`: the ports the slot's current container has (an update's).
     async fn launch(
         &mut self,
         wanted: &Wanted,
         spec: &ContainerSpec,
         settle: bool,
+        holds: &[crate::runtime::spec::Port],
     ) -> Result<Live, (ContainerStatus, String)> {
         let docker = &self.ctx.docker;
+        // Its host ports must be free (of other stacks and of the host's
+        // own listeners), or the routes would take them from their owner.
+        self.ctx
+            .traffic
+            .check_free(&wanted.stack_id, &wanted.flag, spec, holds)
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err))?;
         let image_lock = self.ctx.image_locks.lock(&spec.image).await;
         let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
         drop(image_lock);
@@ -486,7 +495,7 @@ impl Slot {
         let Some(spec) = self.parse_or_fail(wanted, None).await else {
             return;
         };
-        match self.launch(wanted, &spec, false).await {
+        match self.launch(wanted, &spec, false, &[]).await {
             Ok(live) => {
                 self.reset_crashes();
                 self.memory.failure = None;
@@ -545,7 +554,7 @@ impl Slot {
         if clash {
             pre_stop = self.stop_gracefully(&old).await;
         }
-        match self.launch(wanted, &spec, true).await {
+        match self.launch(wanted, &spec, true, &old.spec.ports).await {
             Ok(live) => {
                 // New connections go to the new container; the old one's
                 // drain (until they close, at most its stop grace), then it
