@@ -129,3 +129,127 @@ async fn the_readme_example_drops_no_request_through_an_update_or_an_agent_resta
     assert_eq!(failed, 0, "{failed} of {sent} failed; first: {first:?}");
     Ok(())
 }
+
+/// A network namespace wired to this host by a veth pair: "another host"
+/// whose connections arrive on a host address and are forwarded.
+struct OtherHost {
+    ns: String,
+    link: String,
+    host_ip: String,
+    client_ip: String,
+}
+
+impl OtherHost {
+    fn create() -> anyhow::Result<OtherHost> {
+        let n = std::process::id() % 250 + 1;
+        let other = OtherHost {
+            ns: format!("flt-other-{n}"),
+            link: format!("flt-vh-{n}"),
+            host_ip: format!("10.251.{n}.1"),
+            client_ip: format!("10.251.{n}.2"),
+        };
+        let peer = format!("flt-vn-{n}");
+        let host_cidr = format!("{}/30", other.host_ip);
+        let client_cidr = format!("{}/30", other.client_ip);
+        for args in [
+            vec!["netns", "add", &other.ns],
+            vec![
+                "link",
+                "add",
+                &other.link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "netns", &other.ns],
+            vec!["addr", "add", &host_cidr, "dev", &other.link],
+            vec!["link", "set", &other.link, "up"],
+            vec!["-n", &other.ns, "addr", "add", &client_cidr, "dev", &peer],
+            vec!["-n", &other.ns, "link", "set", &peer, "up"],
+            vec!["-n", &other.ns, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                &other.ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &other.host_ip,
+            ],
+        ] {
+            let out = std::process::Command::new("ip").args(&args).output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(other)
+    }
+
+    /// GETs `url` from inside the namespace.
+    fn get(&self, url: &str) -> anyhow::Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "curl", "-sS", "-m", "5", url])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_reaches_a_routed_port_with_its_own_source_address() -> anyhow::Result<()> {
+    ensure_image("flotilla-test/web:1")?;
+    let other = OtherHost::create()?;
+    let f = DockerFleet::start("i-traffic-other", &["--heartbeat", "1"], &[]).await?;
+    let port = free_tcp_port()?;
+    let mut template = readme_example(port, "other")?;
+    // Every host address, not only 127.0.0.1.
+    template["configurations"][0]["container"]["ports"] =
+        serde_json::json!([format!("{port}:80/tcp")]);
+    let stack = f.api.apply(&template).await?;
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(60),
+            |s| s["stack_status"] == "CREATE_COMPLETE",
+        )
+        .await?;
+    let page = other.get(&format!("http://{}:{port}/", other.host_ip))?;
+    assert!(page.contains("Hello from a Flotilla container"), "{page}");
+    let local = reqwest::get(format!("http://127.0.0.1:{port}/")).await?;
+    assert!(
+        local.status().is_success(),
+        "and from this host's 127.0.0.1"
+    );
+    let id = agent_containers(&f.agent_id)?.remove(0);
+    // httpd -vv logs each client's address on its standard error.
+    let out = std::process::Command::new("docker")
+        .args(["logs", &id])
+        .output()?;
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains(&other.client_ip),
+        "the container saw the client's own address {}: {logs}",
+        other.client_ip
+    );
+    Ok(())
+}

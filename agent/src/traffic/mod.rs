@@ -11,7 +11,9 @@
 //! host's own 127.0.0.1 take the bridge's address, as with Docker), TCP and
 //! UDP both work, and the rules stay in place while the agent restarts or
 //! is upgraded: traffic never passes through the agent process. The agent
-//! needs `CAP_NET_ADMIN` for this and nothing else.
+//! needs `CAP_NET_ADMIN` for this and nothing else. Connections from other
+//! hosts are forwarded, so they pass Docker's FORWARD chain: one rule in
+//! `DOCKER-USER` accepts translated connections.
 //!
 //! # Layout
 //! - [`rules`]: the table, rendered from routes (pure).
@@ -223,7 +225,51 @@ impl Traffic {
 
     async fn apply(&self, routes: &BTreeMap<(String, String), Vec<Route>>) -> Result<(), String> {
         let all: Vec<Route> = routes.values().flatten().cloned().collect();
-        nft(&rules::ruleset(&self.table, &all)).await
+        nft(&rules::ruleset(&self.table, &all)).await?;
+        if !all.is_empty() {
+            docker_user_accepts_dnat().await;
+        }
+        Ok(())
+    }
+}
+
+/// The rule that lets connections from other hosts through Docker's
+/// FORWARD chain (its policy is DROP, and it accepts only ports Docker
+/// published): translated connections are accepted in `DOCKER-USER`, the
+/// chain Docker keeps for its users' rules. Not translated traffic between
+/// networks stays under Docker's isolation.
+const DOCKER_USER_RULE: [&str; 9] = [
+    "DOCKER-USER",
+    "-m",
+    "conntrack",
+    "--ctstate",
+    "DNAT",
+    "-m",
+    "comment",
+    "--comment",
+    "flotilla-agent: routed host ports",
+];
+
+/// Puts [`DOCKER_USER_RULE`] first in `DOCKER-USER` unless it is there
+/// (Docker's chain may be missing: then nothing drops these connections).
+async fn docker_user_accepts_dnat() {
+    let run = |op: &'static str| async move {
+        let mut args = vec!["-w", "5", op];
+        args.extend_from_slice(&DOCKER_USER_RULE);
+        args.extend_from_slice(&["-j", "ACCEPT"]);
+        tokio::process::Command::new("iptables")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|status| status.success())
+    };
+    if run("-C").await {
+        return;
+    }
+    if !run("-I").await {
+        tracing::warn!("cannot add the DOCKER-USER rule; connections from other hosts to routed ports may be dropped by Docker's FORWARD chain");
     }
 }
 
