@@ -681,6 +681,55 @@ pub fn ensure_image(tag: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds `flotilla-test/udp-echo:1` (once per process): the tests'
+/// `udp_echo` binary and the shared libraries it loads, on an empty image,
+/// serving UDP port 5353.
+pub fn ensure_udp_echo_image() -> anyhow::Result<&'static str> {
+    const TAG: &str = "flotilla-test/udp-echo:1";
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    if *built {
+        return Ok(TAG);
+    }
+    let binary = binary("udp_echo")?;
+    let context = tempfile::tempdir()?;
+    std::fs::copy(&binary, context.path().join("udp_echo"))?;
+    let ldd = Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .context("cannot run ldd")?;
+    let mut copies = Vec::new();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            let inside = context
+                .path()
+                .join("root")
+                .join(path.trim_start_matches('/'));
+            if let Some(dir) = inside.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::copy(path, &inside)?;
+            copies.push(path.to_owned());
+        }
+    }
+    anyhow::ensure!(!copies.is_empty(), "ldd named no libraries");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nCOPY udp_echo /udp_echo\nEXPOSE 5353/udp\nCMD [\"/udp_echo\", \"5353\"]\n",
+    )?;
+    let context_path = context.path().to_string_lossy().into_owned();
+    docker(&["build", "-q", "-t", TAG, &context_path])?;
+    *built = true;
+    Ok(TAG)
+}
+
 /// Runs a `docker` command; returns its standard output.
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker")

@@ -141,7 +141,12 @@ struct OtherHost {
 
 impl OtherHost {
     fn create() -> anyhow::Result<OtherHost> {
-        let n = std::process::id() % 250 + 1;
+        OtherHost::create_numbered(0)
+    }
+
+    /// One of several per test process (`index` apart).
+    fn create_numbered(index: u32) -> anyhow::Result<OtherHost> {
+        let n = (std::process::id() + index * 7) % 250 + 1;
         let other = OtherHost {
             ns: format!("flt-other-{n}"),
             link: format!("flt-vh-{n}"),
@@ -250,6 +255,55 @@ async fn another_host_reaches_a_routed_port_with_its_own_source_address() -> any
         logs.contains(&other.client_ip),
         "the container saw the client's own address {}: {logs}",
         other.client_ip
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_ports_are_routed_from_this_host_and_from_another() -> anyhow::Result<()> {
+    let image = flotilla_tests::ensure_udp_echo_image()?;
+    let other = OtherHost::create_numbered(1)?;
+    let f = DockerFleet::start("i-traffic-udp", &["--heartbeat", "1"], &[]).await?;
+    let port = free_tcp_port()?;
+    let template = serde_json::json!({
+        "version": "2017-03-03",
+        "label": "udp",
+        "configurations": [{"role": "echo", "flag": "Echo01", "provision": {"instance_count": 1},
+            "container": {"image": image, "ports": [format!("{port}:5353/udp")], "stop_grace_period": "1s"}}]
+    });
+    let stack = f.api.apply(&template).await?;
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}"),
+            Duration::from_secs(60),
+            |s| s["stack_status"] == "CREATE_COMPLETE",
+        )
+        .await?;
+    assert!(
+        docker(&["port", &agent_containers(&f.agent_id)?.remove(0)])?.is_empty(),
+        "Docker publishes nothing"
+    );
+    // From this host's 127.0.0.1.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.connect(("127.0.0.1", port)).await?;
+    socket.send(b"ping").await?;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await??;
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reply.starts_with("ping from "), "{reply}");
+    // From another host, whose address the container sees.
+    let script = format!(
+        "exec 3<>/dev/udp/{}/{port}; printf ping >&3; timeout 5 dd bs=256 count=1 <&3 2>/dev/null",
+        other.host_ip
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &other.ns, "bash", "-c", &script])
+        .output()?;
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.starts_with(&format!("ping from {}:", other.client_ip)),
+        "{reply:?} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }
