@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: command line, `FLOTILLA_AGENT_*` variables, TOML file.
+//! - [`daemon`]: every task of a running agent, started and stopped
+//!   together ([`daemon::start`]).
 //! - [`identity`]: the agent's key, certificate and CA on disk.
 //! - [`enroll`]: first contact: join token + CSR → certificate.
 //! - [`tls`]: client TLS (pinned-CA verification for enrollment, mutual
@@ -25,6 +27,7 @@
 //!   the deadline, report drained.
 
 pub mod config;
+pub mod daemon;
 pub mod enroll;
 pub mod facts;
 pub mod identity;

@@ -3,14 +3,11 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use flotilla_agent::config::{self, Common, EnrollArgs, RunArgs};
+use flotilla_agent::daemon::Config;
 use flotilla_agent::identity::Identity;
-use flotilla_agent::link::{Link, LinkSettings};
 use flotilla_agent::state::AgentStore;
 use flotilla_agent::tls::Trust;
-use flotilla_common::wire::messages::DesiredState;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Notify};
 
 /// Flotilla VM agent.
 #[derive(Debug, Parser)]
@@ -209,27 +206,12 @@ async fn run(
         .map(|found| found.facts.labels(found.cloud))
         .unwrap_or_default();
     labels.extend(config::labels(&args.labels, file)?);
-    let store = AgentStore::open(&data_dir.join("state"))?;
-    let empty = DesiredState {
-        generation: 0,
-        placements: Vec::new(),
-    };
-    // A drained agent (its VM is going) starts nothing again.
-    let initial = if store.drained()? {
-        empty
-    } else {
-        store.desired()?.unwrap_or(empty)
-    };
     let spot_interval = match (args.spot_poll_interval, &file.spot_poll_interval) {
         (Some(interval), _) => interval,
         (None, Some(text)) => config::parse_interval(text).map_err(anyhow::Error::msg)?,
         (None, None) => Duration::from_secs(1),
     };
-    let (desired_tx, desired_rx) = watch::channel(Arc::new(initial));
-    let outbox = Arc::new(Notify::new());
-    let (reports_tx, reports_rx) = mpsc::channel(256);
-    let (commands_tx, commands_rx) = mpsc::channel(64);
-    let docker_settings = flotilla_agent::runtime::docker::DockerSettings {
+    let docker = flotilla_agent::runtime::docker::DockerSettings {
         socket: args
             .docker_socket
             .clone()
@@ -260,131 +242,45 @@ async fn run(
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?
             .join("code"),
     };
-    let metrics = Arc::new(flotilla_agent::metrics::AgentMetrics::new());
-    let runtime_task = flotilla_agent::runtime::build(
-        runtime,
-        &identity.enrollment.agent_id,
-        &store,
-        docker_settings,
-        metrics.clone(),
-    )
-    .map_err(anyhow::Error::msg)?
-    .spawn(desired_rx, reports_tx, commands_rx);
-    let (lifecycle_tx, lifecycle_rx) = mpsc::channel(16);
-    let reporter = tokio::spawn(flotilla_agent::reporter::run(
-        store.clone(),
-        outbox.clone(),
-        metrics.clone(),
-        reports_rx,
-        lifecycle_rx,
-    ));
-    tracing::info!(
-        agent_id = %identity.enrollment.agent_id,
-        instance_id = %identity.enrollment.instance_id,
-        controller = %identity.enrollment.controller,
-        runtime = ?runtime,
-        "agent starting"
-    );
-    let max_frame = args
-        .max_frame
-        .or(file.max_frame)
-        .unwrap_or(flotilla_common::wire::DEFAULT_MAX_FRAME);
-    let (connected_tx, connected_rx) = watch::channel(false);
     let metrics_listen = args
         .metrics_listen
         .clone()
         .or_else(|| file.metrics_listen.clone())
         .unwrap_or_else(|| config::DEFAULT_METRICS_LISTEN.to_owned());
-    let metrics_server = match config::metrics_listen(&metrics_listen)? {
-        Some(listen) => match flotilla_agent::metrics::serve(
-            listen,
-            metrics.clone(),
-            store.clone(),
-            connected_rx.clone(),
-        )
-        .await
-        {
-            Ok((bound, task)) => {
-                tracing::info!(listen = %bound, "metrics listening");
-                Some(task)
-            }
-            Err(err) => {
-                tracing::warn!(listen = %listen, error = %err, "cannot serve metrics; running without");
-                None
-            }
-        },
-        None => None,
-    };
-    let (notice_tx, notice_rx) = mpsc::channel(16);
-    let watcher = cloud.map(|found| {
-        tokio::spawn(flotilla_agent::spot::watch::watch(
-            flotilla_agent::spot::watch::WatchSettings {
-                cloud: found.cloud,
-                base: found.base,
-                interval: spot_interval,
-            },
-            notice_tx,
-        ))
-    });
-    let lifecycle = tokio::spawn(
-        flotilla_agent::lifecycle::Lifecycle {
-            store: store.clone(),
-            instance_id: identity.enrollment.instance_id.clone(),
-            rest_token: flotilla_agent::identity::rest_token_path(data_dir),
-            rest_tls: flotilla_agent::tls::rest_client_config(identity.ca_certificate()),
-            recorder: lifecycle_tx,
-            connected: connected_rx,
-            desired: desired_tx.subscribe(),
-            commands: commands_tx.clone(),
-        }
-        .run(notice_rx),
-    );
-    let link = Link {
+    let config = Config {
         identity,
-        store: store.clone(),
-        settings: LinkSettings {
-            max_frame,
-            keep_alive: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            gso: !(args.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
-            labels,
-            data_dir: data_dir.to_path_buf(),
-            max_backoff: Duration::from_secs(args.max_backoff.or(file.max_backoff).unwrap_or(30)),
-        },
-        desired: desired_tx,
-        outbox,
-        commands: commands_tx,
-        connected: connected_tx,
+        data_dir: data_dir.to_path_buf(),
+        runtime,
+        docker,
+        labels,
+        max_frame: args
+            .max_frame
+            .or(file.max_frame)
+            .unwrap_or(flotilla_common::wire::DEFAULT_MAX_FRAME),
+        max_backoff: Duration::from_secs(args.max_backoff.or(file.max_backoff).unwrap_or(30)),
+        gso: !(args.quic_disable_gso || file.quic_disable_gso.unwrap_or(false)),
+        metrics_listen: config::metrics_listen(&metrics_listen)?,
+        watch: cloud.map(|found| flotilla_agent::spot::watch::WatchSettings {
+            cloud: found.cloud,
+            base: found.base,
+            interval: spot_interval,
+        }),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let link_task = tokio::spawn(link.run(stop_rx));
+    let handle = flotilla_agent::daemon::start(config, async {
+        flotilla_common::process::shutdown_signal().await;
+        flotilla_common::systemd::stopping();
+    })
+    .await?;
     flotilla_common::systemd::ready("running; the fleet link connects in the background");
-    let watchdog_store = store.clone();
+    let watchdog_store = AgentStore::clone(handle.store());
     let watchdog = flotilla_common::systemd::spawn_watchdog(move || {
         let store = watchdog_store.clone();
         async move { store.last_seq().is_ok() }
     });
-    flotilla_common::process::shutdown_signal().await;
-    flotilla_common::systemd::stopping();
+    handle.wait().await?;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    let _ = stop_tx.send(true);
-    let _ = link_task.await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
-    lifecycle.abort();
-    if let Some(server) = metrics_server {
-        server.abort();
-    }
-    runtime_task.abort();
-    reporter.abort();
-    store.flush().await?;
-    tracing::info!(
-        outbox = store.outbox_len(),
-        "agent stopped; containers left running"
-    );
     Ok(())
 }
 
