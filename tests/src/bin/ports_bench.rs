@@ -101,7 +101,12 @@ async fn main() -> anyhow::Result<()> {
     let seconds = option("--seconds", 10);
     let rounds = usize::try_from(option("--rounds", 3)).unwrap_or(3).max(1);
     ensure_image(IMAGE)?;
-    let fleet = DockerFleet::start("bench-ports", &[], &[("RUST_LOG", "warn")]).await?;
+    let fleet = DockerFleet::start(
+        "bench-ports",
+        &[],
+        &[("RUST_LOG", "warn,flotilla_controller::server=info")],
+    )
+    .await?;
     let routed = free_tcp_port()?;
     let template = json!({
         "version": "2017-03-03",

@@ -8,6 +8,7 @@
 //! removed. Then one [`slot`] task per placed configuration supervises its
 //! container, and a dispatcher routes engine events to them.
 
+pub mod effects;
 pub mod engine;
 pub mod git;
 pub mod images;
@@ -28,9 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// What every slot shares.
-pub struct Context {
-    pub docker: Docker,
+/// What every slot shares; `E` is the engine ([`effects::Bollard`] when
+/// the agent runs, a fake in the slots' unit tests).
+pub struct Context<E = effects::Bollard> {
+    pub engine: E,
     pub agent_id: String,
     /// The shared network containers created before per-stack networks
     /// are on (adopted ones stay there until their next update); a
@@ -56,7 +58,7 @@ pub struct Context {
     pub traffic: crate::traffic::Traffic,
 }
 
-impl Context {
+impl<E> Context<E> {
     /// A stop grace period, shortened to end before the VM goes.
     pub fn grace(&self, wanted: Duration) -> Duration {
         let stop_by = self.stop_by.lock().map(|at| *at).unwrap_or(None);
@@ -208,7 +210,10 @@ impl DockerRuntime {
         let docker = self.docker.clone();
         git::remove_shared_mirrors(&self.settings.code_root);
         let ctx = Arc::new(Context {
-            docker: docker.clone(),
+            engine: effects::Bollard {
+                docker: docker.clone(),
+                network: self.settings.network.clone(),
+            },
             agent_id: self.agent_id.clone(),
             network: self.settings.network.clone(),
             network_lock: tokio::sync::Mutex::new(()),

@@ -3,9 +3,9 @@
 //! outcome is never a reason to skip the stop: a hook that fails or hangs
 //! only says so in the status reason.
 
+use super::effects::Engine;
 use super::probe;
 use crate::runtime::spec::{PreStop, Probe};
-use bollard::Docker;
 use std::time::Duration;
 
 /// How a pre-stop hook ended.
@@ -44,8 +44,8 @@ fn seconds(limit: Duration) -> String {
 
 /// Runs `hook` against the container and waits at most `limit` (the hook's
 /// timeout, shortened by a spot deadline).
-pub async fn run(
-    docker: &Docker,
+pub async fn run<E: Engine>(
+    engine: &E,
     hook: &PreStop,
     container_id: &str,
     ip: Option<&str>,
@@ -53,9 +53,7 @@ pub async fn run(
 ) -> Outcome {
     let attempt = async {
         match &hook.action {
-            Probe::Command(argv) => probe::exec(docker, container_id, argv)
-                .await
-                .map(Outcome::Exited),
+            Probe::Command(argv) => engine.exec(container_id, argv).await.map(Outcome::Exited),
             Probe::Http { path, port } => {
                 let ip = ip.ok_or("the container has no address on the agent's network")?;
                 probe::http_get(ip, *port, path)

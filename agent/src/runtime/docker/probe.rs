@@ -3,6 +3,7 @@
 //! pre-stop hook takes too).
 
 use super::super::spec::Probe;
+use super::effects::Engine;
 use super::engine::describe;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::Docker;
@@ -11,21 +12,21 @@ use hyper::body::Bytes;
 use std::time::{Duration, Instant};
 
 /// Runs one probe against a container; `Ok` when healthy.
-pub async fn check(
-    docker: &Docker,
+pub async fn check<E: Engine>(
+    engine: &E,
     probe: &Probe,
     container_id: &str,
     ip: Option<&str>,
     timeout: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, run(docker, probe, container_id, ip)).await {
+    match tokio::time::timeout(timeout, run(engine, probe, container_id, ip)).await {
         Ok(result) => result,
         Err(_) => Err(format!("probe timed out after {} ms", timeout.as_millis())),
     }
 }
 
-async fn run(
-    docker: &Docker,
+async fn run<E: Engine>(
+    engine: &E,
     probe: &Probe,
     container_id: &str,
     ip: Option<&str>,
@@ -40,7 +41,7 @@ async fn run(
                 Err(format!("GET {path} answered {status}"))
             }
         }
-        Probe::Command(argv) => match exec(docker, container_id, argv).await? {
+        Probe::Command(argv) => match engine.exec(container_id, argv).await? {
             0 => Ok(()),
             code => Err(format!("{} exited with {code}", argv.join(" "))),
         },

@@ -11,9 +11,12 @@
 //! inspects the container itself, so a lost or repeated event is harmless.
 
 pub mod decide;
+#[cfg(test)]
+mod executor_tests;
 
+use super::effects::Engine;
 use super::engine::{self, Inspected};
-use super::{git, images, names, pre_stop, probe, Context};
+use super::{git, names, pre_stop, probe, Context};
 use crate::runtime::spec::{ContainerSpec, Restart, Volume, VolumeSource};
 use crate::state::{ContainerRecord, Transition};
 use crate::traffic::Route;
@@ -76,8 +79,8 @@ struct Live {
     commit: Option<String>,
 }
 
-struct Slot {
-    ctx: Arc<Context>,
+struct Slot<E: Engine> {
+    ctx: Arc<Context<E>>,
     stack_id: String,
     flag: String,
     live: Option<Live>,
@@ -96,6 +99,7 @@ struct Slot {
 /// minutes, for as long as the version stays wanted.
 fn start_backoff() -> backoff::ExponentialBackoff {
     backoff::ExponentialBackoff {
+        current_interval: Duration::from_secs(1),
         initial_interval: Duration::from_secs(1),
         multiplier: 2.0,
         randomization_factor: 0.2,
@@ -105,7 +109,7 @@ fn start_backoff() -> backoff::ExponentialBackoff {
     }
 }
 
-impl Slot {
+impl<E: Engine> Slot<E> {
     async fn report(
         &self,
         version_id: &str,
@@ -139,7 +143,8 @@ impl Slot {
         settle: bool,
         holds: &[crate::runtime::spec::Port],
     ) -> Result<Live, (ContainerStatus, String)> {
-        let docker = &self.ctx.docker;
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         // Its host ports must be free (of other stacks and of the host's
         // own listeners), or the routes would take them from their owner.
         self.ctx
@@ -148,9 +153,11 @@ impl Slot {
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?;
         let image_lock = self.ctx.image_locks.lock(&spec.image).await;
-        let prepared = images::prepare(docker, &self.ctx.store, &wanted.stack_id, spec).await;
+        let prepared = docker
+            .prepare_image(&self.ctx.store, &wanted.stack_id, spec)
+            .await;
         drop(image_lock);
-        if !matches!(prepared, Ok(images::ImageStep::Use)) {
+        if !matches!(prepared, Ok(super::images::ImageStep::Use)) {
             self.ctx.metrics.pulled(prepared.is_ok());
         }
         prepared.map_err(|err| (ContainerStatus::StartFailure, err))?;
@@ -174,7 +181,8 @@ impl Slot {
                 .map_err(|err| (ContainerStatus::StartFailure, err))?;
             let code_dir = match spec.code_dir.clone() {
                 Some(dir) => dir,
-                None => engine::image_label(docker, &spec.image, "com.mobingi.code_dir")
+                None => docker
+                    .image_label(&spec.image, "com.mobingi.code_dir")
                     .await
                     .unwrap_or_else(|| "/var/www/html".to_owned()),
             };
@@ -216,15 +224,16 @@ impl Slot {
         labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         // The stack's own network, so other stacks' containers cannot reach it.
         let network_guard = self.ctx.network_lock.lock().await;
-        let network = engine::ensure_network(
-            docker,
-            &names::network_name(&self.ctx.agent_id, &wanted.stack_id),
-            names::network_labels(&self.ctx.agent_id, &wanted.stack_id),
-        )
-        .await
-        .map_err(|err| (ContainerStatus::StartFailure, err))?;
+        let network = docker
+            .ensure_network(
+                &names::network_name(&self.ctx.agent_id, &wanted.stack_id),
+                names::network_labels(&self.ctx.agent_id, &wanted.stack_id),
+            )
+            .await
+            .map_err(|err| (ContainerStatus::StartFailure, err))?;
         drop(network_guard);
-        let mounted = engine::stack_volumes(docker, &wanted.stack_id)
+        let mounted = docker
+            .stack_volumes(&wanted.stack_id)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?;
         let volumes = names::VolumeNames::new(&wanted.stack_id, mounted.iter().map(String::as_str))
@@ -232,13 +241,15 @@ impl Slot {
         let body = engine::create_body(spec, &volumes, labels, &network, |port| {
             self.ctx.traffic.routes_port(port)
         });
-        let id = match engine::create(docker, &name, body)
+        let id = match docker
+            .create(&name, body)
             .await
             .map_err(|err| (ContainerStatus::StartFailure, err))?
         {
             Some(id) => id,
             // Created before a crash: the deterministic name finds it.
-            None => engine::inspect(docker, &name, &self.ctx.network)
+            None => docker
+                .inspect(&name)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?
                 .map(|c| c.id)
@@ -249,8 +260,8 @@ impl Slot {
         };
         record.container_id = Some(id.clone());
         let _ = self.ctx.store.note_container(&record);
-        if let Err(err) = engine::start(docker, &id).await {
-            let _ = engine::remove(docker, &id).await;
+        if let Err(err) = docker.start(&id).await {
+            let _ = docker.remove(&id).await;
             let _ = self.ctx.store.remove_container(&name);
             return Err((ContainerStatus::StartFailure, err));
         }
@@ -266,7 +277,7 @@ impl Slot {
             commit,
         };
         if let Err(failure) = self.wait_healthy(&mut live, settle).await {
-            let _ = engine::remove(docker, &id).await;
+            let _ = docker.remove(&id).await;
             let _ = self.ctx.store.remove_container(&name);
             return Err(failure);
         }
@@ -283,13 +294,14 @@ impl Slot {
         live: &mut Live,
         settle: bool,
     ) -> Result<(), (ContainerStatus, String)> {
-        let docker = &self.ctx.docker;
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         let Some(health) = live.spec.health.clone() else {
             if !settle {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
-            return match engine::inspect(docker, &live.id, &self.ctx.network).await {
+            return match docker.inspect(&live.id).await {
                 Ok(Some(c)) if c.running => {
                     live.ip = c.ip;
                     Ok(())
@@ -304,7 +316,8 @@ impl Slot {
         };
         let mut failures = 0;
         loop {
-            let info = engine::inspect(docker, &live.id, &self.ctx.network)
+            let info = docker
+                .inspect(&live.id)
                 .await
                 .map_err(|err| (ContainerStatus::StartFailure, err))?
                 .ok_or((
@@ -349,7 +362,10 @@ impl Slot {
         {
             return Ok(Vec::new());
         }
-        let inspected = engine::inspect(&self.ctx.docker, &live.id, &self.ctx.network)
+        let inspected = self
+            .ctx
+            .engine
+            .inspect(&live.id)
             .await?
             .ok_or("the container disappeared")?;
         let ip = inspected
@@ -396,10 +412,11 @@ impl Slot {
     /// SIGTERM, the grace period, SIGKILL; a spot deadline shortens both.
     /// The hook's outcome, for the status reason.
     async fn stop_gracefully(&self, live: &Live) -> Option<String> {
-        let docker = &self.ctx.docker;
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         let mut outcome = None;
         if let Some(hook) = &live.spec.pre_stop {
-            match engine::inspect(docker, &live.id, &self.ctx.network).await {
+            match docker.inspect(&live.id).await {
                 Ok(Some(c)) if c.running => {
                     let ip = c.ip.or_else(|| live.ip.clone());
                     let limit = self.ctx.grace(hook.timeout);
@@ -415,7 +432,9 @@ impl Slot {
                 }
             }
         }
-        if let Err(err) = engine::stop(docker, &live.id, self.ctx.grace(live.spec.stop_grace)).await
+        if let Err(err) = docker
+            .stop(&live.id, self.ctx.grace(live.spec.stop_grace))
+            .await
         {
             tracing::warn!(container = %live.name, error = %err, "stop failed");
         }
@@ -429,14 +448,16 @@ impl Slot {
             self.report(&live.version_id, ContainerStatus::Stopping, None, None)
                 .await;
         }
-        let docker = &self.ctx.docker;
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         let outcome = self.stop_gracefully(&live).await;
-        let exit = engine::inspect(docker, &live.id, &self.ctx.network)
+        let exit = docker
+            .inspect(&live.id)
             .await
             .ok()
             .flatten()
             .and_then(|c| c.exit_code);
-        if let Err(err) = engine::remove(docker, &live.id).await {
+        if let Err(err) = docker.remove(&live.id).await {
             tracing::warn!(container = %live.name, error = %err, "remove failed");
         }
         let _ = self.ctx.store.remove_container(&live.name);
@@ -589,7 +610,7 @@ impl Slot {
                     });
                 }
                 if clash {
-                    if let Err(err) = engine::start(&self.ctx.docker, &old.id).await {
+                    if let Err(err) = self.ctx.engine.start(&old.id).await {
                         tracing::error!(container = %old.name, error = %err, "rollback start failed");
                     }
                 }
@@ -760,12 +781,13 @@ impl Slot {
     /// reports `running`, or what went wrong (a fresh crash count: an
     /// operator asked for this start).
     async fn start_healthy(&mut self, mut live: Live, reason: Option<String>) {
-        let docker = self.ctx.docker.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         let version = live.version_id.clone();
         self.reset_crashes();
         live.started = Instant::now();
         live.probe_failures = 0;
-        let result = match engine::start(&docker, &live.id).await {
+        let result = match docker.start(&live.id).await {
             Ok(()) => self.wait_healthy(&mut live, false).await,
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
@@ -815,7 +837,8 @@ impl Slot {
     /// Stops the container for a hold and keeps it (logs, a quick start).
     async fn stop_for_hold(&mut self) {
         let Some(live) = self.live.take() else { return };
-        let docker = self.ctx.docker.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
         let reason = Some(self.hold_reason().to_owned());
         self.report(&live.version_id, ContainerStatus::Stopping, None, reason)
             .await;
@@ -823,7 +846,8 @@ impl Slot {
         self.memory.restart_at = None;
         self.unserve().await;
         let outcome = self.stop_gracefully(&live).await;
-        let exit = engine::inspect(&docker, &live.id, &self.ctx.network)
+        let exit = docker
+            .inspect(&live.id)
             .await
             .ok()
             .flatten()
@@ -857,11 +881,12 @@ impl Slot {
         let Some(mut live) = self.live.take() else {
             return;
         };
-        let docker = self.ctx.docker.clone();
-        let _ = engine::stop(&docker, &live.id, Duration::from_secs(1)).await;
+        let ctx = Arc::clone(&self.ctx);
+        let docker = &ctx.engine;
+        let _ = docker.stop(&live.id, Duration::from_secs(1)).await;
         live.started = Instant::now();
         live.probe_failures = 0;
-        let result = match engine::start(&docker, &live.id).await {
+        let result = match docker.start(&live.id).await {
             Ok(()) => self.wait_healthy(&mut live, false).await,
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
@@ -891,7 +916,7 @@ impl Slot {
         let Some(live) = self.live.as_ref() else {
             return;
         };
-        match engine::inspect(&self.ctx.docker, &live.id, &self.ctx.network).await {
+        match self.ctx.engine.inspect(&live.id).await {
             Ok(None) => {
                 if let Some(live) = self.live.take() {
                     let _ = self.ctx.store.remove_container(&live.name);
@@ -928,7 +953,7 @@ impl Slot {
             return;
         };
         match probe::check(
-            &self.ctx.docker,
+            &self.ctx.engine,
             &health.probe,
             &live.id,
             live.ip.as_deref(),
@@ -959,8 +984,9 @@ fn exit_reason(c: &Inspected) -> String {
 
 /// Adopts the containers found for this slot at start: keeps the one that
 /// matches what is wanted (running or not), removes the rest.
-async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) {
-    let docker = slot.ctx.docker.clone();
+async fn adopt<E: Engine>(slot: &mut Slot<E>, wanted: Option<&Wanted>, found: Vec<Inspected>) {
+    let ctx = Arc::clone(&slot.ctx);
+    let docker = &ctx.engine;
     for container in found {
         let hash = container
             .labels
@@ -1033,8 +1059,8 @@ async fn adopt(slot: &mut Slot, wanted: Option<&Wanted>, found: Vec<Inspected>) 
             }
             _ => {
                 tracing::info!(container = %container.id, "removing a leftover container");
-                let _ = engine::stop(&docker, &container.id, Duration::from_secs(10)).await;
-                let _ = engine::remove(&docker, &container.id).await;
+                let _ = docker.stop(&container.id, Duration::from_secs(10)).await;
+                let _ = docker.remove(&container.id).await;
             }
         }
     }
@@ -1060,8 +1086,8 @@ async fn retime(
 /// `operator` carries an operator's restart, stop or start; `poke` is
 /// notified on any engine event of the slot's containers (the slot then
 /// looks for itself, so the router never waits on a busy slot).
-pub async fn run(
-    ctx: Arc<Context>,
+pub async fn run<E: Engine>(
+    ctx: Arc<Context<E>>,
     stack_id: String,
     flag: String,
     mut wanted: watch::Receiver<Option<Wanted>>,
