@@ -22,6 +22,28 @@ fn readme_example(port: u16, stage: &str) -> anyhow::Result<Value> {
     Ok(template)
 }
 
+/// Applies `template` and waits until the stack is complete; its id.
+async fn created(api: &flotilla_tests::Api, template: &Value) -> anyhow::Result<String> {
+    let stack = api.apply(template).await?;
+    api.wait_for(
+        &format!("/v3/alm/stack/{stack}"),
+        Duration::from_secs(60),
+        |s| s["stack_status"] == "CREATE_COMPLETE",
+    )
+    .await?;
+    Ok(stack)
+}
+
+/// Whether the agent's nftables table exists.
+fn table_exists(agent_id: &str) -> anyhow::Result<bool> {
+    let table = flotilla_agent::traffic::rules::table_name(agent_id);
+    Ok(std::process::Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()?
+        .status
+        .success())
+}
+
 struct Probe {
     sent: AtomicUsize,
     failed: AtomicUsize,
@@ -75,14 +97,7 @@ async fn the_readme_example_drops_no_request_through_an_update_or_an_agent_resta
     ensure_image("flotilla-test/web:1")?;
     let mut f = DockerFleet::start("i-traffic", &["--heartbeat", "1"], &[]).await?;
     let port = free_tcp_port()?;
-    let stack = f.api.apply(&readme_example(port, "one")?).await?;
-    f.api
-        .wait_for(
-            &format!("/v3/alm/stack/{stack}"),
-            Duration::from_secs(60),
-            |s| s["stack_status"] == "CREATE_COMPLETE",
-        )
-        .await?;
+    let stack = created(&f.api, &readme_example(port, "one")?).await?;
     let old = agent_containers(&f.agent_id)?;
     assert_eq!(old.len(), 1);
     let published = docker(&["port", &old[0]])?;
@@ -230,14 +245,7 @@ async fn another_host_reaches_a_routed_port_with_its_own_source_address() -> any
     // Every host address, not only 127.0.0.1.
     template["configurations"][0]["container"]["ports"] =
         serde_json::json!([format!("{port}:80/tcp")]);
-    let stack = f.api.apply(&template).await?;
-    f.api
-        .wait_for(
-            &format!("/v3/alm/stack/{stack}"),
-            Duration::from_secs(60),
-            |s| s["stack_status"] == "CREATE_COMPLETE",
-        )
-        .await?;
+    created(&f.api, &template).await?;
     let page = other.get(&format!("http://{}:{port}/", other.host_ip))?;
     assert!(page.contains("Hello from a Flotilla container"), "{page}");
     let local = reqwest::get(format!("http://127.0.0.1:{port}/")).await?;
@@ -271,14 +279,7 @@ async fn udp_ports_are_routed_from_this_host_and_from_another() -> anyhow::Resul
         "configurations": [{"role": "echo", "flag": "Echo01", "provision": {"instance_count": 1},
             "container": {"image": image, "ports": [format!("{port}:5353/udp")], "stop_grace_period": "1s"}}]
     });
-    let stack = f.api.apply(&template).await?;
-    f.api
-        .wait_for(
-            &format!("/v3/alm/stack/{stack}"),
-            Duration::from_secs(60),
-            |s| s["stack_status"] == "CREATE_COMPLETE",
-        )
-        .await?;
+    created(&f.api, &template).await?;
     assert!(
         docker(&["port", &agent_containers(&f.agent_id)?.remove(0)])?.is_empty(),
         "Docker publishes nothing"
@@ -305,5 +306,50 @@ async fn udp_ports_are_routed_from_this_host_and_from_another() -> anyhow::Resul
         "{reply:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_docker_publishing_removes_the_table_and_republishes() -> anyhow::Result<()> {
+    ensure_image("flotilla-test/web:1")?;
+    let mut f = DockerFleet::start("i-traffic-mode", &["--heartbeat", "1"], &[]).await?;
+    let port = free_tcp_port()?;
+    let stack = created(&f.api, &readme_example(port, "mode")?).await?;
+    assert!(table_exists(&f.agent_id)?, "the agent's table exists");
+    let routed = agent_containers(&f.agent_id)?;
+
+    let agent = f.agent.take().ok_or_else(|| anyhow::anyhow!("no agent"))?;
+    agent.terminate()?;
+    let restarted = f.restart_agent(&["--published-ports", "docker"])?;
+    restarted.wait_log("connected to the controller", Duration::from_secs(20))?;
+    f.agent = Some(restarted);
+    assert!(!table_exists(&f.agent_id)?, "the table is gone");
+    // The container made while the agent routed is made again, published
+    // by Docker, and answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = agent_containers(&f.agent_id)?;
+        let published = now.iter().any(|id| {
+            !routed.contains(id)
+                && docker(&["port", id]).is_ok_and(|p| p.contains(&port.to_string()))
+        });
+        if published {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not republished: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.api
+        .wait_for(
+            &format!("/v3/alm/stack/{stack}/containers"),
+            Duration::from_secs(30),
+            |c| c[0]["status"] == "running",
+        )
+        .await?;
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/")).await?;
+    assert!(page.status().is_success());
     Ok(())
 }

@@ -67,6 +67,7 @@ pub enum SessionError {
 
 fn backoff(max: Duration) -> backoff::ExponentialBackoff {
     backoff::ExponentialBackoff {
+        current_interval: Duration::from_millis(200),
         initial_interval: Duration::from_millis(200),
         randomization_factor: 0.5,
         multiplier: 2.0,

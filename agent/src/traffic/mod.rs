@@ -73,6 +73,23 @@ impl Traffic {
             store,
             routes: tokio::sync::Mutex::new(saved),
         };
+        if !traffic.routing {
+            // Docker publishes now: routes of an earlier run would shadow
+            // its bindings, so they go.
+            if !traffic.routes.lock().await.is_empty() {
+                if let Err(err) = nft(&format!(
+                    "add table ip {0}\ndelete table ip {0}\n",
+                    traffic.table
+                ))
+                .await
+                {
+                    tracing::warn!(error = %err, table = %traffic.table, "cannot remove the routes of an earlier run");
+                }
+                traffic
+                    .forget_except(&std::collections::HashSet::new())
+                    .await;
+            }
+        }
         if traffic.routing {
             let routes = traffic.routes.lock().await.clone();
             if let Err(err) = traffic.apply(&routes).await {
@@ -201,6 +218,32 @@ impl Traffic {
         self.apply(&all).await?;
         tracing::info!(stack_id, flag, routes = routes.len(), "host ports routed");
         Ok(())
+    }
+
+    /// Forgets the routes of every slot not in `keep` (slots that ended
+    /// while the agent was down), on disk and in the kernel.
+    pub async fn forget_except(&self, keep: &std::collections::HashSet<(String, String)>) {
+        let mut all = self.routes.lock().await;
+        let stale: Vec<(String, String)> =
+            all.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        if stale.is_empty() {
+            return;
+        }
+        for (stack, flag) in &stale {
+            all.remove(&(stack.clone(), flag.clone()));
+            if let Err(err) = self.store.put_routes(stack, flag, &[]).await {
+                tracing::warn!(stack_id = %stack, flag = %flag, error = %err, "cannot forget a stale route");
+            }
+        }
+        if self.routing {
+            if let Err(err) = self.apply(&all).await {
+                tracing::warn!(error = %err, "cannot write the table without stale routes");
+            }
+        }
+        tracing::info!(
+            slots = stale.len(),
+            "routes of slots that are gone forgotten"
+        );
     }
 
     /// Waits until no TCP connection routed to `routes`' targets is open,

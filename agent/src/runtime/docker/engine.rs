@@ -392,6 +392,8 @@ pub struct Inspected {
     pub labels: HashMap<String, String>,
     /// The container's address (see [`address_on`]).
     pub ip: Option<String>,
+    /// Host ports Docker publishes for it.
+    pub bound_ports: Vec<u16>,
 }
 
 /// A container's address: on `preferred` (the network containers adopted
@@ -424,6 +426,18 @@ pub async fn inspect(
     {
         Ok(info) => {
             let state = info.state.unwrap_or_default();
+            let mut bound_ports: Vec<u16> = info
+                .host_config
+                .as_ref()
+                .and_then(|h| h.port_bindings.as_ref())
+                .into_iter()
+                .flat_map(|bindings| bindings.values())
+                .flatten()
+                .flatten()
+                .filter_map(|b| b.host_port.as_deref()?.parse().ok())
+                .collect();
+            bound_ports.sort_unstable();
+            bound_ports.dedup();
             let ip = info
                 .network_settings
                 .and_then(|n| n.networks)
@@ -436,6 +450,7 @@ pub async fn inspect(
                 started_at: state.started_at,
                 labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
                 ip,
+                bound_ports,
             }))
         }
         Err(err) if is_not_found(&err) => Ok(None),

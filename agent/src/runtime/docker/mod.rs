@@ -256,6 +256,11 @@ impl DockerRuntime {
             containers = found.values().map(Vec::len).sum::<usize>(),
             "existing containers found"
         );
+        // Routes of slots that have neither a container nor a placement
+        // here any more (they ended while the agent was down).
+        let mut keep: HashSet<SlotKey> = found.keys().cloned().collect();
+        keep.extend(wanted_slots(&desired.borrow()).into_keys());
+        ctx.traffic.forget_except(&keep).await;
         let (event_tx, mut event_rx) = mpsc::channel::<SlotKey>(256);
         tokio::spawn(dispatch_events(
             docker.clone(),

@@ -73,6 +73,7 @@ impl Engine for Fake {
                     started_at: None,
                     labels: c.labels.clone(),
                     ip: Some(format!("10.9.0.{}", c.number)),
+                    bound_ports: Vec::new(),
                 })
         }))
     }

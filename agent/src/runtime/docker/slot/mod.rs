@@ -993,8 +993,20 @@ async fn adopt<E: Engine>(slot: &mut Slot<E>, wanted: Option<&Wanted>, found: Ve
             .get(names::SPEC_HASH)
             .cloned()
             .unwrap_or_default();
-        let keep = slot.live.is_none() && wanted.is_some_and(|w| w.hash == hash);
         let spec = wanted.and_then(|w| ContainerSpec::parse(&w.spec_json).ok());
+        // A container must have the Docker bindings the agent would give it
+        // now (made while the agent routed its ports, it has none, and
+        // with `--published-ports docker` it would serve nothing): else it
+        // is made again. One Docker published, while the agent routes,
+        // serves on until its next update.
+        let lacks_bindings = spec.as_ref().is_some_and(|spec| {
+            spec.ports
+                .iter()
+                .filter(|p| !slot.ctx.traffic.routes_port(p))
+                .filter_map(|p| p.host_port)
+                .any(|port| !container.bound_ports.contains(&port))
+        });
+        let keep = slot.live.is_none() && wanted.is_some_and(|w| w.hash == hash) && !lacks_bindings;
         match (keep, spec) {
             (true, Some(spec)) => {
                 let version = container
