@@ -57,6 +57,10 @@ pub struct Traffic {
 /// Where the kernel lists tracked connections.
 const CONNTRACK: &str = "/proc/net/nf_conntrack";
 
+/// How long an old container's connections are given when the kernel
+/// does not list them (no `CONFIG_NF_CONNTRACK_PROCFS`).
+pub const BLIND_DRAIN: Duration = Duration::from_secs(5);
+
 impl Traffic {
     /// Loads the routes the agent last applied and applies them again (the
     /// same table, so connections are not disturbed). With `PortMode::Docker`,
@@ -247,11 +251,15 @@ impl Traffic {
     }
 
     /// Waits until no TCP connection routed to `routes`' targets is open,
-    /// at most `limit`; how many were still open then.
+    /// at most `limit`; how many were still open then. A kernel that does
+    /// not list its connections gets [`BLIND_DRAIN`] (within `limit`) for
+    /// requests in flight to finish.
     pub async fn drain(&self, routes: &[Route], limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         loop {
             let Ok(table) = tokio::fs::read_to_string(CONNTRACK).await else {
+                tracing::warn!(path = CONNTRACK, wait_ms = BLIND_DRAIN.min(limit).as_millis() as u64, "the kernel does not list tracked connections; waiting a fixed time for the old container's");
+                tokio::time::sleep(BLIND_DRAIN.min(limit)).await;
                 return 0;
             };
             let open: usize = routes
