@@ -164,12 +164,22 @@ impl Stacks<'_> {
                 running.task_id
             )));
         }
-        let targets = targets(&self.store.assignments()?, &stack.stack_id, flag, |agent| {
-            self.store
-                .agent(agent)
-                .ok()
-                .flatten()
-                .map(|a| a.instance_id.clone())
+        let assignments = self.store.assignments()?;
+        // Each assigned agent's instance, read first: a store error is the
+        // caller's error, never a target silently left out.
+        let mut instances = std::collections::HashMap::new();
+        for (_, agents) in assignments
+            .iter()
+            .filter(|(slot, _)| slot.0 == stack.stack_id)
+        {
+            for agent in agents {
+                if let Some(record) = self.store.agent(agent)? {
+                    instances.insert(agent.clone(), record.instance_id.clone());
+                }
+            }
+        }
+        let targets = targets(&assignments, &stack.stack_id, flag, |agent| {
+            instances.get(agent).cloned()
         });
         if targets.is_empty() {
             return Err(StackError::Conflict(
