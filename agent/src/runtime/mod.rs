@@ -86,3 +86,31 @@ pub fn build(
         )?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_shortens_the_grace_never_lengthens_it() {
+        let now = std::time::Instant::now();
+        let secs = Duration::from_secs;
+        for (wanted, stop_by, at_most, at_least) in [
+            (secs(30), None, secs(30), secs(30)),
+            (secs(30), Some(now + secs(600)), secs(30), secs(30)),
+            (secs(30), Some(now + secs(5)), secs(5), secs(4)),
+            (
+                secs(30),
+                Some(now - secs(5)),
+                Duration::ZERO,
+                Duration::ZERO,
+            ),
+        ] {
+            let grace = bounded_grace(wanted, stop_by);
+            assert!(
+                grace <= at_most && grace >= at_least,
+                "{wanted:?} {stop_by:?}: {grace:?}"
+            );
+        }
+    }
+}

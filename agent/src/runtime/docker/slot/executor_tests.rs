@@ -29,6 +29,8 @@ struct FakeState {
     start_failures: u32,
     /// Containers numbered above this fail every exec (their probe).
     healthy_up_to: u64,
+    /// How long an exec runs (a hook that hangs).
+    exec_takes: Duration,
     log: Vec<String>,
 }
 
@@ -138,6 +140,8 @@ impl Engine for Fake {
     }
 
     async fn exec(&self, id: &str, _argv: &[String]) -> Result<i64, String> {
+        let takes = self.with(|s| s.exec_takes);
+        tokio::time::sleep(takes).await;
         self.with(|s| {
             let number = s.containers.get(id).map_or(0, |c| c.number);
             Ok(if number > s.healthy_up_to { 1 } else { 0 })
@@ -384,5 +388,33 @@ async fn a_container_removed_outside_is_made_again() {
     assert_eq!(h.fake.running().len(), 1);
     assert_ne!(h.fake.running()[0], id);
     drop(slot.wanted);
+    let _ = slot.task.await;
+}
+
+#[tokio::test]
+async fn a_spot_deadline_cuts_the_pre_stop_hook_short() {
+    let mut h = harness(Fake::default()).await;
+    let hooked = r#"{"image": "web", "stop_grace_period": "30s", "pre_stop": {"exec": ["/pre_shutdown.sh"], "timeout": "60s"}}"#;
+    let slot = spawn(&h, wanted("v1", hooked), Vec::new());
+    until(&mut h, "v1", ContainerStatus::Running).await;
+    h.fake.with(|s| s.exec_takes = Duration::from_secs(60));
+    // The VM goes in 500 ms: the hook (60 s) and the grace (30 s) must end by then.
+    if let Ok(mut stop_by) = h.ctx.stop_by.lock() {
+        *stop_by = Some(Instant::now() + Duration::from_millis(500));
+    }
+    let asked = Instant::now();
+    slot.wanted.send_replace(None);
+    let seen = until(&mut h, "v1", ContainerStatus::Terminated).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let reason = seen
+        .last()
+        .and_then(|t| t.reason.clone())
+        .unwrap_or_default();
+    assert!(reason.starts_with("pre-stop timed out after "), "{reason}");
+    assert!(h.fake.running().is_empty());
     let _ = slot.task.await;
 }
