@@ -117,11 +117,11 @@ async fn a_configuration_resolves_to_a_pool_its_owner_may_use() {
     let (_, _, dave) = t.user_in_no_pool("dave").await;
     let reply = t.post("/v3/alm/template", &dave, &in_pool(None)).await;
     assert_eq!(reply.error(403), "forbidden");
-    // Unknown pool: 404; a pool of someone else: 403; nothing stored.
+    // Unknown pool: 409; a pool of someone else: 403; nothing stored.
     let reply = t
         .post("/v3/alm/template", &bob, &in_pool(Some("nope")))
         .await;
-    assert_eq!(reply.error(404), "not_found");
+    assert_eq!(reply.error(409), "unknown_pool");
     assert_eq!(
         reply.json()["errors"][0]["context"]["path"],
         "/configurations/0/provision/pool"
@@ -135,7 +135,7 @@ async fn a_configuration_resolves_to_a_pool_its_owner_may_use() {
         .await;
     assert_eq!(reply.error(403), "forbidden");
     let reply = t.post("/v3/alm/template", &bob, &in_pool(Some(""))).await;
-    assert_eq!(reply.error(404), "not_found");
+    assert_eq!(reply.error(409), "unknown_pool");
     let mut wrong = in_pool(None);
     wrong["configurations"][0]["provision"]["pool"] = json!(7);
     assert_eq!(

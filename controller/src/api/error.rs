@@ -246,8 +246,11 @@ impl From<crate::stacks::StackError> for ApiError {
                     })
                     .collect(),
             ),
+            // A body naming a pool that does not exist conflicts with the
+            // state (as an unknown flag does); the stack itself is there.
             E::UnknownPool { ref name, ref path } => {
-                ApiError::not_found("pool", name).context(json!({ "pool": name, "path": path }))
+                ApiError::new(StatusCode::CONFLICT, "unknown_pool", message.clone())
+                    .context(json!({ "pool": name, "path": path }))
             }
             E::ForbiddenPool {
                 ref name, ref path, ..

@@ -127,8 +127,7 @@ pub struct CompareResponse {
         (status = 400, description = "Malformed JSON or an invalid template (every problem listed)", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot apply templates; a pool the owner may not use; `policy_denied`; `container_section_too_large`", body = ErrorBody),
-        (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "`duplicate_flag`: two configurations with one flag", body = ErrorBody),
+        (status = 409, description = "`duplicate_flag`: two configurations with one flag; `unknown_pool`: a pool that does not exist", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
@@ -152,8 +151,8 @@ pub async fn apply(
         (status = 400, description = "Malformed JSON or an invalid template", body = ErrorBody),
         (status = 401, description = "Missing, expired or revoked token", body = ErrorBody),
         (status = 403, description = "A stack token cannot update templates; a pool the owner may not use; `policy_denied`; `container_section_too_large`", body = ErrorBody),
-        (status = 404, description = "No such template or pool", body = ErrorBody),
-        (status = 409, description = "The stack is being deleted; `duplicate_flag`", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "The stack is being deleted; `duplicate_flag`; `unknown_pool`: a pool that does not exist", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     ))]
