@@ -780,14 +780,20 @@ impl<E: Engine> Slot<E> {
     /// Starts the slot's stopped container, waits until it is healthy and
     /// reports `running`, or what went wrong (a fresh crash count: an
     /// operator asked for this start).
-    async fn start_healthy(&mut self, mut live: Live, reason: Option<String>) {
-        let ctx = Arc::clone(&self.ctx);
-        let docker = &ctx.engine;
-        let version = live.version_id.clone();
+    async fn start_healthy(&mut self, live: Live, reason: Option<String>) {
         self.reset_crashes();
+        self.start_and_serve(live, reason).await;
+    }
+
+    /// Starts the container, waits until it is healthy, points the host
+    /// ports at it and reports `running` (with `reason`, unless routing
+    /// failed); a failure goes to the restart policy.
+    async fn start_and_serve(&mut self, mut live: Live, reason: Option<String>) {
+        let ctx = Arc::clone(&self.ctx);
+        let version = live.version_id.clone();
         live.started = Instant::now();
         live.probe_failures = 0;
-        let result = match docker.start(&live.id).await {
+        let result = match ctx.engine.start(&live.id).await {
             Ok(()) => self.wait_healthy(&mut live, false).await,
             Err(err) => Err((ContainerStatus::StartFailure, err)),
         };
@@ -875,37 +881,14 @@ impl<E: Engine> Slot<E> {
         self.start_healthy(live, None).await;
     }
 
-    /// Carries out a due restart.
+    /// Carries out a due restart (the crash count goes on).
     async fn restart(&mut self) {
         self.memory.restart_at = None;
-        let Some(mut live) = self.live.take() else {
+        let Some(live) = self.live.take() else {
             return;
         };
-        let ctx = Arc::clone(&self.ctx);
-        let docker = &ctx.engine;
-        let _ = docker.stop(&live.id, Duration::from_secs(1)).await;
-        live.started = Instant::now();
-        live.probe_failures = 0;
-        let result = match docker.start(&live.id).await {
-            Ok(()) => self.wait_healthy(&mut live, false).await,
-            Err(err) => Err((ContainerStatus::StartFailure, err)),
-        };
-        let version = live.version_id.clone();
-        let problem = match result {
-            Ok(()) => self.serve(&live).await,
-            Err(_) => None,
-        };
-        self.live = Some(live);
-        match result {
-            Ok(()) => {
-                self.report(&version, ContainerStatus::Running, None, problem)
-                    .await
-            }
-            Err((status, reason)) => {
-                let probe_failed = status == ContainerStatus::ProbeFailure;
-                self.died(None, reason, probe_failed).await;
-            }
-        }
+        let _ = self.ctx.engine.stop(&live.id, Duration::from_secs(1)).await;
+        self.start_and_serve(live, None).await;
     }
 
     /// Looks at the slot's container after an engine event: gone (removed
